@@ -1,0 +1,127 @@
+"""What this machine can run: the single source of truth behind every notebook's banner.
+
+``device_info()`` never raises: a missing CuPy, a CuPy without a driver, or an old GPU all give a
+:class:`DeviceInfo` whose ``reasons`` say why the fast path is off.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Facts about the machine, as far as samoyeds-lab is concerned.
+
+    Attributes
+    ----------
+    backend : str
+        ``"cupy"`` when the CuPy kernels can run (CuPy + driver + a GPU with compute capability ≥ 8.0),
+        else ``"reference"`` (pure-torch CPU references).
+    gpu_name : str | None
+    compute_capability : tuple[int, int] | None
+    sptc : bool
+        Sparse Tensor Cores (``mma.sp``, SM80+) usable.
+    sm90a : bool
+        Hopper's ``wgmma.mma_async.sp`` path (compute capability 9.0) usable.
+    reasons : tuple[str, ...]
+        Why each fast path is unavailable (empty when everything is on).
+    """
+
+    backend: str
+    gpu_name: str | None
+    compute_capability: tuple[int, int] | None
+    sptc: bool
+    sm90a: bool
+    cupy_version: str | None
+    torch_version: str
+    torch_cuda: bool
+    cpu: str
+    threads: int
+    reasons: tuple[str, ...] = field(default=())
+
+    def banner(self) -> str:
+        """A few lines saying which backend runs, and why the GPU paths are on or off."""
+        if self.backend == "cupy":
+            cc = ".".join(map(str, self.compute_capability or ()))
+            head = f"samoyeds-lab · backend: CuPy kernels on {self.gpu_name} (compute capability {cc})"
+        else:
+            head = "samoyeds-lab · backend: CPU reference (pure torch; GPU figures are shown as recorded)"
+        lines = [
+            head,
+            f"  Sparse Tensor Cores (mma.sp, SM80+): {'yes' if self.sptc else 'no'}"
+            f" · Hopper sm_90a (wgmma.sp): {'yes' if self.sm90a else 'no'}",
+            f"  torch {self.torch_version} (CUDA {'yes' if self.torch_cuda else 'no'}) · "
+            f"cupy {self.cupy_version or 'not installed'} · CPU: {self.cpu}, {self.threads} threads",
+        ]
+        lines += [f"  why not: {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.banner()
+
+
+def _probe_cupy() -> tuple[str | None, str | None, tuple[int, int] | None, list[str]]:
+    """(cupy version, gpu name, compute capability, reasons), never raising."""
+    reasons: list[str] = []
+    try:
+        import cupy  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken CUDA install raising on import
+        kind = "not installed" if isinstance(exc, ImportError) else f"fails to import ({exc!s:.120})"
+        reasons.append(f"CuPy {kind} (pip install -e '.[gpu]' on a machine with an NVIDIA driver)")
+        return None, None, None, reasons
+    version = getattr(cupy, "__version__", "?")
+    try:
+        available = bool(cupy.is_available())
+    except Exception as exc:
+        available = False
+        reasons.append(f"CuPy cannot reach a GPU: {exc!s:.120}")
+    if not available:
+        if not reasons:
+            reasons.append("CuPy is installed but finds no usable GPU/driver (cupy.is_available() is False)")
+        return version, None, None, reasons
+    try:
+        dev = cupy.cuda.Device()
+        cc = (int(dev.compute_capability[:-1]), int(dev.compute_capability[-1]))
+        props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    except Exception as exc:
+        reasons.append(f"CuPy sees a GPU but cannot query it: {exc!s:.120}")
+        return version, None, None, reasons
+    return version, name, cc, reasons
+
+
+@functools.lru_cache(maxsize=1)
+def device_info() -> DeviceInfo:
+    """Probe once per process what can run here (cached). Never raises."""
+    cupy_version, name, cc, reasons = _probe_cupy()
+    sptc = cc is not None and cc >= (8, 0)
+    sm90a = cc == (9, 0)
+    if cc is not None and not sptc:
+        reasons.append(f"{name} has compute capability {cc[0]}.{cc[1]}; Sparse Tensor Cores need 8.0+ "
+                       "(kernels fall back to the CPU reference)")
+    if sptc and not sm90a:
+        reasons.append("sm_90a (wgmma.sp) needs a Hopper GPU (compute capability 9.0); mma.sp path is used")
+    elif cc is None:
+        reasons.append("sm_90a (wgmma.sp) needs a Hopper GPU")
+    try:
+        torch_cuda = bool(torch.cuda.is_available())
+    except Exception:
+        torch_cuda = False
+    return DeviceInfo(
+        backend="cupy" if sptc else "reference",
+        gpu_name=name,
+        compute_capability=cc,
+        sptc=sptc,
+        sm90a=sm90a,
+        cupy_version=cupy_version,
+        torch_version=torch.__version__,
+        torch_cuda=torch_cuda,
+        cpu=platform.processor() or platform.machine(),
+        threads=torch.get_num_threads(),
+        reasons=tuple(reasons),
+    )
