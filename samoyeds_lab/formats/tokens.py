@@ -4,9 +4,9 @@ A router gives every token ``k`` experts (``topk_ids [tokens, k]``). Expert ``e`
 tokens routed to it, so its activation operand is a *selection* of rows of ``x``. :class:`TokenSelection`
 sorts the ``tokens·k`` (token, expert) pairs by expert and records, per expert, where its segment starts::
 
-    topk_ids = [[0, 2],          token_ids = [0, 1 | 2 | 0, 2]       expert 0 | 1 | 2
-                [0, 1],          offsets   = [0, 2, 3, 5]
-                [1, 2]]          slot_ids  = [0, 2 | 5 | 1, 4]       (token·k + j, to find routing weights)
+    topk_ids = [[0, 2],          token_ids = [0, 1 | 1, 2 | 0, 2]       expert 0 | 1 | 2
+                [0, 1],          offsets   = [0, 2, 4, 6]
+                [1, 2]]          slot_ids  = [0, 2 | 3, 4 | 1, 5]       (token·k + j: finds routing weights)
 
 Kernels process tokens in tiles of ``pad_to`` (64 in Samoyeds), so each segment is also padded up to a
 multiple of ``pad_to`` with :data:`SENTINEL` (``-1``). The published Samoyeds code pads with token 0,
