@@ -17,6 +17,7 @@ bits ``4j … 4j+3``. The register order ``mma.sp`` consumes is built from this 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,48 @@ def _choose_positions(nonzero: torch.Tensor, n: int) -> torch.Tensor:
     key = torch.where(nonzero, ar, ar + m)  # nonzeros rank first, each side by position
     chosen = torch.topk(key, n, dim=-1, largest=False, sorted=True).indices
     return torch.sort(chosen, dim=-1).values
+
+
+@functools.lru_cache(maxsize=None)
+def _group_tables(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lookup tables over every nonzero pattern ``code`` of a group (bit ``i`` = element ``i`` nonzero).
+
+    Returns ``(popcount uint8 [2^m], positions int64 [2^m, n])``; positions are the nonzero indices
+    padded with the smallest unused ones, ascending (meaningful where popcount <= n).
+    """
+    codes = torch.arange(2**m)
+    bits = ((codes.unsqueeze(1) >> torch.arange(m)) & 1).bool()
+    return bits.sum(1).to(torch.uint8), _choose_positions(bits, n)
+
+
+def _group_codes(nonzero: torch.Tensor) -> torch.Tensor:
+    """``[N, m]`` bool → int64 ``[N]`` pattern codes (bit ``i`` set where element ``i`` is nonzero)."""
+    m = nonzero.shape[-1]
+    if m == 4 and nonzero.is_contiguous():
+        # four bools are four bytes of one int32; one multiply sums b0 + 2·b1 + 4·b2 + 8·b3 into the
+        # top byte (the partial sums in the lower bytes never exceed 15, so nothing carries into it)
+        v = nonzero.view(torch.uint8).view(torch.int32).view(-1)
+        return ((v * 0x01020408) >> 24).to(torch.int64)
+    code = torch.zeros(nonzero.shape[0], dtype=torch.int64, device=nonzero.device)
+    for i in range(m):
+        code |= nonzero[:, i].to(torch.int64) << i
+    return code
+
+
+def _compress_groups(groups: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Compress ``[N, m]`` groups to ``(values [N, n], positions uint8 [N, n], counts-or-None)``.
+
+    ``counts`` (uint8 ``[N]`` nonzeros per group) is returned only when some group holds more than
+    ``n`` nonzeros; the caller turns it into an error naming the first such group.
+    """
+    m = groups.shape[-1]
+    popcount, positions = _group_tables(n, m)
+    code = _group_codes(groups != 0)
+    counts = popcount[code]
+    if counts.numel() and int(counts.max()) > n:
+        return groups[:, :n], positions[code].to(torch.uint8), counts
+    pos = positions[code]
+    return torch.gather(groups, 1, pos), pos.to(torch.uint8), None
 
 
 def _first_violation(counts: torch.Tensor, limit: int) -> tuple[int, ...]:
@@ -87,15 +130,17 @@ class NMWeight:
                 f"got {tuple(self.values.shape)} and {tuple(self.positions.shape)}"
             )
         if self.positions.numel():
-            pos = self.positions.view(rows, -1, n).to(torch.int64)
+            pos = self.positions.view(rows, -1, n)  # uint8 compares: no widening copy
             if int(pos.max()) >= m:
                 raise FormatError(f"positions: expected values < m={m}, got {int(pos.max())}")
-            if n > 1 and bool((pos[..., 1:] <= pos[..., :-1]).any()):
-                r, g, _ = _first_violation((pos[..., 1:] <= pos[..., :-1]).to(torch.int8), 0)
-                raise FormatError(
-                    f"positions: expected strictly ascending positions inside each group, "
-                    f"row {r} group {g} has {pos[r, g].tolist()}"
-                )
+            if n > 1:
+                bad = pos[..., 1:] <= pos[..., :-1]
+                if bool(bad.any()):
+                    r, g, _ = _first_violation(bad.to(torch.int8), 0)
+                    raise FormatError(
+                        f"positions: expected strictly ascending positions inside each group, "
+                        f"row {r} group {g} has {pos[r, g].tolist()}"
+                    )
         object.__setattr__(self, "shape", (rows, cols))
 
     # ------------------------------------------------------------------ properties
@@ -210,15 +255,11 @@ def compress_nm(dense: torch.Tensor, n: int = 2, m: int = 4) -> NMWeight:
     rows, cols = dense.shape
     if cols % m:
         raise ValueError(f"dense: expected the last dimension to be a multiple of m={m}, got shape {tuple(dense.shape)}")
-    groups = dense.reshape(rows, cols // m, m)
-    nonzero = groups != 0
-    counts = nonzero.sum(-1)
-    if rows and cols and int(counts.max()) > n:
-        r, g = _first_violation(counts, n)
+    values, pos, counts = _compress_groups(dense.reshape(-1, m), n)
+    if counts is not None:
+        r, g = _first_violation(counts.view(rows, cols // m), n)
         raise FormatError(
             f"dense: not {n}:{m} sparse: row {r}, group {g} (columns {g * m}..{g * m + m - 1}) has "
-            f"{int(counts[r, g])} nonzeros, at most {n} allowed"
+            f"{int(counts.view(rows, -1)[r, g])} nonzeros, at most {n} allowed"
         )
-    pos = _choose_positions(nonzero, n)
-    values = torch.gather(groups, -1, pos).reshape(rows, -1).contiguous()
-    return NMWeight(values, pos.reshape(rows, -1).to(torch.uint8).contiguous(), n, m, (rows, cols))
+    return NMWeight(values.reshape(rows, -1), pos.reshape(rows, -1), n, m, (rows, cols))

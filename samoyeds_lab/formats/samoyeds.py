@@ -25,7 +25,7 @@ import torch
 
 from .._checks import FLOAT_DTYPES, check_int, check_tensor
 from ..errors import FormatError
-from .nm import NMWeight, _choose_positions, _first_violation, pack_nibbles
+from .nm import NMWeight, _choose_positions, _compress_groups, _first_violation, pack_nibbles
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,21 +184,20 @@ def compress_samoyeds(dense: torch.Tensor, n: int = 1, m: int = 2, vector: int =
             f"at most {n} allowed"
         )
     chosen = _choose_positions(row_used.transpose(1, 2), n)  # [groups, windows, n]
-    idx = chosen.transpose(1, 2)  # [groups, n, windows]
-    kept = torch.gather(w4, 1, idx.unsqueeze(-1).expand(-1, -1, -1, vector))  # [groups, n, windows, V]
-    inner = kept.reshape(rows // m * n, cols)
-    nz4 = (inner.view(inner.shape[0], -1, 4) != 0).sum(-1)
-    if nz4.numel() and int(nz4.max()) > 2:
-        c, g = _first_violation(nz4, 2)
+    idx = chosen.transpose(1, 2).reshape(-1, windows)  # [crows, windows]: row inside the group
+    crows = rows // m * n
+    # dense row of compressed row c in window w, then fetch the V-wide segments as whole rows of a
+    # [rows·windows, V] view: one contiguous copy per segment
+    drow = (torch.arange(crows, device=dense.device) // n * m).unsqueeze(1) + idx
+    seg = (drow * windows + torch.arange(windows, device=dense.device)).reshape(-1)
+    inner = dense.reshape(-1, vector).index_select(0, seg).reshape(crows, cols)
+    values, pos, counts = _compress_groups(inner.reshape(-1, 4), 2)
+    if counts is not None:
+        c, g = _first_violation(counts.view(crows, -1), 2)
         w = (g * 4) // vector
-        drow = (c // n) * m + int(idx.reshape(-1, windows)[c, w])
         raise FormatError(
-            f"dense: kept rows are not 2:4: row {drow}, columns {g * 4}..{g * 4 + 3} hold "
-            f"{int(nz4[c, g])} nonzeros, at most 2 allowed"
+            f"dense: kept rows are not 2:4: row {int(drow[c, w])}, columns {g * 4}..{g * 4 + 3} hold "
+            f"{int(counts.view(crows, -1)[c, g])} nonzeros, at most 2 allowed"
         )
-    pos = _choose_positions(inner.view(inner.shape[0], -1, 4) != 0, 2)
-    values = torch.gather(inner.view(inner.shape[0], -1, 4), -1, pos).reshape(inner.shape[0], -1)
-    row_index = idx.reshape(-1, windows).T.contiguous().to(torch.uint8)
-    return SamoyedsWeight(
-        values.contiguous(), pos.reshape(inner.shape[0], -1).to(torch.uint8).contiguous(), row_index, n, m, vector, (rows, cols)
-    )
+    row_index = idx.T.contiguous().to(torch.uint8)
+    return SamoyedsWeight(values.reshape(crows, -1), pos.reshape(crows, -1), row_index, n, m, vector, (rows, cols))
