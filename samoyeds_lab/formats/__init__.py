@@ -8,6 +8,7 @@ pattern (prune first with :mod:`samoyeds_lab.prune`) and reject one that does no
 
 from .nm import NMWeight, compress_nm, pack_nibbles, unpack_nibbles
 from .samoyeds import SamoyedsWeight, compress_samoyeds
+from .sptc import check_metadata, logical_metadata, mma_metadata, nibble_is_ordered
 from .tokens import SENTINEL, TokenSelection
 from .venom import CSRWeight, DenseWeight, VenomWeight, as_dense, compress_venom, to_csr
 
@@ -18,4 +19,5 @@ __all__ = [
     "SamoyedsWeight", "compress_samoyeds",
     "VenomWeight", "compress_venom", "CSRWeight", "to_csr", "DenseWeight", "as_dense",
     "TokenSelection", "SENTINEL", "WEIGHT_FORMATS",
+    "mma_metadata", "logical_metadata", "check_metadata", "nibble_is_ordered",
 ]

@@ -174,8 +174,8 @@ class NMWeight:
         out = torch.zeros(rows, cols // self.m, self.m, dtype=self.values.dtype, device=self.values.device)
         out.scatter_(
             -1,
-            self.positions.view(rows, -1, self.n).to(torch.int64),
-            self.values.view(rows, -1, self.n),
+            self.positions.view(rows, cols // self.m, self.n).to(torch.int64),
+            self.values.view(rows, cols // self.m, self.n),
         )
         return out.view(rows, cols)
 
@@ -183,7 +183,7 @@ class NMWeight:
         """Bool ``[rows, cols]``: where a value is stored (including stored zeros)."""
         rows, cols = self.shape
         out = torch.zeros(rows, cols // self.m, self.m, dtype=torch.bool, device=self.values.device)
-        out.scatter_(-1, self.positions.view(rows, -1, self.n).to(torch.int64), True)
+        out.scatter_(-1, self.positions.view(rows, cols // self.m, self.n).to(torch.int64), True)
         return out.view(rows, cols)
 
     def sptc_metadata(self) -> torch.Tensor:
@@ -206,8 +206,8 @@ class NMWeight:
 
 def pack_nibbles(positions: torch.Tensor) -> torch.Tensor:
     """Pack 2:4 positions ``uint8 [rows, cols/2]`` into ``uint32 [rows, ceil(cols/32)]`` metadata words."""
-    rows = positions.shape[0]
-    pos = positions.view(rows, -1, 2).to(torch.int64)
+    rows, kept = positions.shape
+    pos = positions.view(rows, kept // 2, 2).to(torch.int64)
     nib = pos[..., 0] | (pos[..., 1] << 2)  # [rows, groups]
     groups = nib.shape[1]
     words = -(-groups // 8)
@@ -226,9 +226,9 @@ def unpack_nibbles(words: torch.Tensor, cols: int) -> torch.Tensor:
     w = words.to(torch.int64)
     shifts = torch.arange(8, device=w.device) * 4
     nib = (w.unsqueeze(-1) >> shifts) & 0xF  # [rows, W, 8]
-    nib = nib.view(rows, -1)[:, : cols // 4]
+    nib = nib.reshape(rows, w.shape[1] * 8)[:, : cols // 4]
     pos = torch.stack([nib & 0x3, nib >> 2], dim=-1)
-    return pos.view(rows, -1).to(torch.uint8)
+    return pos.reshape(rows, cols // 2).to(torch.uint8)
 
 
 def compress_nm(dense: torch.Tensor, n: int = 2, m: int = 4) -> NMWeight:
@@ -260,6 +260,7 @@ def compress_nm(dense: torch.Tensor, n: int = 2, m: int = 4) -> NMWeight:
         r, g = _first_violation(counts.view(rows, cols // m), n)
         raise FormatError(
             f"dense: not {n}:{m} sparse: row {r}, group {g} (columns {g * m}..{g * m + m - 1}) has "
-            f"{int(counts.view(rows, -1)[r, g])} nonzeros, at most {n} allowed"
+            f"{int(counts.view(rows, cols // m)[r, g])} nonzeros, at most {n} allowed"
         )
-    return NMWeight(values.reshape(rows, -1), pos.reshape(rows, -1), n, m, (rows, cols))
+    kept = cols // m * n
+    return NMWeight(values.reshape(rows, kept), pos.reshape(rows, kept), n, m, (rows, cols))

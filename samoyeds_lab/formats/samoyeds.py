@@ -200,4 +200,4 @@ def compress_samoyeds(dense: torch.Tensor, n: int = 1, m: int = 2, vector: int =
             f"{int(counts.view(crows, -1)[c, g])} nonzeros, at most 2 allowed"
         )
     row_index = idx.T.contiguous().to(torch.uint8)
-    return SamoyedsWeight(values.reshape(crows, -1), pos.reshape(crows, -1), row_index, n, m, vector, (rows, cols))
+    return SamoyedsWeight(values.reshape(crows, cols // 2), pos.reshape(crows, cols // 2), row_index, n, m, vector, (rows, cols))

@@ -125,17 +125,18 @@ def compress_venom(dense: torch.Tensor, v: int = 64, n: int = 4, m: int = 8) -> 
             f"block {b} uses {int(counts[i, b])} columns, at most {n} allowed"
         )
     idx = _choose_positions(col_used, n)  # [rb, cb, n]
-    kept = torch.gather(blocks, -1, idx.unsqueeze(1).expand(-1, v, -1, -1)).reshape(rows, -1)
-    g4 = kept.view(rows, -1, 4)
+    width = cols // m * n
+    kept = torch.gather(blocks, -1, idx.unsqueeze(1).expand(-1, v, -1, -1)).reshape(rows, width)
+    g4 = kept.view(rows, width // 4, 4)
     nz4 = (g4 != 0).sum(-1)
     if nz4.numel() and int(nz4.max()) > 2:
         r, g = _first_violation(nz4, 2)
         raise FormatError(f"dense: kept columns are not 2:4: row {r}, kept group {g} holds {int(nz4[r, g])} nonzeros")
     pos = _choose_positions(g4 != 0, 2)
-    values = torch.gather(g4, -1, pos).reshape(rows, -1)
+    values = torch.gather(g4, -1, pos).reshape(rows, width // 2)
     return VenomWeight(
-        values.contiguous(), pos.reshape(rows, -1).to(torch.uint8).contiguous(),
-        idx.reshape(rows // v, -1).to(torch.uint8).contiguous(), v, n, m, (rows, cols),
+        values.contiguous(), pos.reshape(rows, width // 2).to(torch.uint8).contiguous(),
+        idx.reshape(rows // v, width).to(torch.uint8).contiguous(), v, n, m, (rows, cols),
     )
 
 

@@ -1,5 +1,23 @@
 """CPU references: pure-torch products and a warp-level emulator of ``mma.sp`` with the kernels' layouts."""
 
 from .core import check_token_idx, dense_of, spmm, ssmm
+from .mma_sp import (
+    mma_sp_m16n8k16,
+    mma_sp_m16n8k32,
+    pack_a,
+    pack_b,
+    pack_c,
+    pack_e,
+    sparse_a_to_dense,
+    unpack_a,
+    unpack_b,
+    unpack_d,
+)
+from .tiled import tiled_spmm, tiled_ssmm
 
-__all__ = ["spmm", "ssmm", "dense_of", "check_token_idx"]
+__all__ = [
+    "spmm", "ssmm", "dense_of", "check_token_idx",
+    "mma_sp_m16n8k32", "mma_sp_m16n8k16", "sparse_a_to_dense",
+    "pack_a", "unpack_a", "pack_b", "unpack_b", "pack_c", "unpack_d", "pack_e",
+    "tiled_spmm", "tiled_ssmm",
+]

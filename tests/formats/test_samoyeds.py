@@ -109,3 +109,16 @@ def test_constructor_validates_row_index():
         SamoyedsWeight(w.values, w.positions, w.row_index[:1], 1, 2, 128, (8, 256))
     with pytest.raises(FormatError, match="row_index: expected values < m=2"):
         SamoyedsWeight(w.values, w.positions, torch.full_like(w.row_index, 2), 1, 2, 128, (8, 256))
+
+
+def test_empty_matrices_round_trip():
+    from samoyeds_lab.formats import compress_nm, compress_venom
+
+    for dense, fn in [
+        (torch.zeros(0, 32, dtype=torch.float16), lambda d: compress_nm(d)),
+        (torch.zeros(0, 128, dtype=torch.float16), lambda d: compress_samoyeds(d)),
+        (torch.zeros(0, 16, dtype=torch.float16), lambda d: compress_venom(d, 4, 4, 8)),
+    ]:
+        w = fn(dense)
+        assert w.to_dense().shape == dense.shape and w.values.shape[0] == 0
+    assert compress_nm(torch.zeros(0, 32)).sptc_metadata().shape == (0, 1)
