@@ -38,12 +38,11 @@ import torch
 
 from .._checks import check_int, check_tensor
 from ..errors import FormatError
+from .nm import PAD_NIBBLE
 from ..tiles import COLS_PER_META_WORD, GROUP, GROUPS_PER_WORD, MMA_M, ceil_div
 
 #: The six nibbles ``::ordered_metadata`` accepts: positions (lo, hi) with lo < hi, lo in bits [1:0].
 LEGAL_NIBBLES = (0x4, 0x8, 0xC, 0x9, 0xD, 0xE)
-#: Nibble of a padding group (positions 0 and 1, both values zero).
-PAD_NIBBLE = 0x4
 #: A whole padding word (8 padding groups).
 PAD_WORD = 0x44444444
 
