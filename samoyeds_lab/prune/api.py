@@ -1,0 +1,201 @@
+"""One entry point per question: which weights to keep (:func:`prune_mask`), and the compressed operand
+they make (:func:`sparsify`), for any pattern and either scoring method."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from ..formats import as_dense, compress_nm, compress_samoyeds, compress_venom, to_csr
+from . import masks as _m
+from .scores import _check_weight, column_norms, magnitude_scores, score_rows, wanda_scores
+
+#: Pattern kinds and their keyword arguments with defaults (``None`` = required).
+PATTERNS: dict[str, dict[str, Any]] = {
+    "dense": {},
+    "nm": {"n": 2, "m": 4},
+    "samoyeds": {"n": 1, "m": 2, "vector": 128},
+    "venom": {"v": 64, "n": 4, "m": 8},
+    "unstructured": {"density": None},
+}
+
+#: Scoring methods.
+METHODS = ("magnitude", "wanda")
+
+_NM_SPELLING = re.compile(r"^(\d+):(\d+)$")
+
+
+def parse_pattern(pattern: str, **pattern_kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """Resolve a pattern spelling and its keyword arguments to ``(kind, params)``.
+
+    Accepted spellings (case-insensitive, spaces ignored):
+
+    - ``"n:m"`` with two integers, e.g. ``"2:4"``, ``"1:2"``, ``"4:8"``: N:M along the last dimension
+      (the keywords ``n``/``m`` may not be given as well);
+    - ``"nm"`` (keywords ``n=2, m=4``);
+    - ``"samoyeds"`` (keywords ``n=1, m=2, vector=128``);
+    - ``"venom"`` (keywords ``v=64, n=4, m=8``; ``n`` = kept columns per ``v x m`` block, so the
+      default is VENOM's "64:2:8");
+    - ``"unstructured"`` (keyword ``density``, required);
+    - ``"dense"`` (no keywords; keeps everything).
+
+    Returns
+    -------
+    tuple[str, dict]
+        ``kind`` in :data:`PATTERNS` and the full keyword dict (defaults filled in). Values are checked
+        by the mask builders, not here.
+    """
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern: expected a str such as '2:4' or 'samoyeds', got {type(pattern).__name__}")
+    key = pattern.replace(" ", "").lower()
+    fixed: dict[str, Any] = {}
+    spelled_nm = _NM_SPELLING.match(key)
+    if spelled_nm:
+        kind = "nm"
+        fixed = {"n": int(spelled_nm.group(1)), "m": int(spelled_nm.group(2))}
+        for name in fixed:
+            if name in pattern_kwargs:
+                raise TypeError(
+                    f"{name}: given both in pattern={pattern!r} and as a keyword ({name}={pattern_kwargs[name]!r})"
+                )
+    elif key in PATTERNS:
+        kind = key
+    else:
+        raise ValueError(
+            f"pattern: expected 'n:m' (e.g. '2:4'), 'nm', 'samoyeds', 'venom', 'unstructured' or 'dense', "
+            f"got {pattern!r}"
+        )
+    allowed = PATTERNS[kind]
+    for name in pattern_kwargs:
+        if name not in allowed:
+            accepted = ", ".join(k for k in allowed if k not in fixed) or "none"
+            raise TypeError(f"{name}: not an argument of pattern {pattern!r} (accepted: {accepted})")
+    params = {**allowed, **fixed, **pattern_kwargs}
+    missing = [k for k, v in params.items() if v is None]
+    if missing:
+        raise ValueError(f"{missing[0]}: required for pattern {pattern!r}, got none")
+    return kind, params
+
+
+def _check_method(method: object) -> str:
+    if not isinstance(method, str):
+        raise TypeError(f"method: expected 'magnitude' or 'wanda', got {type(method).__name__}")
+    key = method.strip().lower()
+    if key not in METHODS:
+        raise ValueError(f"method: expected 'magnitude' or 'wanda', got {method!r}")
+    return key
+
+
+def _mask(name: str, w: object, pattern: str, method: str, acts: object, kwargs: dict[str, Any]) -> torch.Tensor:
+    w = _check_weight(name, w)
+    kind, p = parse_pattern(pattern, **kwargs)
+    method = _check_method(method)
+    if method == "wanda" and acts is None:
+        raise ValueError("acts: required for method='wanda' ([tokens, in_features] calibration activations)")
+    if acts is not None:
+        column_norms(acts, w.shape[-1])  # validate even where the method does not use them
+    shape = tuple(w.shape)
+    if kind == "dense":
+        return torch.ones(shape, dtype=torch.bool, device=w.device)
+    if kind == "unstructured":
+        density = _m._check_density(p["density"])
+        s = magnitude_scores(w) if method == "magnitude" else wanda_scores(w, acts)  # type: ignore[arg-type]
+        return _m._unstructured(s, density)
+    if kind == "nm":
+        n, m = _m._check_nm(p["n"], p["m"])
+        _m._check_div(name, shape, "the last dimension (cols)", shape[-1], "m", m)
+        return _m._nm_rows(score_rows(w, method, acts), shape, n, m, w.device)  # type: ignore[arg-type]
+    if w.ndim < 2:
+        raise ValueError(f"{name}: expected a 2-D [rows, cols] weight for pattern {pattern!r}, got shape {shape}")
+    if kind == "samoyeds":
+        n, m, vector = _m._check_samoyeds(p["n"], p["m"], p["vector"])
+        _m._check_samoyeds_shape(name, shape, m, vector)
+        return _m._samoyeds_rows(score_rows(w, method, acts), shape, n, m, vector, w.device)  # type: ignore[arg-type]
+    v, n, m = _m._check_venom(p["v"], p["n"], p["m"])
+    _m._check_venom_shape(name, shape, v, n, m)
+    return _m._venom_rows(score_rows(w, method, acts), shape, v, n, m, w.device)  # type: ignore[arg-type]
+
+
+def prune_mask(
+    w: torch.Tensor,
+    pattern: str,
+    method: str = "magnitude",
+    acts: torch.Tensor | None = None,
+    **pattern_kwargs: Any,
+) -> torch.Tensor:
+    """The keep-mask of ``w`` for a sparsity pattern, from magnitude or Wanda scores.
+
+    ``mask = <pattern>_mask(S)`` with ``S = |W|`` (``"magnitude"``) or ``S = |W| · ||X[:, j]||₂``
+    (``"wanda"``); see :func:`nm_mask`, :func:`samoyeds_mask`, :func:`venom_mask`,
+    :func:`unstructured_mask`. Scores are computed in fp32 block by block, never for the whole weight
+    at once (except for ``"unstructured"``, whose threshold is global).
+
+    Parameters
+    ----------
+    w : torch.Tensor
+        ``[out, in]`` weight, fp16/bf16/fp32, finite (``"nm"``, ``"unstructured"`` and ``"dense"`` also
+        take ``[..., in]``; ``"samoyeds"``/``"venom"`` take ``[..., rows, cols]`` stacks).
+    pattern : str
+        ``"2:4"``-like ``"n:m"``, ``"nm"``, ``"samoyeds"``, ``"venom"``, ``"unstructured"`` or ``"dense"``
+        (see :func:`parse_pattern`).
+    method : str
+        ``"magnitude"`` (default) or ``"wanda"``.
+    acts : torch.Tensor, optional
+        ``[tokens, in]`` calibration activations; required for ``"wanda"``, checked but unused otherwise.
+    **pattern_kwargs
+        The pattern's arguments: ``n``, ``m`` (nm); ``n``, ``m``, ``vector`` (samoyeds); ``v``, ``n``, ``m``
+        (venom); ``density`` (unstructured).
+
+    Returns
+    -------
+    torch.Tensor
+        ``bool`` of ``w.shape``, ``True`` = kept.
+    """
+    return _mask("w", w, pattern, method, acts, pattern_kwargs)
+
+
+def sparsify(
+    dense: torch.Tensor,
+    pattern: str,
+    method: str = "magnitude",
+    acts: torch.Tensor | None = None,
+    **pattern_kwargs: Any,
+):
+    """Prune ``dense`` with :func:`prune_mask` and compress it into the pattern's operand.
+
+    ``op.to_dense() == dense ⊙ mask`` exactly. The operand is
+
+    ============== ===================================================
+    pattern        operand
+    ============== ===================================================
+    ``"n:m"/"nm"`` :class:`~samoyeds_lab.formats.NMWeight` (``compress_nm``)
+    ``"samoyeds"`` :class:`~samoyeds_lab.formats.SamoyedsWeight` (``compress_samoyeds``)
+    ``"venom"``    :class:`~samoyeds_lab.formats.VenomWeight` (``compress_venom``)
+    ``"unstructured"`` :class:`~samoyeds_lab.formats.CSRWeight` (``to_csr``)
+    ``"dense"``    :class:`~samoyeds_lab.formats.DenseWeight` (``as_dense``)
+    ============== ===================================================
+
+    Parameters
+    ----------
+    dense : torch.Tensor
+        ``[rows, cols]`` weight, fp16/bf16/fp32.
+    pattern, method, acts, **pattern_kwargs
+        As for :func:`prune_mask`.
+    """
+    dense = _check_weight("dense", dense)
+    if dense.ndim != 2:
+        raise ValueError(f"dense: expected a 2-D [rows, cols] weight, got shape {tuple(dense.shape)}")
+    mask = _mask("dense", dense, pattern, method, acts, pattern_kwargs)
+    kind, p = parse_pattern(pattern, **pattern_kwargs)
+    if kind == "dense":
+        return as_dense(dense)
+    pruned = dense.masked_fill(~mask, 0)
+    if kind == "nm":
+        return compress_nm(pruned, n=p["n"], m=p["m"])
+    if kind == "samoyeds":
+        return compress_samoyeds(pruned, n=p["n"], m=p["m"], vector=p["vector"])
+    if kind == "venom":
+        return compress_venom(pruned, v=p["v"], n=p["n"], m=p["m"])
+    return to_csr(pruned)
