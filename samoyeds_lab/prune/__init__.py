@@ -14,6 +14,7 @@ Pattern spellings: ``"n:m"`` (e.g. ``"2:4"``), ``"nm"``, ``"samoyeds"``, ``"veno
 ``"dense"`` (see :func:`parse_pattern`).
 """
 
+from .calibration import outlier_activations
 from .api import METHODS, PATTERNS, parse_pattern, prune_mask, sparsify
 from .masks import nm_mask, samoyeds_mask, top_n_mask, unstructured_mask, venom_mask
 from .metrics import reconstruction_error
@@ -33,4 +34,5 @@ __all__ = [
     "reconstruction_error",
     "PATTERNS",
     "METHODS",
+    "outlier_activations",
 ]

@@ -1,0 +1,9 @@
+"""Self-checking exercises used by the labs.
+
+Each ``check_*`` function takes the learner's function, prints "yours vs expected" with a mismatch mask
+when they differ, and returns ``True``/``False`` without raising because of the learner's code.
+"""
+
+from .sparsity import check_decode_word, check_mask_24
+
+__all__ = ["check_decode_word", "check_mask_24"]

@@ -1,0 +1,180 @@
+"""The lab-01 exercise checkers: True for correct answers, False (with mismatch output) otherwise,
+and never an exception caused by the learner's code."""
+
+import pytest
+import torch
+
+from samoyeds_lab.exercises import check_decode_word, check_mask_24
+from samoyeds_lab.exercises.sparsity import example_matrix, example_words
+
+
+# ---------------------------------------------------------------------------------------------- references
+def mask_24_loop(w):
+    """Plain-Python reference: keep the 2 largest |w| of every 4 consecutive elements of a row."""
+    out = torch.zeros(w.shape, dtype=torch.bool)
+    for r in range(w.shape[0]):
+        for g in range(0, w.shape[1], 4):
+            order = sorted(range(4), key=lambda i: -abs(float(w[r, g + i])))
+            for i in order[:2]:
+                out[r, g + i] = True
+    return out
+
+
+def mask_24_float(w):
+    """Correct answer returned as a 0/1 float tensor (accepted)."""
+    return mask_24_loop(w).float()
+
+
+def decode_loop(word):
+    pairs = []
+    for j in range(8):
+        nib = (word >> (4 * j)) & 0xF
+        pairs.append((nib & 3, nib >> 2))
+    return pairs
+
+
+def decode_tensor(word):
+    return torch.tensor(decode_loop(word), dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------------------------- exercise 1
+@pytest.mark.parametrize("fn", [mask_24_loop, mask_24_float], ids=["bool", "float01"])
+def test_mask_24_correct(fn, capsys):
+    assert check_mask_24(fn) is True
+    assert "solved" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fn, expect",
+    [
+        (lambda w: _smallest_two(w), "mismatch"),
+        (lambda w: _signed_top2(w), "mismatch"),
+        (lambda w: torch.ones_like(w, dtype=torch.bool), "keeps 4 values"),
+        (lambda w: mask_24_loop(w)[:, :4], "shape"),
+        (lambda w: mask_24_loop(w).tolist(), "torch.Tensor"),
+        (lambda w: mask_24_loop(w).float() * 3, "0/1"),
+    ],
+    ids=["smallest", "signed", "all-ones", "bad-shape", "not-tensor", "not-binary"],
+)
+def test_mask_24_wrong(fn, expect, capsys):
+    assert check_mask_24(fn) is False
+    out = capsys.readouterr().out
+    assert expect in out
+    assert "❌" in out
+
+
+def _smallest_two(w):
+    g = w.abs().reshape(w.shape[0], -1, 4)
+    idx = g.topk(2, dim=-1, largest=False).indices
+    return torch.zeros_like(g, dtype=torch.bool).scatter_(-1, idx, True).reshape(w.shape)
+
+
+def _signed_top2(w):
+    g = w.reshape(w.shape[0], -1, 4)
+    idx = g.topk(2, dim=-1).indices
+    return torch.zeros_like(g, dtype=torch.bool).scatter_(-1, idx, True).reshape(w.shape)
+
+
+def test_mask_24_mismatch_output_shows_yours_expected_and_mask(capsys):
+    assert check_mask_24(_smallest_two) is False
+    out = capsys.readouterr().out
+    for word in ("yours", "expected", "mismatch", "X"):
+        assert word in out
+
+
+def test_mask_24_stub_is_not_yet_solved(capsys):
+    def stub(w):
+        # TODO
+        raise NotImplementedError
+
+    assert check_mask_24(stub) is False
+    assert "not yet solved" in capsys.readouterr().out
+
+
+def test_mask_24_other_exception_is_reported(capsys):
+    assert check_mask_24(lambda w: 1 / 0) is False
+    assert "ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_mask_24_in_place_modification_is_reported(capsys):
+    def mutating(w):
+        m = mask_24_loop(w)
+        w.mul_(m)
+        return m
+
+    assert check_mask_24(mutating) is False
+    assert "modified its input" in capsys.readouterr().out
+
+
+def test_mask_24_rejects_non_callable():
+    with pytest.raises(TypeError, match="fn"):
+        check_mask_24(3)
+
+
+def test_example_matrix_has_distinct_magnitudes():
+    w = example_matrix()
+    assert w.shape == (4, 8)
+    assert w.abs().unique().numel() == w.numel()
+    assert (w < 0).any() and (w > 0).any()
+
+
+# ---------------------------------------------------------------------------------------------- exercise 2
+@pytest.mark.parametrize("fn", [decode_loop, decode_tensor], ids=["list", "tensor"])
+def test_decode_correct(fn, capsys):
+    assert check_decode_word(fn) is True
+    assert "solved" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fn, expect",
+    [
+        (lambda word: [(p1, p0) for p0, p1 in decode_loop(word)], "differ"),  # fields swapped
+        (lambda word: decode_loop(word)[::-1], "differ"),  # groups reversed
+        (lambda word: decode_loop(word)[:7], "8 pairs"),
+        (lambda word: "nope", "8 pairs"),
+        (lambda word: [((word >> (2 * j)) & 3, (word >> (2 * j + 1)) & 3) for j in range(8)], "differ"),
+    ],
+    ids=["swapped", "reversed", "seven", "string", "wrong-shift"],
+)
+def test_decode_wrong(fn, expect, capsys):
+    assert check_decode_word(fn) is False
+    out = capsys.readouterr().out
+    assert expect in out
+    assert "❌" in out
+
+
+def test_decode_mismatch_table(capsys):
+    check_decode_word(lambda word: [(p1, p0) for p0, p1 in decode_loop(word)])
+    out = capsys.readouterr().out
+    assert "yours" in out and "expected" in out and "mismatch" in out and " X" in out
+
+
+def test_decode_stub_is_not_yet_solved(capsys):
+    def stub(word):
+        # TODO
+        raise NotImplementedError
+
+    assert check_decode_word(stub) is False
+    assert "not yet solved" in capsys.readouterr().out
+
+
+def test_example_words_are_legal_ordered_metadata():
+    legal = {0x4, 0x8, 0xC, 0x9, 0xD, 0xE}
+    for word in example_words():
+        assert 0 <= word < 2**32
+        assert {(word >> (4 * j)) & 0xF for j in range(8)} <= legal
+
+
+def test_example_words_match_packed_metadata():
+    """The decoder spec agrees with the library's packing (NMWeight.sptc_metadata)."""
+    from samoyeds_lab.formats import compress_nm
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 64, generator=gen)
+    nm = compress_nm(w * mask_24_loop(w))
+    words = nm.sptc_metadata()
+    for r in range(3):
+        for k in range(2):
+            pairs = decode_loop(int(words[r, k].item()))
+            pos = nm.positions[r, 16 * k:16 * k + 16].tolist()
+            assert pairs == [tuple(pos[2 * j:2 * j + 2]) for j in range(8)]

@@ -1,0 +1,109 @@
+"""Lab 01 (structured sparsity): the notebook runs headless without errors, and its .ipynb matches the
+py:percent source it is generated from."""
+
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+LABS = Path(__file__).resolve().parents[2] / "labs"
+SOURCE = LABS / "01_structured_sparsity.py"
+NOTEBOOK = LABS / "01_structured_sparsity.ipynb"
+
+
+def cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+# ---------------------------------------------------------------------------------------------- pairing
+def test_ipynb_is_in_sync_with_the_py_source():
+    """`jupytext --to ipynb` of the .py gives the committed .ipynb's cells (type, source, metadata)."""
+    regenerated = jupytext.read(SOURCE)
+    committed = nbformat.read(NOTEBOOK, as_version=4)
+    assert cells(regenerated) == cells(committed), "run `make sync-notebooks` (jupytext --to ipynb --update)"
+    for a, b in zip(regenerated.cells, committed.cells):
+        assert a.metadata == b.metadata
+
+
+def test_ipynb_has_kernelspec_and_no_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # without a kernelspec JupyterLab opens a "Select Kernel" dialog
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None
+
+
+def test_structure():
+    nb = jupytext.read(SOURCE)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and "sl.device_info().banner()" in first.source
+    src = SOURCE.read_text()
+    assert "\nFULL_SIZE = False" in src, "commit the lab with FULL_SIZE = False"
+    assert "torch.manual_seed(" in src
+    # the exercise stubs are unsolved on purpose; each has a collapsed solution cell after it
+    stubs = [c for c in nb.cells if "# TODO" in c.source]
+    assert len(stubs) == 2 and all("raise NotImplementedError" in c.source for c in stubs)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert len(solutions) == 2
+    for c in solutions:
+        assert c.metadata["jupyter"]["source_hidden"] is True
+        assert c.source.strip().splitlines()[-1].startswith("assert check_")
+
+
+# ---------------------------------------------------------------------------------------------- execution
+@pytest.fixture(scope="module")
+def executed():
+    """The notebook run top to bottom in a fresh python3 kernel, cwd labs/ (as `make lab` opens it)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(LABS)}})
+    t0 = time.perf_counter()
+    client.execute()
+    return nb, time.perf_counter() - t0
+
+
+def outputs_text(cell):
+    out = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream":
+            out.append(o.text)
+        elif o.output_type in ("execute_result", "display_data"):
+            out.append(o.data.get("text/plain", ""))
+    return "".join(out)
+
+
+@pytest.mark.slow
+def test_runs_without_errors_and_fast(executed):
+    nb, seconds = executed
+    errors = [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "stream" and o.name == "stderr"]
+    assert not any("Traceback" in s for s in stderr)
+    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+
+
+@pytest.mark.slow
+def test_exercises_report_unsolved_stubs_and_solved_solutions(executed):
+    nb, _ = executed
+    stub_out = [outputs_text(c) for c in nb.cells if "# TODO" in c.source]
+    assert len(stub_out) == 2 and all("not yet solved" in s for s in stub_out)
+    sol_out = [outputs_text(c) for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert len(sol_out) == 2 and all("solved" in s and "not yet" not in s for s in sol_out)
+
+
+@pytest.mark.slow
+def test_figures_and_panel_are_displayed(executed):
+    nb, _ = executed
+    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert kinds.count("application/vnd.plotly.v1+json") >= 8
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the SparsityPanel
+    banner = outputs_text(nb.cells[0])
+    assert "samoyeds-lab" in banner and "backend" in banner
