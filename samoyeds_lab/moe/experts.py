@@ -1,0 +1,386 @@
+"""SwiGLU experts stored as stacked weights, and the three ways of running them on routed tokens.
+
+Expert ``e`` is a SwiGLU MLP with the formats' convention (row = output feature)::
+
+    y = W_down[e] · ( silu(W_gate[e] · x) ⊙ (W_up[e] · x) )      W_gate, W_up : [I, H],  W_down : [H, I]
+
+and an MoE layer mixes the ``k`` experts a router picked for token ``t`` (:class:`~samoyeds_lab.moe.Router`)::
+
+    y_t = Σⱼ w_{t,j} · expert_{ids[t,j]}(x_t)
+
+Execution paths (all give the same numbers up to rounding; :class:`~samoyeds_lab.moe.MoEBlock` picks one):
+
+``"dense"``
+    :meth:`SwiGLUExperts.forward_dense`: the Hugging Face loop: for each expert, ``torch.where`` over the
+    one-hot expert mask finds its (token, choice) pairs, gathers, runs the expert, ``index_add_`` back.
+``"grouped"``
+    :meth:`SwiGLUExperts.forward_grouped`: one :class:`~samoyeds_lab.formats.TokenSelection` sort of the
+    ``T·k`` pairs by expert, one gather of ``x`` into expert order, three matmuls per expert on its
+    contiguous segment, one weighted ``index_add_`` scatter. No per-token Python; the only loop is over
+    experts. This is the fastest CPU path and the training default.
+``"samoyeds"``
+    :meth:`SwiGLUExperts.forward_samoyeds`: the Samoyeds data flow: compressed weights (any format of
+    :mod:`samoyeds_lab.formats`, made by :meth:`SwiGLUExperts.sparsify`) times the *selected* tokens of
+    every expert, ``ssmm(W, x, token_idx)``, over kernel-tile-padded segments (SENTINEL rows are zero).
+    Uses ``samoyeds_lab.kernels.ssmm`` when the kernels package provides one, else
+    :func:`samoyeds_lab.reference.ssmm`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from ..formats import SENTINEL, TokenSelection
+from ..prune import sparsify as _sparsify_weight
+
+#: Names of the three projections, in the order (gate, up, down).
+PROJECTIONS = ("gate", "up", "down")
+
+
+def _ssmm_impl() -> Callable[..., torch.Tensor]:
+    """The ``ssmm(weight, x, token_idx)`` to use: ``samoyeds_lab.kernels.ssmm`` if present, else the reference."""
+    from .. import kernels
+
+    fn = getattr(kernels, "ssmm", None)
+    if fn is None:
+        from ..reference import ssmm as fn
+    return fn
+
+
+def _check_routing(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, hidden: int) -> None:
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    if x.shape[1] != hidden:
+        raise ValueError(f"x: expected shape [tokens, {hidden}] (hidden={hidden}), got {tuple(x.shape)}")
+    check_tensor("topk_ids", topk_ids, ndim=2, dtypes=INT_DTYPES)
+    check_tensor("topk_weights", topk_weights, ndim=2, dtypes=FLOAT_DTYPES)
+    if topk_ids.shape[0] != x.shape[0] or topk_weights.shape != topk_ids.shape:
+        raise ValueError(
+            f"topk_ids, topk_weights: expected shape [{x.shape[0]}, k] for {x.shape[0]} tokens, got "
+            f"{tuple(topk_ids.shape)} and {tuple(topk_weights.shape)}"
+        )
+
+
+def _swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """``(silu(x W_gateᵀ) ⊙ (x W_upᵀ)) W_downᵀ`` for ``x [n, H]``, ``W_gate, W_up [I, H]``, ``W_down [H, I]``.
+    """
+    return (F.silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+
+
+class SwiGLUMLP(nn.Module):
+    """A dense SwiGLU MLP (the shared expert): ``down(silu(gate(x)) ⊙ up(x))``.
+
+    Submodules ``gate_proj``, ``up_proj`` (``Linear(hidden, intermediate)``) and ``down_proj``
+    (``Linear(intermediate, hidden)``), no biases, named as in Hugging Face Llama/Qwen2-MoE.
+    """
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.hidden = check_int("hidden", hidden, lo=1)
+        self.intermediate = check_int("intermediate", intermediate, lo=1)
+        self.gate_proj = nn.Linear(self.hidden, self.intermediate, bias=False)
+        self.up_proj = nn.Linear(self.hidden, self.intermediate, bias=False)
+        self.down_proj = nn.Linear(self.intermediate, self.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., hidden] → [..., hidden]``."""
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class SwiGLUExperts(nn.Module):
+    """``E`` SwiGLU experts as three stacked parameters.
+
+    Parameters
+    ----------
+    num_experts, hidden, intermediate : int
+        ``E``, ``H``, ``I``.
+
+    Attributes
+    ----------
+    w_gate, w_up : nn.Parameter
+        ``[E, I, H]``.
+    w_down : nn.Parameter
+        ``[E, H, I]``.
+    compressed : dict[str, list] or None
+        After :meth:`sparsify`: ``{"gate": [op_0 … op_{E-1}], "up": […], "down": […]}``, one compressed
+        operand (``SamoyedsWeight``, ``NMWeight``, …) per expert and projection; ``None`` before.
+    pattern : tuple[str, dict] or None
+        After :meth:`sparsify`: ``(pattern, pattern_kwargs)``.
+
+    Notes
+    -----
+    Initialisation matches ``nn.Linear``: ``U(-1/√fan_in, 1/√fan_in)`` per projection.
+    ``module.to(dtype/device)`` also converts the compressed operands. Any other change of the dense
+    parameters after :meth:`sparsify` (an optimizer step, ``load_state_dict``) makes the compressed
+    operands stale; :meth:`forward_samoyeds` detects it and asks for ``sparsify`` again.
+    """
+
+    def __init__(self, num_experts: int, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.num_experts = check_int("num_experts", num_experts, lo=1)
+        self.hidden = check_int("hidden", hidden, lo=1)
+        self.intermediate = check_int("intermediate", intermediate, lo=1)
+        E, H, I = self.num_experts, self.hidden, self.intermediate
+        self.w_gate = nn.Parameter(torch.empty(E, I, H))
+        self.w_up = nn.Parameter(torch.empty(E, I, H))
+        self.w_down = nn.Parameter(torch.empty(E, H, I))
+        self.compressed: dict[str, list[Any]] | None = None
+        self.pattern: tuple[str, dict[str, Any]] | None = None
+        self._stamp: tuple | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``U(-1/√fan_in, 1/√fan_in)`` like ``nn.Linear`` (fan_in = H for gate/up, I for down); drops
+        any compressed operands."""
+        with torch.no_grad():
+            for w in (self.w_gate, self.w_up, self.w_down):
+                bound = 1.0 / math.sqrt(w.shape[-1])
+                w.uniform_(-bound, bound)
+        self.compressed = None
+        self.pattern = None
+        self._stamp = None
+
+    def weights(self) -> dict[str, nn.Parameter]:
+        """``{"gate": w_gate, "up": w_up, "down": w_down}``."""
+        return {"gate": self.w_gate, "up": self.w_up, "down": self.w_down}
+
+    # ------------------------------------------------------------------ one expert
+    def expert_forward(self, expert: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert ``e`` on rows ``x [n, H]``: ``(silu(x W_gate[e]ᵀ) ⊙ (x W_up[e]ᵀ)) W_down[e]ᵀ`` → ``[n, H]``.
+        """
+        e = check_int("expert", expert, lo=0, hi=self.num_experts - 1)
+        return _swiglu(x, self.w_gate[e], self.w_up[e], self.w_down[e])
+
+    def _unbound(self) -> tuple[tuple[torch.Tensor, ...], ...]:
+        # NOTE: indexing w[e] once per expert would make autograd build E full-size zero gradients per
+        # parameter (select_backward); unbind's backward stacks the E slices in one go.
+        return self.w_gate.unbind(0), self.w_up.unbind(0), self.w_down.unbind(0)
+
+    # ------------------------------------------------------------------ backends
+    def forward(
+        self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, *, backend: str = "grouped"
+    ) -> torch.Tensor:
+        """``y_t = Σⱼ topk_weights[t,j] · expert_{topk_ids[t,j]}(x_t)`` with the named backend.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``[T, H]`` fp16/bf16/fp32 (the parameters' dtype).
+        topk_ids : torch.Tensor
+            ``[T, k]`` integer expert ids (distinct per token).
+        topk_weights : torch.Tensor
+            ``[T, k]`` float mixing weights.
+        backend : str
+            ``"dense"``, ``"grouped"`` (default) or ``"samoyeds"`` (after :meth:`sparsify`).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[T, H]`` in ``x.dtype``.
+        """
+        if backend == "grouped":
+            return self.forward_grouped(x, topk_ids, topk_weights)
+        if backend == "dense":
+            return self.forward_dense(x, topk_ids, topk_weights)
+        if backend == "samoyeds":
+            return self.forward_samoyeds(x, topk_ids, topk_weights)
+        raise ValueError(f"backend: expected 'dense', 'grouped' or 'samoyeds', got {backend!r}")
+
+    def forward_dense(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        """Hugging Face-style loop over experts with ``torch.where`` on the one-hot expert mask."""
+        _check_routing(x, topk_ids, topk_weights, self.hidden)
+        out = torch.zeros_like(x)
+        mask = F.one_hot(topk_ids.long(), self.num_experts).permute(2, 1, 0)  # [E, k, T]
+        hit = mask.sum(dim=(1, 2)).nonzero().flatten().tolist()
+        wg, wu, wd = self._unbound()
+        for e in hit:
+            choice, tok = torch.where(mask[e])
+            y = _swiglu(x[tok], wg[e], wu[e], wd[e]) * topk_weights[tok, choice, None].to(x.dtype)
+            out.index_add_(0, tok, y)
+        return out
+
+    def forward_grouped(
+        self,
+        x: torch.Tensor,
+        topk_ids: torch.Tensor,
+        topk_weights: torch.Tensor,
+        selection: TokenSelection | None = None,
+    ) -> torch.Tensor:
+        """Sort by expert once, gather, per-expert matmuls on contiguous segments, weighted scatter.
+
+        ``sel = TokenSelection.from_topk(topk_ids, E, pad_to=1)``; ``xs = x[sel.token_ids]``;
+        ``ys[off_e:off_{e+1}] = expert_e(xs[off_e:off_{e+1}])``;
+        ``y.index_add_(0, sel.token_ids, ys · w[sel.slot_ids])``. Differentiable in ``x``, the weights
+        and ``topk_weights``. Pass a precomputed ``selection`` (any ``pad_to``) to skip the sort.
+        """
+        _check_routing(x, topk_ids, topk_weights, self.hidden)
+        sel = selection if selection is not None else TokenSelection.from_topk(topk_ids, self.num_experts, pad_to=1)
+        tok = sel.token_ids.long()
+        xs = x.index_select(0, tok)
+        bounds = sel.offsets.tolist()
+        wg, wu, wd = self._unbound()
+        parts = [_swiglu(xs[bounds[e]: bounds[e + 1]], wg[e], wu[e], wd[e])
+                 for e in range(self.num_experts) if bounds[e + 1] > bounds[e]]
+        out = torch.zeros_like(x)
+        if not parts:
+            return out
+        ys = torch.cat(parts) if len(parts) > 1 else parts[0]
+        w = topk_weights.reshape(-1).index_select(0, sel.slot_ids.long()).to(x.dtype)
+        return out.index_add_(0, tok, ys * w.unsqueeze(1))
+
+    def forward_samoyeds(
+        self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, *, pad_to: int = 64
+    ) -> torch.Tensor:
+        """Dual-side sparse path: compressed weights × selected tokens, ``pad_to``-padded segments.
+
+        Per expert ``e`` with padded token ids ``P_e`` (SENTINEL-padded to a multiple of ``pad_to``)::
+
+            g = ssmm(Gate_e, x, P_e)      u = ssmm(Up_e, x, P_e)          [|P_e|, I]
+            h = silu(g) ⊙ u                                               (SENTINEL rows: 0)
+            d = ssmm(Down_e, h, arange(|P_e|))                            [|P_e|, H]
+            y[t] += w_{t,j} · d[row of (t, j)]                            real rows only
+
+        An inference path: gradients reach ``x`` and ``topk_weights`` but not the expert parameters (the
+        compressed operands are frozen copies); train with ``"grouped"``.
+
+        Raises
+        ------
+        ValueError
+            Before :meth:`sparsify`, or when the dense parameters changed since.
+        """
+        _check_routing(x, topk_ids, topk_weights, self.hidden)
+        self._check_compressed()
+        ssmm = _ssmm_impl()
+        sel = TokenSelection.from_topk(topk_ids, self.num_experts, pad_to=pad_to)
+        out = torch.zeros_like(x)
+        flat_w = topk_weights.reshape(-1)
+        bounds = sel.padded_offsets.tolist()
+        counts = sel.counts.tolist()
+        assert self.compressed is not None
+        for e in range(self.num_experts):
+            if counts[e] == 0:
+                continue
+            ptok = sel.padded_token_ids[bounds[e]: bounds[e + 1]]
+            g = ssmm(self.compressed["gate"][e], x, ptok)
+            u = ssmm(self.compressed["up"][e], x, ptok)
+            h = F.silu(g) * u
+            d = ssmm(self.compressed["down"][e], h, torch.arange(h.shape[0], device=x.device))
+            real = ptok != SENTINEL
+            pslot = sel.padded_slot_ids[bounds[e]: bounds[e + 1]][real].long()
+            out.index_add_(0, ptok[real].long(), d[real] * flat_w[pslot].to(x.dtype).unsqueeze(1))
+        return out
+
+    # ------------------------------------------------------------------ sparsify
+    def _param_stamp(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in (self.w_gate, self.w_up, self.w_down))
+
+    def _check_compressed(self) -> None:
+        if self.compressed is None:
+            raise ValueError(
+                "backend: 'samoyeds' runs on compressed expert weights; call sparsify(pattern=...) first "
+                "(no compressed operands yet)"
+            )
+        if self._stamp != self._param_stamp():
+            raise ValueError(
+                "backend: 'samoyeds' compressed operands are stale, the dense expert weights changed since "
+                "sparsify() (optimizer step or load_state_dict); call sparsify(...) again"
+            )
+
+    @torch.no_grad()
+    def sparsify(
+        self,
+        pattern: str = "samoyeds",
+        method: str = "magnitude",
+        acts: list[torch.Tensor | None] | None = None,
+        **pattern_kwargs: Any,
+    ) -> None:
+        """Prune + compress every expert's three projections; keep the pruned values in the parameters.
+
+        For every expert ``e`` and projection ``P ∈ {gate, up, down}``:
+        ``op = samoyeds_lab.prune.sparsify(W_P[e], pattern, method, acts_P[e], **pattern_kwargs)``, then
+        ``W_P[e] ← op.to_dense()`` (= ``W_P[e] ⊙ mask``), so every backend computes on the same pruned weights.
+
+        Parameters
+        ----------
+        pattern, method, **pattern_kwargs
+            As for :func:`samoyeds_lab.prune.sparsify` (``"samoyeds"`` needs ``H`` and ``I`` to be multiples
+            of ``vector`` and ``H``, ``I`` multiples of ``m``; ``"2:4"`` needs multiples of 4).
+        acts : list, optional
+            Per expert, the ``[tokens_e, H]`` inputs it saw (Wanda calibration), or ``None`` for an expert
+            that saw none (it falls back to magnitude scores). Gate/up are scored with ``acts[e]``, down with
+            ``silu(acts[e] W_gate'ᵀ) ⊙ (acts[e] W_up'ᵀ)`` on the already-pruned gate/up (Wanda's sequential
+            order). Required when ``method="wanda"``.
+        """
+        if acts is not None and (not isinstance(acts, (list, tuple)) or len(acts) != self.num_experts):
+            raise ValueError(
+                f"acts: expected a list of {self.num_experts} per-expert [tokens, {self.hidden}] tensors (or None "
+                f"entries), got {type(acts).__name__}"
+                + (f" of length {len(acts)}" if isinstance(acts, (list, tuple)) else "")
+            )
+        if method == "wanda" and acts is None:
+            raise ValueError("acts: required for method='wanda' (per-expert calibration inputs), got None")
+        ops: dict[str, list[Any]] = {p: [] for p in PROJECTIONS}
+        new = {p: torch.empty_like(w) for p, w in self.weights().items()}
+        for e in range(self.num_experts):
+            a = None if acts is None else acts[e]
+            if a is not None:
+                check_tensor(f"acts[{e}]", a, ndim=2, dtypes=FLOAT_DTYPES)
+                if a.shape[0] == 0:
+                    a = None
+            m = method if a is not None else "magnitude"
+            for p in ("gate", "up"):
+                op = _sparsify_weight(self.weights()[p][e], pattern, m, a, **pattern_kwargs)
+                ops[p].append(op)
+                new[p][e] = op.to_dense().to(new[p].dtype)
+            h = None
+            if a is not None:
+                a32 = a.to(torch.float32)
+                h = (F.silu(a32 @ new["gate"][e].float().T) * (a32 @ new["up"][e].float().T)).to(new["down"].dtype)
+            op = _sparsify_weight(self.w_down[e], pattern, m, h, **pattern_kwargs)
+            ops["down"].append(op)
+            new["down"][e] = op.to_dense().to(new["down"].dtype)
+        for p, w in self.weights().items():
+            w.copy_(new[p])
+        self.compressed = ops
+        self.pattern = (pattern, dict(pattern_kwargs))
+        self._stamp = self._param_stamp()
+
+    def clear_compressed(self) -> None:
+        """Drop the compressed operands (the pruned dense values stay in the parameters)."""
+        self.compressed = None
+        self.pattern = None
+        self._stamp = None
+
+    @property
+    def compressed_nbytes(self) -> int:
+        """Bytes of all compressed operands (0 before :meth:`sparsify`)."""
+        if self.compressed is None:
+            return 0
+        return sum(op.nbytes for ops in self.compressed.values() for op in ops)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # NOTE: .to()/.half()/.cuda() must carry the compressed operands along, or the samoyeds backend
+        # would silently compute on the old dtype/device.
+        out = super()._apply(fn, recurse)
+        if self.compressed is not None:
+            import dataclasses
+
+            def move(op: Any) -> Any:
+                changes = {f.name: fn(getattr(op, f.name)) for f in dataclasses.fields(op)
+                           if isinstance(getattr(op, f.name), torch.Tensor)}
+                return dataclasses.replace(op, **changes)
+
+            self.compressed = {p: [move(op) for op in ops] for p, ops in self.compressed.items()}
+            self._stamp = self._param_stamp()
+        return out
+
+    def extra_repr(self) -> str:
+        s = f"num_experts={self.num_experts}, hidden={self.hidden}, intermediate={self.intermediate}"
+        if self.pattern is not None:
+            s += f", sparsified={self.pattern[0]!r} {self.pattern[1] or ''}".rstrip()
+        return s
