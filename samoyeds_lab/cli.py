@@ -1,4 +1,4 @@
-"""Command line: ``samoyeds-lab doctor | bench formats | lab``."""
+"""Command line: ``samoyeds-lab doctor | bench formats | lab | train-tiny``."""
 
 from __future__ import annotations
 
@@ -46,6 +46,30 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def _cmd_train_tiny(args: argparse.Namespace) -> int:
+    from .moe.train import train_tiny
+
+    minutes = args.minutes if (args.minutes is not None or args.steps is not None) else 18.0
+    try:
+        m = train_tiny(args.out, minutes=minutes, steps=args.steps, seed=args.seed, resume=args.resume,
+                       overwrite=args.overwrite, batch=args.batch, seq=args.seq, threads=args.threads,
+                       stop_at=args.stop_at)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        print(f"samoyeds-lab train-tiny: error: {e}", file=sys.stderr)
+        return 2
+    if m["status"] == "stopped":
+        print(f"stopped after step {m['step']}; continue with: samoyeds-lab train-tiny --out {args.out} --resume")
+        return 0
+    for d, r in m["heldout"].items():
+        print(f"held-out {d:<5} ppl {r['ppl']:7.3f}  ({r['bits_per_byte']:.3f} bits/byte over {r['tokens']} bytes)")
+    for layer in m["routing_heldout_all_slots"]["layers"]:
+        print(f"{layer['layer']:<14} load imbalance max/mean {layer['imbalance']:.3f}   "
+              f"I(expert; domain) {layer['domain_mi_bits']:.3f} bits")
+    print(f"{m['steps']} steps, {m['tokens_trained']:,} tokens at {m['train_tok_per_s']:,.0f} tokens/s; "
+          f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="samoyeds-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("lab", help="open the labs in JupyterLab")
     p.set_defaults(func=_cmd_lab)
+    p = sub.add_parser("train-tiny", help="train the tiny byte-level MoE on the shipped corpus (CPU, ~18 min)")
+    p.add_argument("--out", default="data/tiny_moe", help="directory for checkpoint, log and metrics")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget (default 18 when --steps is not given)")
+    p.add_argument("--steps", type=int, default=None, help="total optimizer steps of the schedule")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a directory holding a run")
+    p.add_argument("--batch", type=int, default=8, help="windows per step")
+    p.add_argument("--seq", type=int, default=256, help="bytes per window (<= the model's max_seq)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads; 1 is fastest when other jobs share a 2-core machine")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume later)")
+    p.set_defaults(func=_cmd_train_tiny)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

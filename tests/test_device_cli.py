@@ -108,3 +108,8 @@ def test_cli_bench_formats_small(tmp_path, capsys):
 def test_cli_rejects_unknown_suite():
     with pytest.raises(SystemExit):
         cli.main(["bench", "nope"])
+
+
+def test_cli_train_tiny_rejects_bad_steps(tmp_path, capsys):
+    assert cli.main(["train-tiny", "--out", str(tmp_path / "m"), "--steps", "0"]) == 2
+    assert "steps" in capsys.readouterr().err
