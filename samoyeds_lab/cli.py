@@ -1,4 +1,4 @@
-"""Command line: ``samoyeds-lab doctor | bench formats | lab | train-tiny``."""
+"""Command line: ``samoyeds-lab doctor | bench formats | trace | lab | train-tiny``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(records, indent=1) + "\n")
         print(f"wrote {out}")
+    return 0
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from .routing.ship import record_shipped_traces
+
+    command = "samoyeds-lab trace" + "".join(
+        f" {flag} {v}" for flag, v, default in (("--model-dir", args.model_dir, "data/tiny_moe"),
+                                                ("--out", args.out, "data/traces"),
+                                                ("--tokens", args.tokens, 8192)) if v != default)
+    if args.domains != ["en", "de", "code"]:
+        command += " --domains " + " ".join(args.domains)
+    made = record_shipped_traces(args.model_dir, args.out, args.tokens, domains=args.domains, command=command)
+    for domain, path in made.items():
+        print(f"{domain}: {path}")
     return 0
 
 
@@ -82,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--out", help="write the records as JSON here (e.g. data/bench/cpu_formats.json)")
     p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser("trace", help="record the tiny MoE's routing traces on held-out text (data/traces)")
+    p.add_argument("--model-dir", default="data/tiny_moe", help="checkpoint directory (default data/tiny_moe)")
+    p.add_argument("--out", default="data/traces", help="output directory, README.md included (default data/traces)")
+    p.add_argument("--tokens", type=int, default=8192, help="tokens (bytes) per domain, in 256-byte windows")
+    p.add_argument("--domains", nargs="+", default=["en", "de", "code"], choices=["en", "de", "code"])
+    p.set_defaults(func=_cmd_trace)
     p = sub.add_parser("lab", help="open the labs in JupyterLab")
     p.set_defaults(func=_cmd_lab)
     p = sub.add_parser("train-tiny", help="train the tiny byte-level MoE on the shipped corpus (CPU, ~18 min)")

@@ -6,6 +6,23 @@ topic modules such as :mod:`samoyeds_lab.viz.sparsity`; ipywidgets panels built 
 """
 
 from .panels import METHODS, PATTERNS, SparsityPanel, SparsityView
+from .routing import (
+    DOMAIN_COLORS,
+    EXPERT_COLORS,
+    MIXTRAL_LOCALITY,
+    byte_labels,
+    coactivation_heatmap,
+    domain_hotness_figure,
+    expert_colors,
+    hotness_heatmap,
+    imbalance_figure,
+    locality_figure,
+    padding_curve_figure,
+    token_timeline,
+    tokens_per_expert_figure,
+    transition_heatmap,
+)
+from .routing_panel import ROUTING_VIEWS, RoutingPanel, RoutingView
 from .sparsity import (
     COLORS,
     activation_scale_figure,
@@ -32,4 +49,8 @@ __all__ = [
     "message_figure",
     "metadata_word_figure",
     "values_heatmap",
+    "DOMAIN_COLORS", "EXPERT_COLORS", "MIXTRAL_LOCALITY", "ROUTING_VIEWS", "RoutingPanel", "RoutingView",
+    "byte_labels", "coactivation_heatmap", "domain_hotness_figure", "expert_colors", "hotness_heatmap",
+    "imbalance_figure", "locality_figure", "padding_curve_figure", "token_timeline",
+    "tokens_per_expert_figure", "transition_heatmap",
 ]

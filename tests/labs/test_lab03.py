@@ -1,0 +1,101 @@
+"""Lab 03 (routing and hotness): the notebook runs headless without errors, fast, showing its figures and
+panel, and its .ipynb matches the py:percent source it is generated from."""
+
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+LABS = Path(__file__).resolve().parents[2] / "labs"
+SOURCE = LABS / "03_routing_hotness.py"
+NOTEBOOK = LABS / "03_routing_hotness.ipynb"
+
+
+def cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+# ---------------------------------------------------------------------------------------------- pairing
+def test_ipynb_is_in_sync_with_the_py_source():
+    """`jupytext --to ipynb` of the .py gives the committed .ipynb's cells (type, source, metadata)."""
+    regenerated = jupytext.read(SOURCE)
+    committed = nbformat.read(NOTEBOOK, as_version=4)
+    assert cells(regenerated) == cells(committed), "run `make sync-notebooks` (jupytext --to ipynb --update)"
+    for a, b in zip(regenerated.cells, committed.cells):
+        assert a.metadata == b.metadata
+
+
+def test_ipynb_has_kernelspec_and_no_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # without a kernelspec JupyterLab opens a "Select Kernel" dialog
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None
+
+
+def test_structure():
+    nb = jupytext.read(SOURCE)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and "sl.device_info().banner()" in first.source
+    src = SOURCE.read_text()
+    assert "\nFULL_SIZE = False" in src, "commit the lab with FULL_SIZE = False"
+    assert "torch.manual_seed(" in src
+    # the lab reads the shipped traces (no model run over the corpus at the default size)
+    assert "load_shipped_trace(d)" in src
+    # it does not rely on viz/__init__ re-exports (the lab imports its modules directly)
+    assert "from samoyeds_lab.viz.routing import" in src and "from samoyeds_lab.viz.routing_panel import" in src
+
+
+# ---------------------------------------------------------------------------------------------- execution
+@pytest.fixture(scope="module")
+def executed():
+    """The notebook run top to bottom in a fresh python3 kernel, cwd labs/ (as `make lab` opens it)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(LABS)}})
+    t0 = time.perf_counter()
+    client.execute()
+    return nb, time.perf_counter() - t0
+
+
+def outputs_text(cell):
+    out = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream":
+            out.append(o.text)
+        elif o.output_type in ("execute_result", "display_data"):
+            out.append(o.data.get("text/plain", ""))
+    return "".join(out)
+
+
+@pytest.mark.slow
+def test_runs_without_errors_or_warnings_and_fast(executed):
+    nb, seconds = executed
+    errors = [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "stream" and o.name == "stderr"]
+    # e.g. "Out of range float values are not JSON compliant" from a FigureWidget fed a NaN
+    assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
+    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+
+
+@pytest.mark.slow
+def test_figures_numbers_and_panel_are_displayed(executed):
+    nb, _ = executed
+    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert kinds.count("application/vnd.plotly.v1+json") >= 14
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the RoutingPanel
+    banner = outputs_text(nb.cells[0])
+    assert "samoyeds-lab" in banner and "backend" in banner
+    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    for needle in ("max/mean load per layer", "total variation distance", "Mixtral-8x7B (paper)",
+                   "64-token tile rows are padding", "tokens per expert (all k choices)", "(final)"):
+        assert needle in text, needle
