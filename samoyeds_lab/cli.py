@@ -1,4 +1,4 @@
-"""Command line: ``samoyeds-lab doctor | bench formats | trace | lab | train-tiny``."""
+"""Command line: ``samoyeds-lab doctor | bench formats | trace | accuracy | lab | train-tiny``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,21 @@ def _cmd_train_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_accuracy(args: argparse.Namespace) -> int:
+    from .moe.accuracy import default_configs, write_sweep
+
+    configs = default_configs(vectors=args.vectors, methods=args.methods)
+    payload = write_sweep(args.out, args.model, configs, calib_tokens=args.calib_tokens,
+                          eval_tokens=args.eval_tokens, recovery_steps=args.recovery_steps, seed=args.seed,
+                          threads=args.threads, progress=print)
+    for r in payload["records"]:
+        rec = r["recovered_ppl"]
+        print(f"{r['label']:28s} density {r['density']:4.0%}  modelled speed-up {r['modelled_decode_speedup']:.2f}x  "
+              f"held-out ppl {r['heldout_ppl']['overall']:.3f}" + (f"  after recovery {rec['overall']:.3f}" if rec else ""))
+    print(f"wrote {args.out} ({len(payload['records'])} records, {payload['elapsed_s']} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="samoyeds-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=8192, help="tokens (bytes) per domain, in 256-byte windows")
     p.add_argument("--domains", nargs="+", default=["en", "de", "code"], choices=["en", "de", "code"])
     p.set_defaults(func=_cmd_trace)
+    p = sub.add_parser("accuracy", help="prune the tiny MoE's experts (2:4, Samoyeds; magnitude, Wanda) and "
+                                        "record held-out perplexity as JSON")
+    p.add_argument("--model", default="data/tiny_moe", help="checkpoint directory (save_pretrained)")
+    p.add_argument("--out", default="data/accuracy/tiny_moe_sparsity.json")
+    p.add_argument("--calib-tokens", type=int, default=16384, help="Wanda calibration bytes (train split)")
+    p.add_argument("--eval-tokens", type=int, default=None, help="held-out bytes per domain (default: all)")
+    p.add_argument("--recovery-steps", type=int, default=60, help="mask-preserving fine-tune steps (0 = none)")
+    p.add_argument("--vectors", type=int, nargs="+", default=[32, 64, 128], help="Samoyeds window widths V")
+    p.add_argument("--methods", nargs="+", choices=["magnitude", "wanda"], default=["magnitude", "wanda"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 avoids oversubscription on a shared machine)")
+    p.set_defaults(func=_cmd_accuracy)
     p = sub.add_parser("lab", help="open the labs in JupyterLab")
     p.set_defaults(func=_cmd_lab)
     p = sub.add_parser("train-tiny", help="train the tiny byte-level MoE on the shipped corpus (CPU, ~18 min)")

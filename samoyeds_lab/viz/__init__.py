@@ -5,6 +5,7 @@ topic modules such as :mod:`samoyeds_lab.viz.sparsity`; ipywidgets panels built 
 :mod:`samoyeds_lab.viz.panels`. Nothing else in the package imports ``viz``.
 """
 
+from .accuracy import ACCURACY_COLORS, AccuracyPanel, ppl_density_figure, ppl_speed_figure, sweep_table
 from .panels import METHODS, PATTERNS, SparsityPanel, SparsityView
 from .routing import (
     DOMAIN_COLORS,
@@ -53,4 +54,5 @@ __all__ = [
     "byte_labels", "coactivation_heatmap", "domain_hotness_figure", "expert_colors", "hotness_heatmap",
     "imbalance_figure", "locality_figure", "padding_curve_figure", "token_timeline",
     "tokens_per_expert_figure", "transition_heatmap",
+    "ACCURACY_COLORS", "AccuracyPanel", "ppl_density_figure", "ppl_speed_figure", "sweep_table",
 ]

@@ -1,0 +1,729 @@
+"""What structured pruning of the experts costs in accuracy: held-out perplexity of the tiny MoE after
+magnitude or Wanda pruning to 2:4 and to the Samoyeds pattern, next to the dense baseline.
+
+For every configuration of a sweep the shipped checkpoint (:class:`~samoyeds_lab.moe.TinyMoEForCausalLM`)
+is loaded afresh and
+
+1. every MoE block's routed experts (gate, up and down projections; router, attention, embeddings and
+   any shared expert stay dense) are pruned and compressed with :meth:`MoEBlock.sparsify
+   <samoyeds_lab.moe.MoEBlock.sparsify>`:
+
+   ==================  =====================================================================  =========
+   pattern             kept weights                                                           density
+   ==================  =====================================================================  =========
+   ``"dense"``         all (the baseline)                                                     1
+   ``"2:4"``           2 of every 4 consecutive weights of a row (along K)                    1/2
+   ``"samoyeds"``      1 of every 2 rows per ``V``-wide window of K, then 2:4 inside the      1/4
+                       kept row segments (``V ∈ {32, 64, 128}``; the paper uses 128)
+   ==================  =====================================================================  =========
+
+   scored by **magnitude** ``S_ij = |W_ij|`` or by **Wanda** ``S_ij = |W_ij| · ‖X_{:,j}‖₂``, with ``X`` the
+   inputs the weight sees on calibration text from the *train* split. Wanda runs block by block in layer
+   order and each block is calibrated on inputs that already pass through the pruned blocks before it
+   (the sequential order of Sun et al., arXiv 2306.11695); inside a block gate/up are scored on the block's
+   routed inputs and down on ``silu(X W_gate'ᵀ) ⊙ (X W_up'ᵀ)`` of the pruned gate/up;
+2. optionally the pruned model is fine-tuned for ``recovery_steps`` with the masks held fixed (see
+   :func:`recovery_finetune`); the dense baseline gets the same steps, so any gain that merely comes from
+   training longer shows in the baseline too;
+3. held-out perplexity is measured per domain and overall with :func:`samoyeds_lab.moe.train.evaluate`
+   (``ppl = exp(mean next-byte NLL)``; bytes are the tokens of this model).
+
+Modelled speed (no GPU number is invented here)
+-----------------------------------------------
+Decoding a few tokens at a time, an expert GEMM is memory-bound: its time is the time to stream its
+weights. The *modelled decode speed-up* of a configuration is therefore the byte ratio
+
+.. math::  s = \\frac{B_{dense}}{B_{compressed}}, \\qquad
+           B_{dense} = \\sum_{\\text{experts, proj}} 2\\,\\text{rows}\\cdot\\text{cols},
+
+with ``B_compressed`` the ``.nbytes`` of the compressed operands at fp16 (values + 2:4 metadata + the
+Samoyeds row indices). It is a ceiling for the routed-expert GEMMs only — attention, router and the
+kernels' own efficiency are not in it — and it is *not* a measurement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_int
+from ..corpus import DOMAINS, load_corpus
+from ..errors import CorruptFileError
+
+__all__ = [
+    "PATTERNS",
+    "METHODS",
+    "VECTORS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SPEED_MODEL",
+    "default_configs",
+    "normalize_config",
+    "config_label",
+    "calibration_windows",
+    "prune_model",
+    "expert_masks",
+    "expert_bytes",
+    "dense_expert_bytes",
+    "recovery_finetune",
+    "sparsity_sweep",
+    "model_sha256",
+    "write_sweep",
+    "load_sweep",
+]
+
+#: Patterns a sweep accepts.
+PATTERNS = ("dense", "2:4", "samoyeds")
+#: Scoring methods (the dense baseline has method ``"none"``).
+METHODS = ("magnitude", "wanda")
+#: Samoyeds window widths swept by :func:`default_configs`.
+VECTORS = (32, 64, 128)
+#: ``"schema"`` field of the recorded JSON, and its version.
+SCHEMA = "samoyeds-lab/accuracy-sweep"
+SCHEMA_VERSION = 1
+#: One-line statement of how "modelled decode speed-up" is computed (also written to the JSON).
+SPEED_MODEL = (
+    "modelled_decode_speedup = dense fp16 bytes of all routed-expert weights / bytes of their compressed "
+    "operands at fp16 (values + 2:4 metadata + Samoyeds row indices): the ceiling for memory-bound "
+    "(decode, few tokens per expert) expert GEMMs, not a measurement; attention, router and kernel "
+    "efficiency are not included"
+)
+_NM = {"dense": None, "2:4": (2, 4), "samoyeds": (1, 2)}
+_CONFIG_KEYS = ("pattern", "method", "vector")
+_DERIVED_KEYS = ("n", "m", "density")  # accepted when they match (a normalised config round-trips)
+
+
+# ----------------------------------------------------------------------------------------------------
+# configurations
+# ----------------------------------------------------------------------------------------------------
+def normalize_config(config: Mapping[str, Any], *, hidden: int | None = None,
+                     intermediate: int | None = None) -> dict[str, Any]:
+    """Validate one sweep configuration and fill in its defaults.
+
+    Parameters
+    ----------
+    config : mapping
+        ``{"pattern": "dense" | "2:4" | "samoyeds", "method": "magnitude" | "wanda", "vector": V}``.
+        ``method`` defaults to ``"magnitude"`` for pruned patterns and must be left out (or ``"none"``)
+        for ``"dense"``; ``vector`` is required for ``"samoyeds"`` only (a multiple of 4) and must be left
+        out (or ``None``) otherwise.
+    hidden, intermediate : int, optional
+        The model's ``H`` and ``I``; when given, ``vector`` must divide both (every expert weight is cut
+        into ``V``-wide windows along its K, which is ``H`` for gate/up and ``I`` for down).
+
+    Returns
+    -------
+    dict
+        ``{"pattern", "method", "vector", "n", "m", "density"}`` with ``density`` the nominal kept fraction
+        (1, 1/2, 1/4).
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a mapping such as {{'pattern': '2:4', 'method': 'wanda'}}, "
+                        f"got {type(config).__name__}")
+    unknown = [k for k in config if k not in _CONFIG_KEYS + _DERIVED_KEYS]
+    if unknown:
+        raise TypeError(f"config: unexpected key {unknown[0]!r}; expected some of {list(_CONFIG_KEYS)}")
+    pattern = config.get("pattern")
+    if not isinstance(pattern, str) or pattern.strip().lower() not in PATTERNS:
+        raise ValueError(f"config['pattern']: expected one of {PATTERNS}, got {pattern!r}")
+    pattern = pattern.strip().lower()
+    method = config.get("method")
+    vector = config.get("vector")
+    if pattern == "dense":
+        if method not in (None, "none"):
+            raise ValueError(f"config['method']: the dense baseline prunes nothing, expected none, got {method!r}")
+        method = "none"
+    else:
+        method = "magnitude" if method is None else method
+        if not isinstance(method, str) or method.strip().lower() not in METHODS:
+            raise ValueError(f"config['method']: expected one of {METHODS}, got {method!r}")
+        method = method.strip().lower()
+    if pattern == "samoyeds":
+        if vector is None:
+            raise ValueError("config['vector']: required for pattern 'samoyeds' (e.g. 32, 64 or 128), got none")
+        vector = check_int("config['vector']", vector, lo=4)
+        if vector % 4:
+            raise ValueError(f"config['vector']: expected a multiple of 4 (2:4 groups inside a window), got {vector}")
+        for name, size in (("hidden", hidden), ("intermediate", intermediate)):
+            if size is not None and size % vector:
+                raise ValueError(
+                    f"config['vector']: expected a divisor of the model's {name}={size} (V-wide windows along K), "
+                    f"got {vector}"
+                )
+    elif vector is not None:
+        raise ValueError(f"config['vector']: only pattern 'samoyeds' has a window width, got vector={vector!r} "
+                         f"for pattern {pattern!r}")
+    nm = _NM[pattern]
+    density = 1.0 if nm is None else nm[0] / nm[1] * (0.5 if pattern == "samoyeds" else 1.0)
+    out = {"pattern": pattern, "method": method, "vector": vector,
+           "n": None if nm is None else nm[0], "m": None if nm is None else nm[1], "density": density}
+    for k in _DERIVED_KEYS:
+        if k in config and config[k] != out[k]:
+            raise ValueError(f"config[{k!r}]: pattern {pattern!r} implies {out[k]!r}, got {config[k]!r}")
+    return out
+
+
+def config_label(config: Mapping[str, Any]) -> str:
+    """Short label: ``"dense"``, ``"2:4 · wanda"``, ``"Samoyeds V=64 · magnitude"``."""
+    c = normalize_config(config)
+    if c["pattern"] == "dense":
+        return "dense"
+    if c["pattern"] == "2:4":
+        return f"2:4 · {c['method']}"
+    return f"Samoyeds V={c['vector']} · {c['method']}"
+
+
+def default_configs(vectors: Sequence[int] = VECTORS, methods: Sequence[str] = METHODS) -> list[dict[str, Any]]:
+    """The recorded sweep: the dense baseline, then 2:4 and Samoyeds (1:2 rows per ``V`` window + 2:4) for
+    every ``V`` in ``vectors``, each with every method in ``methods``."""
+    out: list[dict[str, Any]] = [{"pattern": "dense"}]
+    out += [{"pattern": "2:4", "method": m} for m in methods]
+    out += [{"pattern": "samoyeds", "method": m, "vector": int(v)} for v in vectors for m in methods]
+    for c in out:
+        normalize_config(c)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------
+def calibration_windows(texts: Mapping[str, bytes], tokens: int, seq: int, *, seed: int = 0) -> torch.Tensor:
+    """``ceil(tokens / seq)`` random byte windows ``[n, seq]`` (int64), domains taken in turn.
+
+    Window ``i`` comes from domain ``i mod D`` at a start drawn uniformly with ``torch.Generator(seed)``.
+    """
+    tokens = check_int("tokens", tokens, lo=1)
+    seq = check_int("seq", seq, lo=1)
+    data = [torch.frombuffer(bytearray(t), dtype=torch.uint8) for t in texts.values()]
+    for d, t in zip(texts, data):
+        if t.numel() < seq + 1:
+            raise ValueError(f"seq: expected < {t.numel()} (the {d!r} text's length), got {seq}")
+    gen = torch.Generator().manual_seed(seed)
+    n = math.ceil(tokens / seq)
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    rows = []
+    for i in range(n):
+        t = data[i % len(data)]
+        start = int(u[i] * (t.numel() - seq))
+        rows.append(t[start: start + seq])
+    return torch.stack(rows).long()
+
+
+class _Stop(Exception):
+    """Raised by a forward pre-hook once it has what it needs (the rest of the model is not run)."""
+
+
+@torch.no_grad()
+def _block_inputs(model, index: int, calib: torch.Tensor, batch: int) -> torch.Tensor:
+    """The ``[tokens, H]`` input of MoE block ``index`` on ``calib`` windows (layers after it are not run)."""
+    name, block = model.moe_blocks()[index]
+    got: list[torch.Tensor] = []
+
+    def hook(_module, args):
+        got.append(args[0].detach().reshape(-1, args[0].shape[-1]).clone())
+        raise _Stop
+
+    handle = block.register_forward_pre_hook(hook)
+    try:
+        for i in range(0, calib.shape[0], batch):
+            try:
+                model(calib[i: i + batch])
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return torch.cat(got)
+
+
+# ----------------------------------------------------------------------------------------------------
+# pruning, masks, bytes
+# ----------------------------------------------------------------------------------------------------
+def prune_model(model, config: Mapping[str, Any], calib: torch.Tensor | None = None, *, batch: int = 16):
+    """Prune and compress every MoE block's experts of ``model`` in place for one sweep configuration.
+
+    ``method="wanda"`` calibrates block ``ℓ`` on its inputs for ``calib`` windows computed *after* blocks
+    ``0 … ℓ-1`` were pruned (Wanda's sequential order). ``"dense"`` leaves the model untouched.
+
+    Parameters
+    ----------
+    model : TinyMoEForCausalLM
+    config : mapping
+        See :func:`normalize_config`.
+    calib : torch.Tensor, optional
+        ``[n, S]`` int64 calibration windows (:func:`calibration_windows`); required for Wanda.
+    batch : int
+        Windows per forward pass while capturing calibration inputs.
+
+    Returns
+    -------
+    dict
+        The normalised configuration.
+    """
+    cfg = normalize_config(config, hidden=model.config.hidden, intermediate=model.config.intermediate)
+    if cfg["pattern"] == "dense":
+        return cfg
+    if cfg["method"] == "wanda" and calib is None:
+        raise ValueError("calib: required for method 'wanda' (calibration windows [n, S]), got None")
+    kw: dict[str, Any] = {}
+    if cfg["pattern"] == "samoyeds":
+        kw = {"n": cfg["n"], "m": cfg["m"], "vector": cfg["vector"]}
+    was_training = model.training
+    model.eval()
+    for i, (_, block) in enumerate(model.moe_blocks()):
+        acts = _block_inputs(model, i, calib, batch) if cfg["method"] == "wanda" else None
+        block.sparsify(cfg["pattern"], cfg["method"], acts, **kw)
+    model.train(was_training)
+    return cfg
+
+
+def expert_masks(model) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """``[(parameter, keep-mask)]`` for every routed-expert weight of every MoE block: ``mask = W ≠ 0``.
+
+    Read right after pruning, the nonzeros are the kept weights (a trained fp32 weight is exactly 0 with
+    negligible probability, and a kept weight that is 0 keeps the pattern valid anyway).
+    """
+    out = []
+    for _, block in model.moe_blocks():
+        for p in block.experts.weights().values():
+            out.append((p, p.detach() != 0))
+    return out
+
+
+def _nbytes_as(op: Any, dtype: torch.dtype) -> int:
+    """``op.nbytes`` with its floating tensors (the values) stored in ``dtype`` (index tensors unchanged)."""
+    changes = {f.name: getattr(op, f.name).to(dtype) for f in dataclasses.fields(op)
+               if isinstance(getattr(op, f.name), torch.Tensor) and getattr(op, f.name).is_floating_point()}
+    return int(dataclasses.replace(op, **changes).nbytes) if changes else int(op.nbytes)
+
+
+def dense_expert_bytes(model, dtype: torch.dtype = torch.float16) -> int:
+    """Bytes of all routed-expert weights stored dense in ``dtype``: ``Σ 3·E·H·I · itemsize`` over blocks."""
+    size = torch.empty((), dtype=dtype).element_size()
+    return sum(p.numel() * size for _, b in model.moe_blocks() for p in b.experts.weights().values())
+
+
+def expert_bytes(model, dtype: torch.dtype = torch.float16) -> int:
+    """Bytes of all routed-expert weights as stored: each compressed operand's ``.nbytes`` with its values in
+    ``dtype`` (dense ``rows·cols·itemsize`` for a block that was not sparsified)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    total = 0
+    for _, block in model.moe_blocks():
+        ops = block.experts.compressed
+        if ops is None:
+            total += sum(p.numel() * size for p in block.experts.weights().values())
+        else:
+            total += sum(_nbytes_as(op, dtype) for per in ops.values() for op in per)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------
+# recovery fine-tune
+# ----------------------------------------------------------------------------------------------------
+def recovery_finetune(
+    model,
+    texts: Mapping[str, bytes],
+    steps: int,
+    *,
+    masks: Sequence[tuple[torch.nn.Parameter, torch.Tensor]] = (),
+    lr: float = 3e-4,
+    batch: int = 8,
+    seq: int | None = None,
+    aux_coef: float = 0.01,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A short fine-tune of the whole model with the pruning masks held fixed.
+
+    Loss as in training (:mod:`samoyeds_lab.moe.train`): next-byte cross entropy ``+ aux_coef ·`` load
+    balancing. AdamW (β = 0.9, 0.95, no weight decay), gradient clipping at 1.0, learning rate
+    ``lr_at(s, lr, warmup=max(1, steps/10), total=steps, min_lr_frac=0.1)`` (warm-up, cosine). For every
+    ``(W, M)`` in ``masks``: ``∇W ← ∇W ⊙ M`` before and ``W ← W ⊙ M`` after each step, so pruned weights
+    stay exactly 0 and the sparsity pattern is kept. Batches are random ``seq+1``-byte windows of
+    ``texts`` (the train split), domains in turn, drawn with ``torch.Generator(seed)``.
+
+    Returns
+    -------
+    dict
+        ``{"steps", "lr", "batch", "seq", "first_loss", "last_loss", "seconds"}`` (losses: mean CE of the
+        first / last ``min(10, steps)`` steps).
+    """
+    from . import load_balancing_loss
+    from .train import lr_at
+
+    steps = check_int("steps", steps, lo=1)
+    batch = check_int("batch", batch, lo=1)
+    seq = check_int("seq", seq if seq is not None else model.config.max_seq, lo=2, hi=model.config.max_seq)
+    for name, v in (("lr", lr), ("aux_coef", aux_coef)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
+    gen_seed = seed
+    t0 = time.perf_counter()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    warmup = max(1, steps // 10)
+    ces: list[float] = []
+    model.train()
+    for s in range(1, steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(s, lr=lr, warmup=warmup, total=steps, min_lr_frac=0.1)
+        xb = calibration_windows(texts, batch * (seq + 1), seq + 1, seed=gen_seed * 100_003 + s)
+        logits = model(xb[:, :-1])
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), xb[:, 1:].reshape(-1))
+        loss = ce + aux_coef * load_balancing_loss(model.router_logits(), model.config.top_k)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p, m in masks:
+            if p.grad is not None:
+                p.grad.mul_(m)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for p, m in masks:
+                p.mul_(m)
+        ces.append(float(ce.detach()))
+    model.eval()
+    k = min(10, steps)
+    return {"steps": steps, "lr": lr, "batch": batch, "seq": seq, "first_loss": sum(ces[:k]) / k,
+            "last_loss": sum(ces[-k:]) / k, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _resparsify_unchanged(model, cfg: dict[str, Any]) -> None:
+    """Rebuild the compressed operands after a fine-tune and check that the masks held (weights unchanged)."""
+    kw = {"n": cfg["n"], "m": cfg["m"], "vector": cfg["vector"]} if cfg["pattern"] == "samoyeds" else {}
+    for name, block in model.moe_blocks():
+        before = [p.detach().clone() for p in block.experts.weights().values()]
+        block.sparsify(cfg["pattern"], "magnitude", None, **kw)
+        for b, p in zip(before, block.experts.weights().values()):
+            if not torch.equal(b, p.detach()):
+                raise RuntimeError(f"{name}: the fine-tuned expert weights left the {cfg['pattern']!r} pattern")
+
+
+@torch.no_grad()
+def _backend_gap(model, window: torch.Tensor) -> float:
+    """Max |logits(grouped) − logits(samoyeds)| on one window: the compressed operands compute what was
+    evaluated."""
+    model.set_backend("grouped")
+    ref = model(window)
+    model.set_backend("samoyeds")
+    try:
+        out = model(window)
+    finally:
+        model.set_backend("grouped")
+    return float((ref - out).abs().max())
+
+
+# ----------------------------------------------------------------------------------------------------
+# the sweep
+# ----------------------------------------------------------------------------------------------------
+def _ppl(ev: dict[str, Any]) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    ppl = {d: float(v["ppl"]) for d, v in ev["domains"].items()}
+    bpb = {d: float(v["bits_per_byte"]) for d, v in ev["domains"].items()}
+    tok = {d: int(v["tokens"]) for d, v in ev["domains"].items()}
+    ppl["overall"], bpb["overall"], tok["overall"] = (float(ev["overall"]["ppl"]),
+                                                      float(ev["overall"]["bits_per_byte"]),
+                                                      int(ev["overall"]["tokens"]))
+    return ppl, bpb, tok
+
+
+def sparsity_sweep(
+    model_dir: str | os.PathLike,
+    configs: Sequence[Mapping[str, Any]],
+    *,
+    calib_tokens: int,
+    eval_tokens: int | None,
+    recovery_steps: int = 0,
+    seed: int = 0,
+    seq: int | None = None,
+    domains: Sequence[str] = DOMAINS,
+    eval_batch: int = 16,
+    recovery_lr: float = 3e-4,
+    recovery_batch: int = 8,
+    check_backend: bool = True,
+    corpus_root: str | os.PathLike | None = None,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Prune the checkpoint in ``model_dir`` once per configuration and measure held-out perplexity.
+
+    Parameters
+    ----------
+    model_dir : path
+        A directory written by :meth:`TinyMoEForCausalLM.save_pretrained` (e.g. ``data/tiny_moe``); it is
+        re-loaded for every configuration.
+    configs : sequence of mapping
+        Configurations (:func:`normalize_config`), e.g. :func:`default_configs`. All are validated before
+        anything runs.
+    calib_tokens : int
+        Calibration bytes for Wanda, from the *train* split (``ceil(calib_tokens/seq)`` windows, domains in
+        turn). Must be ``>= 1`` if any configuration uses Wanda.
+    eval_tokens : int or None
+        Held-out bytes predicted per domain, at most (``max(1, eval_tokens // seq)`` windows of ``seq``);
+        ``None`` = the whole held-out split.
+    recovery_steps : int
+        Steps of :func:`recovery_finetune` after pruning (0 = none). Every configuration, the dense
+        baseline included, then gets a second, ``"recovered_ppl"`` evaluation.
+    seed : int
+        Seeds the calibration windows and the fine-tune batches.
+    seq : int, optional
+        Window length (default: the model's ``max_seq``).
+    domains : sequence of str
+        Corpus domains to calibrate, fine-tune and evaluate on.
+    eval_batch, recovery_lr, recovery_batch : optional
+        Evaluation batch (windows), fine-tune learning rate and batch.
+    check_backend : bool
+        Also run one window of ``min(64, seq)`` bytes through the ``"samoyeds"`` backend (compressed
+        operands × selected tokens, reference ``ssmm``) and record the largest logit difference to the
+        evaluated ``"grouped"`` backend.
+    corpus_root : path, optional
+        Corpus directory (default :func:`samoyeds_lab.corpus.corpus_dir`).
+    threads : int, optional
+        ``torch.set_num_threads`` for the sweep (restored afterwards). On a CPU shared with other jobs,
+        1 thread avoids oversubscription, which can slow PyTorch's parallel kernels down many times.
+    progress : callable, optional
+        Called with one line of text per finished step.
+
+    Returns
+    -------
+    list of dict
+        One record per configuration, in order, with keys ``label``, ``pattern``, ``method``
+        (``"none"`` for dense), ``vector`` (Samoyeds only, else None), ``n``, ``m``, ``density`` (stored
+        values / dense elements of the expert weights), ``nonzero_fraction`` (measured), ``expert_bytes``
+        and ``dense_expert_bytes`` (fp16, see the module docstring), ``modelled_decode_speedup``
+        (``dense_expert_bytes / expert_bytes``), ``heldout_ppl`` and ``heldout_bits_per_byte``
+        (``{domain…, "overall"}``, right after pruning), ``eval_tokens`` (per domain + overall),
+        ``recovered_ppl`` / ``recovered_bits_per_byte`` (after the fine-tune; None without one), ``recovery``
+        (its statistics or None), ``backend_max_abs_diff`` (None for dense or without ``check_backend``),
+        ``seconds``.
+    """
+    from . import TinyMoEForCausalLM
+
+    if not isinstance(configs, (list, tuple)) or not configs:
+        raise ValueError(f"configs: expected a non-empty list of configuration dicts, got {configs!r}")
+    calib_tokens = check_int("calib_tokens", calib_tokens, lo=0)
+    if eval_tokens is not None:
+        eval_tokens = check_int("eval_tokens", eval_tokens, lo=1)
+    recovery_steps = check_int("recovery_steps", recovery_steps, lo=0)
+    seed = check_int("seed", seed, lo=0)
+    eval_batch = check_int("eval_batch", eval_batch, lo=1)
+    if threads is not None:
+        threads = check_int("threads", threads, lo=1)
+    base = TinyMoEForCausalLM.from_pretrained(model_dir)
+    H, I = base.config.hidden, base.config.intermediate
+    norm = [normalize_config(c, hidden=H, intermediate=I) for c in configs]
+    seq = check_int("seq", seq if seq is not None else base.config.max_seq, lo=2, hi=base.config.max_seq)
+    if calib_tokens == 0 and any(c["method"] == "wanda" for c in norm):
+        raise ValueError("calib_tokens: expected >= 1 when a configuration uses method 'wanda', got 0")
+    say = progress or (lambda _msg: None)
+    held = load_corpus("heldout", domains, root=corpus_root)
+    train = load_corpus("train", domains, root=corpus_root) if (calib_tokens or recovery_steps) else {}
+    calib = calibration_windows(train, calib_tokens, seq, seed=seed) if calib_tokens else None
+    max_windows = None if eval_tokens is None else max(1, eval_tokens // seq)
+    probe_ids = torch.tensor(list(next(iter(held.values()))[: min(64, seq)]), dtype=torch.long)[None]
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _sweep(model_dir, base, configs, norm, held, train, calib, max_windows, probe_ids, seq, seed,
+                      eval_batch, recovery_steps, recovery_lr, recovery_batch, check_backend, say)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _sweep(model_dir, base, configs, norm, held, train, calib, max_windows, probe_ids, seq, seed, eval_batch,
+           recovery_steps, recovery_lr, recovery_batch, check_backend, say) -> list[dict[str, Any]]:
+    from . import TinyMoEForCausalLM
+    from .train import evaluate
+
+    records: list[dict[str, Any]] = []
+    for raw, cfg in zip(configs, norm):
+        label = config_label(raw)
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        reuse = len(records) == 0 and cfg["pattern"] == "dense"  # the validation load, still untouched
+        model = base if reuse else TinyMoEForCausalLM.from_pretrained(model_dir)
+        model.eval()
+        prune_model(model, cfg, calib)
+        t_prune = time.perf_counter() - t0
+        dense_b = dense_expert_bytes(model)
+        comp_b = expert_bytes(model)
+        n_w = sum(p.numel() for _, b in model.moe_blocks() for p in b.experts.weights().values())
+        nnz = sum(int((p != 0).sum()) for _, b in model.moe_blocks() for p in b.experts.weights().values())
+        if cfg["pattern"] == "dense":
+            stored = n_w
+        else:
+            stored = sum(op.values.numel() for _, b in model.moe_blocks()
+                         for per in b.experts.compressed.values() for op in per)
+        gap = _backend_gap(model, probe_ids) if (check_backend and cfg["pattern"] != "dense") else None
+        t1 = time.perf_counter()
+        ev = evaluate(model, held, seq=seq, batch=eval_batch, max_windows=max_windows)
+        ppl, bpb, tok = _ppl(ev)
+        t_eval = time.perf_counter() - t1
+        say(f"{label}: ppl {ppl['overall']:.3f} (pruned in {t_prune:.1f} s, evaluated in {t_eval:.1f} s)")
+        rec: dict[str, Any] = {
+            "label": label, "pattern": cfg["pattern"], "method": cfg["method"], "vector": cfg["vector"],
+            "n": cfg["n"], "m": cfg["m"], "density": stored / n_w, "nonzero_fraction": nnz / n_w,
+            "expert_bytes": comp_b, "dense_expert_bytes": dense_b,
+            "modelled_decode_speedup": dense_b / comp_b,
+            "heldout_ppl": ppl, "heldout_bits_per_byte": bpb, "eval_tokens": tok,
+            "recovered_ppl": None, "recovered_bits_per_byte": None, "recovery": None,
+            "backend_max_abs_diff": gap,
+        }
+        t_rec = 0.0
+        if recovery_steps:
+            t2 = time.perf_counter()
+            masks = expert_masks(model) if cfg["pattern"] != "dense" else []
+            rec["recovery"] = recovery_finetune(model, train, recovery_steps, masks=masks, lr=recovery_lr,
+                                                batch=recovery_batch, seq=seq, seed=seed)
+            if cfg["pattern"] != "dense":
+                _resparsify_unchanged(model, cfg)
+                if check_backend:
+                    rec["backend_max_abs_diff"] = max(gap or 0.0, _backend_gap(model, probe_ids))
+            ev = evaluate(model, held, seq=seq, batch=eval_batch, max_windows=max_windows)
+            rec["recovered_ppl"], rec["recovered_bits_per_byte"], _ = _ppl(ev)
+            t_rec = time.perf_counter() - t2
+            say(f"{label}: after {recovery_steps} recovery steps ppl {rec['recovered_ppl']['overall']:.3f} "
+                f"({t_rec:.1f} s)")
+        rec["seconds"] = {"prune": round(t_prune, 2), "eval": round(t_eval, 2), "recovery": round(t_rec, 2)}
+        records.append(rec)
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------
+# recorded sweeps
+# ----------------------------------------------------------------------------------------------------
+def model_sha256(model_dir: str | os.PathLike) -> str:
+    """SHA-256 (hex) of ``model_dir/model.safetensors``: identifies the checkpoint a sweep was run on."""
+    p = Path(model_dir) / "model.safetensors"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: missing (expected a directory written by save_pretrained)")
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _machine() -> dict[str, Any]:
+    from ..device import device_info
+
+    info = device_info()
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "backend": getattr(info, "backend", None)}
+
+
+def write_sweep(
+    path: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    configs: Sequence[Mapping[str, Any]] | None = None,
+    **sweep_kwargs: Any,
+) -> dict[str, Any]:
+    """Run :func:`sparsity_sweep` and write it, with what it was run on, as JSON to ``path``.
+
+    The file holds ``schema``/``version``, ``created_utc``, ``machine``, ``model`` (directory, sha256 of
+    ``model.safetensors``, config, and the training summary of ``metrics.json`` when present),
+    ``settings`` (the sweep's keyword arguments), ``speed_model`` (:data:`SPEED_MODEL`), ``records`` and
+    ``elapsed_s``. Defaults: ``configs = default_configs()``, ``calib_tokens = 16384``,
+    ``eval_tokens = None`` (the whole held-out split). Returns the written dict.
+    """
+    configs = default_configs() if configs is None else list(configs)
+    sweep_kwargs.setdefault("calib_tokens", 16384)
+    sweep_kwargs.setdefault("eval_tokens", None)
+    t0 = time.perf_counter()
+    sha = model_sha256(model_dir)
+    records = sparsity_sweep(model_dir, configs, **sweep_kwargs)
+    if model_sha256(model_dir) != sha:
+        raise RuntimeError(f"model_dir: {model_dir} changed while the sweep ran (a training run still writing?)")
+    d = Path(model_dir)
+    cfg = json.loads((d / "config.json").read_text())
+    training = None
+    if (d / "metrics.json").is_file():
+        m = json.loads((d / "metrics.json").read_text())
+        training = {k: m.get(k) for k in ("status", "steps", "tokens_trained", "train_seconds")}
+        training["heldout_ppl"] = {k: v.get("ppl") for k, v in (m.get("heldout") or {}).items()}
+    settings = {k: v for k, v in sweep_kwargs.items() if k != "progress"}
+    settings["corpus_root"] = None if settings.get("corpus_root") is None else str(settings["corpus_root"])
+    settings.setdefault("recovery_steps", 0)
+    settings.setdefault("seed", 0)
+    settings["domains"] = list(settings.get("domains", DOMAINS))
+    payload = {
+        "schema": SCHEMA, "version": SCHEMA_VERSION,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "model": {"dir": str(model_dir), "sha256": sha, "config": cfg, "training": training},
+        "settings": settings,
+        "speed_model": SPEED_MODEL,
+        "records": records,
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, out)
+    return payload
+
+
+_RECORD_FIELDS = ("label", "pattern", "method", "vector", "density", "expert_bytes", "dense_expert_bytes",
+                  "modelled_decode_speedup", "heldout_ppl", "recovered_ppl")
+
+
+def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON file written by :func:`write_sweep`, validating its schema.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    CorruptFileError
+        Not JSON, wrong ``schema``/``version``, or a record missing a field or holding a bad value (the
+        file, record and field are named).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: missing (regenerate it with `samoyeds-lab accuracy`)")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{p}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise CorruptFileError(f"{p}: schema: expected {SCHEMA!r}, got {got!r}")
+    if data.get("version") != SCHEMA_VERSION:
+        raise CorruptFileError(f"{p}: version: expected {SCHEMA_VERSION}, got {data.get('version')!r}")
+    for key in ("model", "settings", "records", "created_utc", "machine"):
+        if key not in data:
+            raise CorruptFileError(f"{p}: field {key!r}: missing")
+    recs = data["records"]
+    if not isinstance(recs, list) or not recs:
+        raise CorruptFileError(f"{p}: records: expected a non-empty list, got {recs!r}")
+    for i, r in enumerate(recs):
+        if not isinstance(r, dict):
+            raise CorruptFileError(f"{p}: records[{i}]: expected an object, got {type(r).__name__}")
+        for f in _RECORD_FIELDS:
+            if f not in r:
+                raise CorruptFileError(f"{p}: records[{i}] ({r.get('label', '?')}): field {f!r} missing")
+        if r["pattern"] not in PATTERNS:
+            raise CorruptFileError(f"{p}: records[{i}]: pattern: expected one of {PATTERNS}, got {r['pattern']!r}")
+        ppl = r["heldout_ppl"]
+        if not isinstance(ppl, dict) or "overall" not in ppl:
+            raise CorruptFileError(f"{p}: records[{i}]: heldout_ppl: expected {{domain: ppl, 'overall': ppl}}")
+        for d, v in ppl.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 1:
+                raise CorruptFileError(
+                    f"{p}: records[{i}]: heldout_ppl[{d!r}]: expected a finite number >= 1, got {v!r}")
+        for f in ("density", "modelled_decode_speedup"):
+            v = r[f]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 100):
+                raise CorruptFileError(f"{p}: records[{i}]: {f}: expected a positive number, got {v!r}")
+    return data

@@ -1,0 +1,363 @@
+"""Figures for the accuracy of structured expert pruning (Lab 05), and a panel that runs a live sweep.
+
+The figure builders take the records of :func:`samoyeds_lab.moe.accuracy.sparsity_sweep` (or the
+``"records"`` of a file read with :func:`~samoyeds_lab.moe.accuracy.load_sweep`) and return new
+``go.Figure``\\ s:
+
+* :func:`sweep_table` — perplexity per domain and overall, density, bytes, modelled speed-up (``go.Table``);
+* :func:`ppl_density_figure` — held-out perplexity against the kept fraction of expert weights;
+* :func:`ppl_speed_figure` — held-out perplexity against the *modelled* decode speed-up
+  (dense expert bytes / compressed expert bytes; a memory-bound ceiling, not a measurement).
+
+:class:`AccuracyPanel` prunes the checkpoint live for one (pattern, V, method) chosen with widgets and
+adds the result to the recorded trade-off plot.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from typing import Any, Mapping, Sequence
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from .panels import _copy_into
+from .sparsity import _TEMPLATE, COLORS, _layout
+
+__all__ = ["sweep_table", "ppl_density_figure", "ppl_speed_figure", "AccuracyPanel", "ACCURACY_COLORS"]
+
+#: Hex colours: one per method (dense baseline grey), live results amber-outlined.
+ACCURACY_COLORS: dict[str, str] = {
+    "none": COLORS["dense"],
+    "magnitude": COLORS["magnitude"],
+    "wanda": COLORS["wanda"],
+    "live": COLORS["highlight"],
+    "baseline": "#9ca3af",
+    "header": "#e5e7eb",
+    "row_a": "#ffffff",
+    "row_b": "#f8fafc",
+    "worse": "#fee2e2",
+    "better": "#dcfce7",
+}
+_REQUIRED = ("label", "pattern", "method", "density", "expert_bytes", "dense_expert_bytes",
+             "modelled_decode_speedup", "heldout_ppl")
+
+
+def _check_records(name: str, records: object, *, allow_empty: bool = False) -> list[Mapping[str, Any]]:
+    if not isinstance(records, (list, tuple)) or (not records and not allow_empty):
+        raise ValueError(f"{name}: expected a non-empty list of sweep records (sparsity_sweep), got {records!r}")
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise ValueError(f"{name}[{i}]: expected a record dict, got {type(r).__name__}")
+        missing = [k for k in _REQUIRED if k not in r]
+        if missing:
+            raise ValueError(f"{name}[{i}]: expected a sweep record, missing field {missing[0]!r}")
+    return list(records)
+
+
+def _ppl_of(r: Mapping[str, Any], domain: str, recovered: bool) -> float | None:
+    src = r.get("recovered_ppl") if recovered else r["heldout_ppl"]
+    if src is None:
+        return None
+    if domain not in src:
+        raise ValueError(f"domain: expected one of {list(src)}, got {domain!r}")
+    return float(src[domain])
+
+
+def _dense(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    return next((r for r in records if r["pattern"] == "dense"), None)
+
+
+# ---------------------------------------------------------------------------------------------- table
+def sweep_table(records: Sequence[Mapping[str, Any]], *, title: str = "Held-out perplexity after pruning the experts"
+                ) -> go.Figure:
+    """A ``go.Table``: one row per configuration with density, expert bytes (% of dense fp16), modelled
+    decode speed-up, held-out perplexity per domain and overall, and the overall change vs the dense
+    record (``Δ = ppl / ppl_dense − 1``). When records carry ``recovered_ppl`` two more columns show the
+    overall perplexity after the recovery fine-tune and its change vs the *fine-tuned* dense record."""
+    records = _check_records("records", records)
+    domains = [d for d in records[0]["heldout_ppl"] if d != "overall"] + ["overall"]
+    dense = _dense(records)
+    base = dense["heldout_ppl"]["overall"] if dense else None
+    has_rec = any(r.get("recovered_ppl") for r in records)
+    base_rec = dense["recovered_ppl"]["overall"] if (dense and has_rec and dense.get("recovered_ppl")) else None
+    header = ["configuration", "density", "expert bytes", "modelled<br>decode speed-up"]
+    header += [f"ppl {d}" for d in domains] + ["Δ vs dense"]
+    cols: list[list[str]] = [[] for _ in header]
+    fills: list[str] = []
+    if has_rec:
+        header += ["ppl after<br>recovery", "Δ vs dense<br>(recovered)"]
+        cols += [[], []]
+    for i, r in enumerate(records):
+        row = [r["label"], f"{r['density']:.0%}",
+               f"{r['expert_bytes'] / 2**20:.2f} MiB ({r['expert_bytes'] / r['dense_expert_bytes']:.1%})",
+               f"{r['modelled_decode_speedup']:.2f}×"]
+        row += [f"{r['heldout_ppl'][d]:.3f}" for d in domains]
+        row.append("—" if (base is None or r["pattern"] == "dense")
+                   else f"{r['heldout_ppl']['overall'] / base - 1:+.1%}")
+        if has_rec:
+            rp = r.get("recovered_ppl")
+            row.append("—" if not rp else f"{rp['overall']:.3f}")
+            row.append("—" if (not rp or base_rec is None or r["pattern"] == "dense")
+                       else f"{rp['overall'] / base_rec - 1:+.1%}")
+        for c, v in zip(cols, row):
+            c.append(v)
+        fills.append(ACCURACY_COLORS["row_a" if i % 2 == 0 else "row_b"])
+    fig = go.Figure(go.Table(
+        columnwidth=[190, 70, 150, 100] + [80] * (len(header) - 4),
+        header=dict(values=[f"<b>{h}</b>" for h in header], fill_color=ACCURACY_COLORS["header"],
+                    align="center", font=dict(color=COLORS["text"], size=12)),
+        cells=dict(values=cols, fill_color=[fills] * len(header), align=["left"] + ["right"] * (len(header) - 1),
+                   font=dict(color=COLORS["text"], size=12), height=26),
+    ))
+    fig.update_layout(_layout(title=dict(text=title), height=110 + 27 * len(records),
+                              margin=dict(l=10, r=10, t=50, b=10),
+                              xaxis=dict(visible=False), yaxis=dict(visible=False)))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- scatters
+def _series(r: Mapping[str, Any]) -> str:
+    return "dense" if r["pattern"] == "dense" else (
+        "2:4" if r["pattern"] == "2:4" else f"Samoyeds V={r.get('vector')}")
+
+
+_SERIES_SYMBOLS = {"dense": "square", "2:4": "circle", "Samoyeds V=32": "triangle-up",
+                   "Samoyeds V=64": "diamond", "Samoyeds V=128": "hexagon"}
+
+
+def _dodge(xs: list[float], span: float) -> list[float]:
+    """Spread points that share an x value by up to ±1.5% of the axis span (display only)."""
+    groups: dict[float, list[int]] = {}
+    for i, x in enumerate(xs):
+        groups.setdefault(round(x, 2), []).append(i)
+    out = list(xs)
+    for idx in groups.values():
+        k = len(idx)
+        for j, i in enumerate(idx):
+            out[i] = xs[i] + (0.0 if k == 1 else (j / (k - 1) - 0.5) * 0.03 * span)
+    return out
+
+
+def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered: bool, title: str,
+              x_range: list[float]) -> go.Figure:
+    records = _check_records("records", records)
+    live = _check_records("live", list(live or []), allow_empty=True)
+    if not isinstance(domain, str):
+        raise TypeError(f"domain: expected a str such as 'overall', got {type(domain).__name__}")
+    if recovered and not any(r.get("recovered_ppl") for r in records):
+        raise ValueError("recovered: True needs records with 'recovered_ppl' (a sweep with recovery_steps > 0)")
+    shown = [r for r in records if _ppl_of(r, domain, recovered) is not None]
+    xs = _dodge([float(r[x_key]) for r in shown], x_range[1] - x_range[0])
+    traces = []
+    for method in ("none", "magnitude", "wanda"):
+        idx = [i for i, r in enumerate(shown) if r["method"] == method]
+        if not idx:
+            continue
+        rs = [shown[i] for i in idx]
+        traces.append(go.Scatter(
+            name="dense" if method == "none" else method,
+            x=[xs[i] for i in idx],
+            y=[_ppl_of(r, domain, recovered) for r in rs],
+            mode="markers",
+            marker=dict(size=13, color=ACCURACY_COLORS[method], symbol=[_SERIES_SYMBOLS.get(_series(r), "x")
+                                                                          for r in rs],
+                        line=dict(color="#ffffff", width=1)),
+            customdata=[[r["label"], r["density"], r["modelled_decode_speedup"]] for r in rs],
+            hovertemplate="%{customdata[0]}<br>ppl %{y:.3f}<br>density %{customdata[1]:.0%}, "
+                          "modelled speed-up %{customdata[2]:.2f}×<extra></extra>",
+            cliponaxis=False,
+        ))
+    # symbol key: one legend entry per pattern series, grey, no data
+    for series in dict.fromkeys(_series(r) for r in shown if r["pattern"] != "dense"):
+        traces.append(go.Scatter(name=series, x=[None], y=[None], mode="markers", legendgroup="symbols",
+                                 marker=dict(size=11, color=COLORS["muted"], symbol=_SERIES_SYMBOLS.get(series, "x")),
+                                 hoverinfo="skip"))
+    ys = [_ppl_of(r, domain, recovered) for r in shown]
+    if live:
+        ly = [_ppl_of(r, domain, False) for r in live]
+        ys += ly
+        traces.append(go.Scatter(
+            name="live (this session)",
+            x=[float(r[x_key]) for r in live],
+            y=ly,
+            mode="markers",
+            marker=dict(size=17, symbol="star", color=[ACCURACY_COLORS[r["method"]] for r in live],
+                        line=dict(color=ACCURACY_COLORS["live"], width=2)),
+            customdata=[[r["label"], r.get("eval_tokens", {}).get("overall", 0)] for r in live],
+            hovertemplate="live: %{customdata[0]}<br>ppl %{y:.3f} on %{customdata[1]} held-out bytes"
+                          "<extra></extra>",
+        ))
+    shapes, notes = [], []
+    dense = _dense(records)
+    if dense is not None and _ppl_of(dense, domain, recovered) is not None:
+        y0 = _ppl_of(dense, domain, recovered)
+        shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=y0, y1=y0,
+                           line=dict(color=ACCURACY_COLORS["baseline"], dash="dash", width=1.5)))
+        # NOTE: annotations on a log axis take log10 of the value (shapes take the value itself)
+        notes.append(dict(xref="paper", x=1, y=math.log10(y0), text=f"dense {y0:.2f}", showarrow=False,
+                          xanchor="right", yanchor="bottom", font=dict(color=COLORS["muted"], size=11)))
+    lo, hi = min(ys), max(ys)
+    which = "after recovery fine-tune" if recovered else "one-shot (no fine-tune)"
+    return go.Figure(traces, layout=_layout(
+        title=dict(text=f"{title}<br><sup>{which}; colour = method, symbol = pattern; points with equal x "
+                        f"are spread slightly</sup>"),
+        height=440, showlegend=True, shapes=shapes, annotations=notes,
+        legend=dict(orientation="v", yanchor="top", y=1, x=1.02, xanchor="left", tracegroupgap=12),
+        xaxis=dict(title=dict(text=x_title), range=x_range),
+        yaxis=dict(title=dict(text=f"held-out perplexity, {domain} (log)"), type="log",
+                   range=[math.log10(lo / 1.15), math.log10(hi * 1.15)]),
+        margin=dict(l=70, r=190, t=80, b=60), width=900,
+    ))
+
+
+def ppl_density_figure(
+    records: Sequence[Mapping[str, Any]],
+    live: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    domain: str = "overall",
+    recovered: bool = False,
+    title: str = "Accuracy vs density of the expert weights",
+) -> go.Figure:
+    """Held-out perplexity (log axis) against density (kept fraction of the routed-expert weights).
+
+    One trace per method (``"dense"``, ``"magnitude"``, ``"wanda"``; symbols by pattern), a dashed line at
+    the dense baseline, and ``live`` records (e.g. from :class:`AccuracyPanel`) as amber-outlined stars.
+    ``recovered=True`` plots ``recovered_ppl`` of the records (live ones stay one-shot).
+    """
+    return _tradeoff(records, live, x_key="density", x_title="density (kept fraction of expert weights)",
+                     domain=domain, recovered=recovered, title=title, x_range=[0.15, 1.1])
+
+
+def ppl_speed_figure(
+    records: Sequence[Mapping[str, Any]],
+    live: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    domain: str = "overall",
+    recovered: bool = False,
+    title: str = "Accuracy vs modelled decode speed-up",
+) -> go.Figure:
+    """Held-out perplexity (log axis) against the *modelled* decode speed-up of the expert GEMMs,
+    ``dense fp16 expert bytes / compressed expert bytes`` (memory-bound ceiling, not a measurement).
+    Same traces as :func:`ppl_density_figure`."""
+    top = max(float(r["modelled_decode_speedup"]) for r in _check_records("records", records))
+    return _tradeoff(records, live, x_key="modelled_decode_speedup",
+                     x_title="modelled decode speed-up of the expert GEMMs (dense bytes / compressed bytes)",
+                     domain=domain, recovered=recovered, title=title, x_range=[0.7, top * 1.15])
+
+
+# ---------------------------------------------------------------------------------------------- panel
+_PATTERNS = ("2:4", "Samoyeds")
+_VECTORS = (32, 64, 128)
+_METHODS = ("magnitude", "wanda")
+
+
+class AccuracyPanel:
+    """Prune the checkpoint live for one configuration and put it on the recorded trade-off plot.
+
+    Widgets: pattern (2:4 / Samoyeds), V (Samoyeds window, 32/64/128), method (magnitude / Wanda) and a
+    button; a click runs :func:`~samoyeds_lab.moe.accuracy.sparsity_sweep` for that one configuration
+    on a small held-out slice (``eval_tokens`` per domain) and adds it as a star. Live numbers use fewer
+    held-out bytes than the recorded sweep, so they scatter around the recorded points.
+
+    Parameters
+    ----------
+    model_dir : path
+        The checkpoint (``data/tiny_moe``).
+    records : list of dict
+        The recorded sweep's records (drawn as the background).
+    calib_tokens, eval_tokens : int
+        Wanda calibration bytes and held-out bytes per domain of a live run.
+    seed : int
+        Seed of the calibration windows.
+
+    Notes
+    -----
+    ``panel.run(pattern=..., vector=..., method=...)`` does what the button does, without a front-end,
+    and returns the record.
+    """
+
+    def __init__(self, model_dir, records: Sequence[Mapping[str, Any]], *, calib_tokens: int = 2048,
+                 eval_tokens: int = 1024, seed: int = 0) -> None:
+        from pathlib import Path
+
+        self.records = _check_records("records", records)
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "model.safetensors").is_file():
+            raise FileNotFoundError(f"model_dir: {self.model_dir / 'model.safetensors'} missing")
+        self.calib_tokens, self.eval_tokens, self.seed = calib_tokens, eval_tokens, seed
+        self.live: list[dict[str, Any]] = []
+        style = {"description_width": "80px"}
+        lay = widgets.Layout(width="280px")
+        self.controls = {
+            "pattern": widgets.Dropdown(options=_PATTERNS, value="Samoyeds", description="pattern", style=style,
+                                        layout=lay),
+            "vector": widgets.SelectionSlider(options=_VECTORS, value=128, description="V (window)",
+                                              continuous_update=False, style=style, layout=lay),
+            "method": widgets.ToggleButtons(options=_METHODS, value="wanda", description="pruning",
+                                            style={"description_width": "80px", "button_width": "90px"}),
+        }
+        self.button = widgets.Button(description="prune + evaluate", button_style="primary",
+                                     layout=widgets.Layout(width="180px"))
+        self.status = widgets.HTML("Pick a configuration and press <b>prune + evaluate</b> (a few seconds).")
+        self.figure = go.FigureWidget(layout={"template": _TEMPLATE})
+        _copy_into(self.figure, ppl_speed_figure(self.records), width=820)
+        self.controls["pattern"].observe(self._sync, names="value")
+        self.button.on_click(lambda _b: self.run())
+        self._sync()
+        self.widget = widgets.VBox([
+            widgets.HBox([widgets.VBox(list(self.controls.values()) + [self.button]), self.status]),
+            self.figure,
+        ])
+
+    def _sync(self, _change: Any = None) -> None:
+        self.controls["vector"].disabled = self.controls["pattern"].value != "Samoyeds"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def options(self) -> dict[str, tuple]:
+        """Every value each widget can take."""
+        return {"pattern": _PATTERNS, "vector": _VECTORS, "method": _METHODS}
+
+    def config(self, **values: Any) -> dict[str, Any]:
+        """The sweep configuration for widget values (the rest from the widgets; the widgets move)."""
+        opts = self.options()
+        for name, value in values.items():
+            if name not in opts:
+                raise TypeError(f"run: unexpected argument {name!r}; expected some of {list(opts)}")
+            if value not in opts[name] or isinstance(value, bool):
+                raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
+            self.controls[name].value = value
+        v = {k: w.value for k, w in self.controls.items()}
+        if v["pattern"] == "2:4":
+            return {"pattern": "2:4", "method": v["method"]}
+        return {"pattern": "samoyeds", "method": v["method"], "vector": v["vector"]}
+
+    def run(self, **values: Any) -> dict[str, Any]:
+        """Prune + evaluate the configuration of ``values`` (see :meth:`options`); returns its record."""
+        from ..moe.accuracy import config_label, sparsity_sweep
+
+        cfg = self.config(**values)
+        self.button.disabled = True
+        self.status.value = f"running <b>{html.escape(config_label(cfg))}</b> …"
+        t0 = time.perf_counter()
+        try:
+            (rec,) = sparsity_sweep(self.model_dir, [cfg], calib_tokens=self.calib_tokens,
+                                    eval_tokens=self.eval_tokens, seed=self.seed, check_backend=False)
+        finally:
+            self.button.disabled = False
+        self.live.append(rec)
+        recorded = next((r for r in self.records if r["label"] == rec["label"]), None)
+        same = (f"; recorded sweep: {recorded['heldout_ppl']['overall']:.3f} on "
+                f"{recorded.get('eval_tokens', {}).get('overall', '?')} bytes") if recorded else ""
+        self.status.value = (
+            f"<b>{html.escape(rec['label'])}</b>: held-out ppl {rec['heldout_ppl']['overall']:.3f} on "
+            f"{rec['eval_tokens']['overall']:,} bytes{same} · density {rec['density']:.0%} · modelled "
+            f"speed-up {rec['modelled_decode_speedup']:.2f}× · {time.perf_counter() - t0:.1f} s")
+        _copy_into(self.figure, ppl_speed_figure(self.records, self.live), width=820)
+        return rec

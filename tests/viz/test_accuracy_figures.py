@@ -1,0 +1,156 @@
+"""samoyeds_lab.viz.accuracy: the perplexity table and trade-off scatters, inspected through
+fig.to_dict(), on hand-made sweep records (no model runs), plus the AccuracyPanel's widgets and one
+live run on a tiny random checkpoint."""
+
+import math
+import re
+
+import pytest
+import torch
+
+from samoyeds_lab.moe import TinyMoEConfig, TinyMoEForCausalLM
+from samoyeds_lab.viz.accuracy import AccuracyPanel, ppl_density_figure, ppl_speed_figure, sweep_table
+
+HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def rec(label, pattern, method, density, speed, ppl, vector=None, recovered=None):
+    dense_b = 1_000_000
+    return {"label": label, "pattern": pattern, "method": method, "vector": vector, "density": density,
+            "expert_bytes": int(dense_b / speed), "dense_expert_bytes": dense_b, "modelled_decode_speedup": speed,
+            "heldout_ppl": {"en": ppl + 1, "de": ppl, "overall": ppl},
+            "eval_tokens": {"en": 100, "de": 100, "overall": 200},
+            "recovered_ppl": None if recovered is None else {"en": recovered + 1, "de": recovered,
+                                                             "overall": recovered}}
+
+
+RECORDS = [
+    rec("dense", "dense", "none", 1.0, 1.0, 6.0),
+    rec("2:4 · magnitude", "2:4", "magnitude", 0.5, 1.78, 7.5),
+    rec("2:4 · wanda", "2:4", "wanda", 0.5, 1.78, 7.0),
+    rec("Samoyeds V=128 · magnitude", "samoyeds", "magnitude", 0.25, 3.55, 20.0, vector=128),
+    rec("Samoyeds V=128 · wanda", "samoyeds", "wanda", 0.25, 3.55, 15.0, vector=128),
+]
+RECOVERED = [dict(r, recovered_ppl={"en": r["heldout_ppl"]["overall"] * 0.9 + 1, "de": r["heldout_ppl"]["overall"] * 0.9,
+                                    "overall": r["heldout_ppl"]["overall"] * 0.9}) for r in RECORDS]
+
+
+def colours(obj):
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if "color" in k.lower():
+                out += [s for s in (v if isinstance(v, list) else [v]) if isinstance(s, str)]
+                if isinstance(v, list):
+                    out += [s for sub in v if isinstance(sub, list) for s in sub if isinstance(s, str)]
+            out += colours(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            out += colours(v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- table
+def test_table_rows_and_columns():
+    fig = sweep_table(RECORDS)
+    t = fig.to_dict()["data"][0]
+    assert t["type"] == "table"
+    header = [h.replace("<b>", "").replace("</b>", "") for h in t["header"]["values"]]
+    assert header[:4] == ["configuration", "density", "expert bytes", "modelled<br>decode speed-up"]
+    assert header[4:] == ["ppl en", "ppl de", "ppl overall", "Δ vs dense"]
+    cells = t["cells"]["values"]
+    assert cells[0] == [r["label"] for r in RECORDS]
+    assert cells[1] == ["100%", "50%", "50%", "25%", "25%"]
+    assert cells[3][0] == "1.00×" and cells[3][3] == "3.55×"
+    assert cells[6] == ["6.000", "7.500", "7.000", "20.000", "15.000"]
+    assert cells[7] == ["—", "+25.0%", "+16.7%", "+233.3%", "+150.0%"]
+    assert "(100.0%)" in cells[2][0]
+
+
+def test_table_with_recovery_compares_against_the_finetuned_dense():
+    t = sweep_table(RECOVERED).to_dict()["data"][0]
+    assert len(t["header"]["values"]) == 10
+    cells = t["cells"]["values"]
+    assert cells[8][0] == f"{6.0 * 0.9:.3f}"
+    assert cells[9] == ["—", "+25.0%", "+16.7%", "+233.3%", "+150.0%"]  # ratios unchanged by the common 0.9
+
+
+# ---------------------------------------------------------------------------------------------- scatters
+@pytest.mark.parametrize("builder, key", [(ppl_density_figure, "density"), (ppl_speed_figure, "modelled_decode_speedup")])
+def test_scatter_traces_by_method_with_dense_line(builder, key):
+    d = builder(RECORDS).to_dict()
+    names = [tr["name"] for tr in d["data"]]
+    assert names == ["dense", "magnitude", "wanda", "2:4", "Samoyeds V=128"]  # colours, then the symbol key
+    wanda = d["data"][2]
+    true_x = [r[key] for r in RECORDS if r["method"] == "wanda"]
+    span = d["layout"]["xaxis"]["range"][1] - d["layout"]["xaxis"]["range"][0]
+    # points sharing an x are spread by at most 1.5% of the axis for legibility; hover keeps the truth
+    assert all(abs(x - t) <= 0.015 * span + 1e-12 for x, t in zip(wanda["x"], true_x))
+    assert [c[0] for c in wanda["customdata"]] == ["2:4 · wanda", "Samoyeds V=128 · wanda"]
+    assert list(wanda["y"]) == [7.0, 15.0]
+    assert wanda["marker"]["symbol"] == ["circle", "hexagon"]
+    assert d["data"][0]["x"] == (1.0,) or list(d["data"][0]["x"]) == [1.0]  # alone at its x: not moved
+    assert d["layout"]["yaxis"]["type"] == "log"
+    lo, hi = d["layout"]["yaxis"]["range"]
+    assert 10**lo < 6.0 and 10**hi > 20.0
+    (line,) = d["layout"]["shapes"]
+    assert line["y0"] == line["y1"] == 6.0 and line["line"]["dash"] == "dash"
+    assert d["layout"]["annotations"][0]["y"] == pytest.approx(math.log10(6.0))  # log axis: log10 units
+    assert "one-shot" in d["layout"]["title"]["text"]
+    assert all(HEX.match(c) for c in colours(d["data"]))
+
+
+def test_scatter_per_domain_recovered_and_live():
+    d = ppl_speed_figure(RECOVERED, [RECORDS[4]], domain="en", recovered=True).to_dict()
+    assert d["data"][0]["y"][0] == pytest.approx(6.0 * 0.9 + 1)
+    live = d["data"][-1]
+    assert live["name"].startswith("live") and live["marker"]["symbol"] == "star"
+    assert list(live["y"]) == [16.0]  # live records are one-shot, domain "en" = ppl + 1
+    assert "after recovery" in d["layout"]["title"]["text"]
+    assert "modelled" in d["layout"]["xaxis"]["title"]["text"]
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: sweep_table([]), ValueError, "records"),
+    (lambda: sweep_table("x"), ValueError, "records"),
+    (lambda: sweep_table([{"label": "a"}]), ValueError, "missing field 'pattern'"),
+    (lambda: ppl_density_figure(RECORDS, domain="fr"), ValueError, "domain"),
+    (lambda: ppl_density_figure(RECORDS, domain=1), TypeError, "domain"),
+    (lambda: ppl_density_figure(RECORDS, recovered=True), ValueError, "recovered"),
+    (lambda: ppl_speed_figure(RECORDS, live=[{"label": "x"}]), ValueError, "live"),
+])
+def test_bad_inputs(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------------------------- panel
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = TinyMoEConfig(hidden=128, intermediate=128, layers=1, heads=2, num_experts=4, top_k=2, max_seq=32)
+    d = tmp_path_factory.mktemp("tiny")
+    TinyMoEForCausalLM(cfg).save_pretrained(d)
+    return d
+
+
+def test_panel_widgets_and_a_live_run(model_dir):
+    p = AccuracyPanel(model_dir, RECORDS, calib_tokens=32, eval_tokens=32)
+    assert [tr.name for tr in p.figure.data][:3] == ["dense", "magnitude", "wanda"]
+    assert p.controls["vector"].continuous_update is False
+    p.controls["pattern"].value = "2:4"
+    assert p.controls["vector"].disabled
+    assert p.config() == {"pattern": "2:4", "method": "wanda"}
+    r = p.run(pattern="Samoyeds", vector=32, method="magnitude")
+    assert r["label"] == "Samoyeds V=32 · magnitude" and r["density"] == 0.25
+    assert p.figure.data[-1].name.startswith("live") and len(p.live) == 1
+    assert "Samoyeds V=32" in p.status.value and not p.button.disabled
+    with pytest.raises(ValueError, match="vector"):
+        p.run(vector=48)
+    with pytest.raises(TypeError, match="unexpected"):
+        p.run(density=0.5)
+
+
+def test_panel_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        AccuracyPanel(tmp_path, RECORDS)
