@@ -1,40 +1,22 @@
 """Lab 01 (structured sparsity): the notebook runs headless without errors, and its .ipynb matches the
 py:percent source it is generated from."""
 
-import time
-from pathlib import Path
-
 import jupytext
-import nbformat
 import pytest
 
-LABS = Path(__file__).resolve().parents[2] / "labs"
+from .notebooks import LABS, assert_kernelspec_and_no_outputs, assert_paired, execute, outputs_text
+
 SOURCE = LABS / "01_structured_sparsity.py"
 NOTEBOOK = LABS / "01_structured_sparsity.ipynb"
 
 
-def cells(nb):
-    return [(c.cell_type, c.source.strip()) for c in nb.cells]
-
-
 # ---------------------------------------------------------------------------------------------- pairing
 def test_ipynb_is_in_sync_with_the_py_source():
-    """`jupytext --to ipynb` of the .py gives the committed .ipynb's cells (type, source, metadata)."""
-    regenerated = jupytext.read(SOURCE)
-    committed = nbformat.read(NOTEBOOK, as_version=4)
-    assert cells(regenerated) == cells(committed), "run `make sync-notebooks` (jupytext --to ipynb --update)"
-    for a, b in zip(regenerated.cells, committed.cells):
-        assert a.metadata == b.metadata
+    assert_paired(SOURCE, NOTEBOOK)
 
 
 def test_ipynb_has_kernelspec_and_no_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    # without a kernelspec JupyterLab opens a "Select Kernel" dialog
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
-    for c in nb.cells:
-        if c.cell_type == "code":
-            assert c.outputs == [] and c.execution_count is None
+    assert_kernelspec_and_no_outputs(NOTEBOOK)
 
 
 def test_structure():
@@ -57,24 +39,8 @@ def test_structure():
 # ---------------------------------------------------------------------------------------------- execution
 @pytest.fixture(scope="module")
 def executed():
-    """The notebook run top to bottom in a fresh python3 kernel, cwd labs/ (as `make lab` opens it)."""
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(LABS)}})
-    t0 = time.perf_counter()
-    client.execute()
-    return nb, time.perf_counter() - t0
-
-
-def outputs_text(cell):
-    out = []
-    for o in cell.get("outputs", []):
-        if o.output_type == "stream":
-            out.append(o.text)
-        elif o.output_type in ("execute_result", "display_data"):
-            out.append(o.data.get("text/plain", ""))
-    return "".join(out)
+    """The notebook run top to bottom in a fresh python3 kernel, cwd labs/."""
+    return execute(NOTEBOOK)
 
 
 @pytest.mark.slow

@@ -1,0 +1,58 @@
+"""Checks every lab's test shares: py:percent ↔ .ipynb pairing, stripped outputs, headless execution."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+LABS = Path(__file__).resolve().parents[2] / "labs"
+
+
+def cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def assert_paired(source: Path, notebook: Path) -> None:
+    """`jupytext --to ipynb` of the .py gives the committed .ipynb's cells (type, source, metadata)."""
+    regenerated = jupytext.read(source)
+    committed = nbformat.read(notebook, as_version=4)
+    assert cells(regenerated) == cells(committed), "run `make sync-notebooks` (jupytext --to ipynb --update)"
+    for a, b in zip(regenerated.cells, committed.cells):
+        assert a.metadata == b.metadata
+
+
+def assert_kernelspec_and_no_outputs(notebook: Path) -> None:
+    nb = nbformat.read(notebook, as_version=4)
+    # without a kernelspec JupyterLab opens a "Select Kernel" dialog
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None
+
+
+def execute(notebook: Path):
+    """Run the notebook top to bottom in a fresh python3 kernel, cwd labs/ (as `make lab` opens it).
+
+    Returns ``(executed notebook, seconds)``.
+    """
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(LABS)}})
+    t0 = time.perf_counter()
+    client.execute()
+    return nb, time.perf_counter() - t0
+
+
+def outputs_text(cell) -> str:
+    out = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream":
+            out.append(o.text)
+        elif o.output_type in ("execute_result", "display_data"):
+            out.append(o.data.get("text/plain", ""))
+    return "".join(out)
