@@ -1,0 +1,472 @@
+r"""Per-expert and per-layer cost model for MoE offloading: move weights to the GPU, or compute near data.
+
+Notation for one expert :math:`e` with :math:`n_e` routed tokens and :math:`P_e` parameters, stored with
+:math:`b` bytes/parameter, activations of width :math:`d` with :math:`b_{act}` bytes/element:
+
+.. math::
+
+    T_{gpu}(n)  &= \underbrace{[\lnot\,resident]\,\frac{P b}{B_{link}}}_{transfer}
+                 + \underbrace{\max\Big(\frac{2 n P}{F_{gpu}\,\eta},\ \frac{P b}{B_{hbm}}\Big)}_{compute}\\
+    T_{near}(n) &= \underbrace{\frac{2 n d\, b_{act}}{B_{link}}}_{transfer}
+                 + \underbrace{\max\Big(\frac{P b}{B_{int}},\ \frac{2 n P}{F_{ndp}\,\eta}\Big)}_{compute}
+
+(the GPU compute term is a roofline: weights are read from HBM at least once.) With ``overlap=True``
+transfer and compute are pipelined and a path costs :math:`\max(transfer, compute)` instead of the sum.
+An expert with :math:`n = 0` tokens costs nothing on either path. A layer whose GPU and near-data work
+run concurrently (MoNDE's load balancing) costs :math:`\max(\sum_{e\in G} T_{gpu}, \sum_{e\notin G}
+T_{near})`; run one after the other it costs the sum.
+
+Units: seconds, bytes, FLOP. Profiles come from :mod:`samoyeds_lab.offload.hardware` (a name, a path
+or a :class:`HardwareProfile`); the ``near`` device may be a ``near_data`` (CXL-NDP) or ``host``
+(CPU computes, as in Fiddler) profile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from samoyeds_lab.offload.hardware import HardwareProfile, load_profile
+
+__all__ = [
+    "PathCost",
+    "LayerCost",
+    "gpu_path_cost",
+    "near_data_path_cost",
+    "layer_cost",
+    "hot_set_placement",
+    "crossover_tokens",
+]
+
+
+@dataclass(frozen=True)
+class PathCost:
+    """Time of one path for one expert (floats, or arrays shaped like the token counts), seconds.
+
+    Attributes
+    ----------
+    transfer : float or numpy.ndarray
+        Link time: weights to the GPU (GPU path) or activations there and back (near-data path).
+    compute : float or numpy.ndarray
+        Roofline compute time on the device that runs the expert.
+    total : float or numpy.ndarray
+        ``transfer + compute``, or ``max(transfer, compute)`` when overlapped.
+    """
+
+    transfer: float | np.ndarray
+    compute: float | np.ndarray
+    total: float | np.ndarray
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Cost of one MoE layer for a batch, with the per-expert breakdown (arrays of length E).
+
+    Attributes
+    ----------
+    tokens_per_expert : numpy.ndarray
+        The counts :math:`n_e` the cost was computed for.
+    on_gpu : numpy.ndarray of bool
+        Placement: expert computed on the GPU (True) or near data (False).
+    gpu, near : PathCost
+        Per-expert costs of the chosen path (zero for experts placed on the other side).
+    gpu_time, near_time : float
+        :math:`\\sum_{e\\in G} T_{gpu}(n_e)` and :math:`\\sum_{e\\notin G} T_{near}(n_e)`, seconds.
+    total : float
+        Layer latency: ``max(gpu_time, near_time)`` if concurrent else their sum, seconds.
+    tokens : float
+        Tokens in the batch, ``sum(n_e) / top_k``.
+    throughput : float
+        ``tokens / total``, tokens per second (``inf`` for an empty layer).
+    gpu_weight_bytes : float
+        GPU memory the layer's expert weights need: (resident or placed on GPU) experts × ``P·b``.
+    """
+
+    tokens_per_expert: np.ndarray
+    on_gpu: np.ndarray
+    gpu: PathCost
+    near: PathCost
+    gpu_time: float
+    near_time: float
+    total: float
+    tokens: float
+    throughput: float
+    gpu_weight_bytes: float
+
+    @property
+    def latency(self) -> float:
+        """Alias of :attr:`total`: every token of the batch waits for the whole layer, seconds."""
+        return self.total
+
+
+# ----------------------------------------------------------------------------------------- checks
+def _profile(name: str, p: object) -> HardwareProfile:
+    if isinstance(p, HardwareProfile):
+        return p
+    if isinstance(p, str):
+        return load_profile(p)
+    raise TypeError(f"{name}: expected a HardwareProfile or a profile name, got {type(p).__name__}")
+
+
+def _positive(name: str, v: object, *, allow_zero: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {type(v).__name__} ({v!r})")
+    v = float(v)
+    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        raise ValueError(f"{name}: expected a finite number {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+    return v
+
+
+def _tokens(name: str, n: object) -> np.ndarray:
+    """Token counts as a float64 array (accepts numbers, sequences, NumPy arrays, torch tensors)."""
+    if hasattr(n, "detach") and hasattr(n, "cpu"):  # torch.Tensor, without importing torch here
+        n = n.detach().cpu().numpy()
+    if isinstance(n, bool):
+        raise TypeError(f"{name}: expected token counts (number, array or tensor), got bool")
+    try:
+        a = np.asarray(n, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: expected token counts (number, array or tensor), got {type(n).__name__}"
+        ) from None
+    if a.size and (not np.all(np.isfinite(a)) or np.any(a < 0)):
+        raise ValueError(f"{name}: expected finite counts >= 0, got min {a.min()!r}, max {a.max()!r}")
+    return a
+
+
+def _link_bw(link: object, *profiles: HardwareProfile) -> float:
+    """Link bandwidth in bytes/s: ``link`` (GB/s or a link profile), else the slowest of the profiles'
+    ``link_bandwidth_gbs`` (or of the link profile each names in ``link``)."""
+    if link is None:
+        bws = []
+        for p in profiles:
+            if p.link_bandwidth_gbs is not None:
+                bws.append(p.link_bandwidth)
+            elif p.link is not None:  # e.g. host DRAM names the PCIe link it sits behind
+                bws.append(_profile("link", p.link).link_bandwidth)
+        if not bws:
+            names = ", ".join(repr(p.name) for p in profiles)
+            raise ValueError(
+                f"link: expected a bandwidth in GB/s or a link profile, since no profile ({names}) "
+                f"sets link_bandwidth_gbs or link; got None"
+            )
+        return min(bws)
+    if isinstance(link, (HardwareProfile, str)):
+        return _profile("link", link).link_bandwidth
+    return _positive("link", link) * 1e9
+
+
+def _out(a: np.ndarray) -> float | np.ndarray:
+    return float(a) if a.ndim == 0 else a
+
+
+# ------------------------------------------------------------------------------------ path costs
+def gpu_path_cost(
+    n_tokens,
+    expert_params: float,
+    gpu: HardwareProfile | str,
+    *,
+    link=None,
+    bytes_per_param: float = 2.0,
+    resident=False,
+    sparse: bool = False,
+    efficiency: float = 1.0,
+    overlap: bool = False,
+) -> PathCost:
+    r"""Cost of running an expert on the GPU, moving its weights there first unless resident.
+
+    .. math::
+
+        transfer = [\lnot resident]\,\frac{P b}{B_{link}},\qquad
+        compute = \max\Big(\frac{2 n P}{F_{gpu}\,\eta}, \frac{P b}{B_{hbm}}\Big)
+
+    Both are 0 where ``n == 0`` (the expert is not run).
+
+    Parameters
+    ----------
+    n_tokens : int, float, array-like or torch.Tensor
+        Tokens routed to the expert (any shape; the result has the same shape).
+    expert_params : float
+        :math:`P`, parameters of the expert (all its matrices).
+    gpu : HardwareProfile or str
+        GPU profile (``fp16_tflops``/``fp16_sparse_tflops``, ``memory_bandwidth_gbs``).
+    link : float, HardwareProfile, str or None
+        :math:`B_{link}` in GB/s, or a link profile; default the GPU's ``link_bandwidth_gbs``.
+    bytes_per_param : float
+        :math:`b` (2 for fp16; ≈0.58 for Samoyeds' 29 % of fp16 bytes).
+    resident : bool or array-like of bool
+        Weights already in GPU memory (no transfer); broadcast against ``n_tokens``.
+    sparse : bool
+        Use the 2:4-sparse tensor peak (dense-equivalent FLOP) instead of the dense one.
+    efficiency : float
+        :math:`\eta \in (0, 1]`, fraction of the peak FLOP/s reached.
+    overlap : bool
+        Pipeline the weight transfer with compute: ``total = max(transfer, compute)``.
+    """
+    gpu = _profile("gpu", gpu)
+    n = _tokens("n_tokens", n_tokens)
+    P = _positive("expert_params", expert_params)
+    b = _positive("bytes_per_param", bytes_per_param)
+    eta = _positive("efficiency", efficiency)
+    if eta > 1:
+        raise ValueError(f"efficiency: expected a number in (0, 1], got {eta}")
+    bw = _link_bw(link, gpu)
+    flops = (gpu.sparse_flops if sparse else gpu.flops) * eta
+    res = np.asarray(resident, dtype=bool)
+    active = n > 0
+    transfer = np.where(active & ~res, P * b / bw, 0.0)
+    compute = np.where(active, np.maximum(2.0 * n * P / flops, P * b / gpu.memory_bandwidth), 0.0)
+    total = np.maximum(transfer, compute) if overlap else transfer + compute
+    return PathCost(_out(transfer), _out(compute), _out(total))
+
+
+def near_data_path_cost(
+    n_tokens,
+    expert_params: float,
+    near: HardwareProfile | str,
+    *,
+    d_model: int,
+    link=None,
+    bytes_per_param: float = 2.0,
+    bytes_per_act: float = 2.0,
+    efficiency: float = 1.0,
+    overlap: bool = False,
+) -> PathCost:
+    r"""Cost of computing an expert where its weights live (CXL near-data units or the host CPU).
+
+    .. math::
+
+        transfer = \frac{2 n d\, b_{act}}{B_{link}},\qquad
+        compute = \max\Big(\frac{P b}{B_{int}}, \frac{2 n P}{F_{ndp}\,\eta}\Big)
+
+    (activations cross the link there and back; the weights are streamed once from the device's
+    internal memory). Both are 0 where ``n == 0``.
+
+    Parameters
+    ----------
+    n_tokens, expert_params, bytes_per_param, efficiency, overlap
+        As in :func:`gpu_path_cost`.
+    near : HardwareProfile or str
+        ``near_data`` or ``host`` profile (``fp16_tflops``, ``memory_bandwidth_gbs``).
+    d_model : int
+        :math:`d`, hidden size (width of the activations crossing the link).
+    link : float, HardwareProfile, str or None
+        :math:`B_{link}` in GB/s or a link profile; default the profile's ``link_bandwidth_gbs``, or
+        the bandwidth of the link profile it names in ``link``.
+    bytes_per_act : float
+        :math:`b_{act}` (2 for fp16 activations).
+    """
+    near = _profile("near", near)
+    n = _tokens("n_tokens", n_tokens)
+    P = _positive("expert_params", expert_params)
+    d = _positive("d_model", d_model)
+    b = _positive("bytes_per_param", bytes_per_param)
+    ba = _positive("bytes_per_act", bytes_per_act)
+    eta = _positive("efficiency", efficiency)
+    if eta > 1:
+        raise ValueError(f"efficiency: expected a number in (0, 1], got {eta}")
+    bw = _link_bw(link, near)
+    active = n > 0
+    transfer = 2.0 * n * d * ba / bw
+    compute = np.where(
+        active, np.maximum(P * b / near.memory_bandwidth, 2.0 * n * P / (near.flops * eta)), 0.0
+    )
+    total = np.maximum(transfer, compute) if overlap else transfer + compute
+    return PathCost(_out(transfer), _out(compute), _out(total))
+
+
+# ----------------------------------------------------------------------------------------- layer
+def _both(n, P, gpu, near, d_model, link, b, b_act, resident, sparse, efficiency, overlap):
+    bw = _link_bw(link, gpu, near)
+    g = gpu_path_cost(n, P, gpu, link=bw / 1e9, bytes_per_param=b, resident=resident,
+                      sparse=sparse, efficiency=efficiency, overlap=overlap)
+    m = near_data_path_cost(n, P, near, d_model=d_model, link=bw / 1e9, bytes_per_param=b,
+                            bytes_per_act=b_act, efficiency=efficiency, overlap=overlap)
+    return g, m
+
+
+def _mask(name: str, v, E: int, default: bool) -> np.ndarray:
+    if v is None:
+        return np.full(E, default)
+    if hasattr(v, "detach") and hasattr(v, "cpu"):
+        v = v.detach().cpu().numpy()
+    a = np.asarray(v)
+    if a.dtype != bool:
+        raise TypeError(f"{name}: expected a bool mask (or None), got dtype {a.dtype}")
+    a = np.broadcast_to(a, (E,)) if a.ndim == 0 else a
+    if a.shape != (E,):
+        raise ValueError(f"{name}: expected shape ({E},) like tokens_per_expert, got {a.shape}")
+    return a
+
+
+def layer_cost(
+    tokens_per_expert,
+    expert_params: float,
+    gpu: HardwareProfile | str,
+    near: HardwareProfile | str,
+    *,
+    d_model: int,
+    on_gpu=None,
+    resident=None,
+    concurrent: bool = True,
+    top_k: int = 1,
+    link=None,
+    bytes_per_param: float = 2.0,
+    bytes_per_act: float = 2.0,
+    sparse: bool = False,
+    efficiency: float = 1.0,
+    overlap: bool = False,
+) -> LayerCost:
+    r"""Latency, throughput and GPU memory of one MoE layer for a batch.
+
+    .. math::
+
+        T_{layer} = \max\Big(\sum_{e \in G} T_{gpu}(n_e),\ \sum_{e \notin G} T_{near}(n_e)\Big)
+        \quad(\text{concurrent; else the sum}),\qquad
+        throughput = \frac{\sum_e n_e / k}{T_{layer}}
+
+    Parameters
+    ----------
+    tokens_per_expert : array-like or torch.Tensor, shape (E,)
+        :math:`n_e`, tokens routed to each expert in this batch.
+    expert_params : float
+        :math:`P`, parameters per expert (all experts the same size).
+    gpu, near : HardwareProfile or str
+        The GPU and the device holding the offloaded experts (``near_data`` or ``host``).
+    d_model : int
+        Hidden size.
+    on_gpu : array-like of bool, shape (E,), "best" or None
+        Placement. ``None``: the resident experts run on the GPU, the rest near data. ``"best"``:
+        :func:`hot_set_placement`.
+    resident : array-like of bool, shape (E,), or None
+        Experts already in GPU memory (default none).
+    concurrent : bool
+        GPU and near-data work overlap in time (MoNDE) or run one after the other.
+    top_k : int
+        Experts per token, to turn assignments into tokens for the throughput.
+    link, bytes_per_param, bytes_per_act, sparse, efficiency, overlap
+        As in :func:`gpu_path_cost` / :func:`near_data_path_cost`; the default link is the slower
+        of the two profiles' links.
+    """
+    gpu = _profile("gpu", gpu)
+    near = _profile("near", near)
+    n = _tokens("tokens_per_expert", tokens_per_expert)
+    if n.ndim != 1:
+        raise ValueError(f"tokens_per_expert: expected a 1-D array (one count per expert), got shape {n.shape}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+    E = n.shape[0]
+    res = _mask("resident", resident, E, False)
+    if isinstance(on_gpu, str):
+        if on_gpu != "best":
+            raise ValueError(f"on_gpu: expected a bool mask, 'best' or None, got {on_gpu!r}")
+        place = hot_set_placement(n, expert_params, gpu, near, d_model=d_model, resident=res,
+                                  concurrent=concurrent, link=link, bytes_per_param=bytes_per_param,
+                                  bytes_per_act=bytes_per_act, sparse=sparse, efficiency=efficiency,
+                                  overlap=overlap)
+    else:
+        place = _mask("on_gpu", on_gpu, E, False) if on_gpu is not None else res.copy()
+    g, m = _both(n, expert_params, gpu, near, d_model, link, bytes_per_param, bytes_per_act,
+                 res, sparse, efficiency, overlap)
+    z = np.zeros(E)
+
+    def pick(pc: PathCost, mask: np.ndarray) -> PathCost:
+        return PathCost(*(np.where(mask, np.broadcast_to(x, (E,)), z) for x in
+                          (pc.transfer, pc.compute, pc.total)))
+
+    gsel, msel = pick(g, place), pick(m, ~place)
+    gpu_time, near_time = float(gsel.total.sum()), float(msel.total.sum())
+    total = max(gpu_time, near_time) if concurrent else gpu_time + near_time
+    tokens = float(n.sum()) / int(top_k)
+    thr = tokens / total if total > 0 else math.inf
+    mem = float(np.count_nonzero(place | res)) * float(expert_params) * float(bytes_per_param)
+    return LayerCost(n, place, gsel, msel, gpu_time, near_time, total, tokens, thr, mem)
+
+
+def hot_set_placement(
+    tokens_per_expert,
+    expert_params: float,
+    gpu: HardwareProfile | str,
+    near: HardwareProfile | str,
+    *,
+    d_model: int,
+    resident=None,
+    concurrent: bool = True,
+    max_on_gpu: int | None = None,
+    link=None,
+    bytes_per_param: float = 2.0,
+    bytes_per_act: float = 2.0,
+    sparse: bool = False,
+    efficiency: float = 1.0,
+    overlap: bool = False,
+) -> np.ndarray:
+    r"""MoNDE-style hot set: the placement minimising the layer time among "the h hottest on the GPU".
+
+    Experts are ordered by :math:`T_{near}(n_e) - T_{gpu}(n_e)` (what moving them saves, which puts
+    hot and resident experts first); for every prefix length :math:`h = 0..E` (at most
+    ``max_on_gpu`` non-resident ones beyond the resident) the layer time is evaluated and the best
+    prefix is returned as a bool mask of shape (E,). Exhaustive over prefixes, :math:`O(E^2)`; a
+    heuristic for the max objective (optimal when ``concurrent=False``). Idle, non-resident experts
+    are never placed on the GPU.
+    """
+    gpu = _profile("gpu", gpu)
+    near = _profile("near", near)
+    n = _tokens("tokens_per_expert", tokens_per_expert)
+    if n.ndim != 1:
+        raise ValueError(f"tokens_per_expert: expected a 1-D array, got shape {n.shape}")
+    E = n.shape[0]
+    res = _mask("resident", resident, E, False)
+    g, m = _both(n, expert_params, gpu, near, d_model, link, bytes_per_param, bytes_per_act,
+                 res, sparse, efficiency, overlap)
+    tg = np.broadcast_to(g.total, (E,))
+    tm = np.broadcast_to(m.total, (E,))
+    order = np.argsort(-(tm - tg), kind="stable")
+    best, best_mask = math.inf, np.zeros(E, dtype=bool)
+    for h in range(E + 1):
+        mask = np.zeros(E, dtype=bool)
+        mask[order[:h]] = True
+        if max_on_gpu is not None and np.count_nonzero(mask & ~res) > max_on_gpu:
+            break
+        a, c = float(tg[mask].sum()), float(tm[~mask].sum())
+        t = max(a, c) if concurrent else a + c
+        if t < best - 1e-15:
+            best, best_mask = t, mask
+    # NOTE: an idle expert costs 0 on either side; keep it off the GPU so it takes no memory.
+    return best_mask & ((n > 0) | res)
+
+
+def crossover_tokens(
+    gpu: HardwareProfile | str,
+    near: HardwareProfile | str,
+    expert_params: float,
+    *,
+    d_model: int,
+    link=None,
+    bytes_per_param: float = 2.0,
+    bytes_per_act: float = 2.0,
+    sparse: bool = False,
+    efficiency: float = 1.0,
+    overlap: bool = False,
+    max_tokens: int = 1 << 20,
+) -> int | None:
+    r"""Smallest token count :math:`n \ge 1` at which moving the weights to the GPU is no slower.
+
+    .. math::
+
+        n^* = \min\{\, n \ge 1 : T_{gpu}(n) \le T_{near}(n) \,\}\quad(\text{non-resident expert})
+
+    Evaluated exactly for every integer ``1..max_tokens``; ``None`` if near data wins throughout.
+    Below :math:`n^*` compute near data, from :math:`n^*` on the expert is "hot".
+    """
+    gpu = _profile("gpu", gpu)
+    near = _profile("near", near)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
+        raise ValueError(f"max_tokens: expected an int >= 1, got {max_tokens!r}")
+    n = np.arange(1, int(max_tokens) + 1, dtype=np.float64)
+    g, m = _both(n, expert_params, gpu, near, d_model, link, bytes_per_param, bytes_per_act,
+                 False, sparse, efficiency, overlap)
+    wins = np.nonzero(np.asarray(g.total) <= np.asarray(m.total))[0]
+    return int(wins[0]) + 1 if wins.size else None
