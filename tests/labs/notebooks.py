@@ -56,3 +56,23 @@ def outputs_text(cell) -> str:
         elif o.output_type in ("execute_result", "display_data"):
             out.append(o.data.get("text/plain", ""))
     return "".join(out)
+
+
+def assert_lab_conventions(source: Path) -> None:
+    """Device banner in the first cell, committed with small defaults, seeded."""
+    nb = jupytext.read(source)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and "sl.device_info().banner()" in first.source
+    src = source.read_text()
+    assert "\nFULL_SIZE = False" in src, "commit the lab with FULL_SIZE = False"
+    assert "torch.manual_seed(" in src
+
+
+def error_outputs(nb) -> list[tuple[int, str, str]]:
+    return [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.outputs if o.output_type == "error"]
+
+
+def stderr_texts(nb) -> list[str]:
+    return [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if o.output_type == "stream" and o.name == "stderr"]

@@ -4,7 +4,16 @@ py:percent source it is generated from."""
 import jupytext
 import pytest
 
-from .notebooks import LABS, assert_kernelspec_and_no_outputs, assert_paired, execute, outputs_text
+from .notebooks import (
+    LABS,
+    assert_kernelspec_and_no_outputs,
+    assert_lab_conventions,
+    assert_paired,
+    error_outputs,
+    execute,
+    outputs_text,
+    stderr_texts,
+)
 
 SOURCE = LABS / "01_structured_sparsity.py"
 NOTEBOOK = LABS / "01_structured_sparsity.ipynb"
@@ -20,12 +29,9 @@ def test_ipynb_has_kernelspec_and_no_outputs():
 
 
 def test_structure():
+    assert_lab_conventions(SOURCE)
     nb = jupytext.read(SOURCE)
-    first = nb.cells[0]
-    assert first.cell_type == "code" and "sl.device_info().banner()" in first.source
     src = SOURCE.read_text()
-    assert "\nFULL_SIZE = False" in src, "commit the lab with FULL_SIZE = False"
-    assert "torch.manual_seed(" in src
     # the exercise stubs are unsolved on purpose; each has a collapsed solution cell after it
     stubs = [c for c in nb.cells if "# TODO" in c.source]
     assert len(stubs) == 2 and all("raise NotImplementedError" in c.source for c in stubs)
@@ -46,11 +52,8 @@ def executed():
 @pytest.mark.slow
 def test_runs_without_errors_and_fast(executed):
     nb, seconds = executed
-    errors = [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-              for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "stream" and o.name == "stderr"]
+    assert not error_outputs(nb)
+    stderr = stderr_texts(nb)
     assert not any("Traceback" in s for s in stderr)
     assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
 

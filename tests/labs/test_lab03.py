@@ -1,10 +1,18 @@
 """Lab 03 (routing and hotness): the notebook runs headless without errors, fast, showing its figures and
 panel, and its .ipynb matches the py:percent source it is generated from."""
 
-import jupytext
 import pytest
 
-from .notebooks import LABS, assert_kernelspec_and_no_outputs, assert_paired, execute, outputs_text
+from .notebooks import (
+    LABS,
+    assert_kernelspec_and_no_outputs,
+    assert_lab_conventions,
+    assert_paired,
+    error_outputs,
+    execute,
+    outputs_text,
+    stderr_texts,
+)
 
 SOURCE = LABS / "03_routing_hotness.py"
 NOTEBOOK = LABS / "03_routing_hotness.ipynb"
@@ -20,12 +28,8 @@ def test_ipynb_has_kernelspec_and_no_outputs():
 
 
 def test_structure():
-    nb = jupytext.read(SOURCE)
-    first = nb.cells[0]
-    assert first.cell_type == "code" and "sl.device_info().banner()" in first.source
+    assert_lab_conventions(SOURCE)
     src = SOURCE.read_text()
-    assert "\nFULL_SIZE = False" in src, "commit the lab with FULL_SIZE = False"
-    assert "torch.manual_seed(" in src
     # the lab reads the shipped traces (no model run over the corpus at the default size)
     assert "load_shipped_trace(d)" in src
     # it does not rely on viz/__init__ re-exports (the lab imports its modules directly)
@@ -42,11 +46,8 @@ def executed():
 @pytest.mark.slow
 def test_runs_without_errors_or_warnings_and_fast(executed):
     nb, seconds = executed
-    errors = [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-              for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "stream" and o.name == "stderr"]
+    assert not error_outputs(nb)
+    stderr = stderr_texts(nb)
     # e.g. "Out of range float values are not JSON compliant" from a FigureWidget fed a NaN
     assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
     assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
