@@ -120,6 +120,14 @@ def _positive(name: str, v: object, *, allow_zero: bool = False) -> float:
     return v
 
 
+def _efficiency(v: object) -> float:
+    """The fraction of peak FLOP/s reached, validated to lie in (0, 1]."""
+    eta = _positive("efficiency", v)
+    if eta > 1:
+        raise ValueError(f"efficiency: expected a number in (0, 1], got {eta}")
+    return eta
+
+
 def _tokens(name: str, n: object) -> np.ndarray:
     """Token counts as a float64 array (accepts numbers, sequences, NumPy arrays, torch tensors)."""
     if hasattr(n, "detach") and hasattr(n, "cpu"):  # torch.Tensor, without importing torch here
@@ -210,9 +218,7 @@ def gpu_path_cost(
     n = _tokens("n_tokens", n_tokens)
     P = _positive("expert_params", expert_params)
     b = _positive("bytes_per_param", bytes_per_param)
-    eta = _positive("efficiency", efficiency)
-    if eta > 1:
-        raise ValueError(f"efficiency: expected a number in (0, 1], got {eta}")
+    eta = _efficiency(efficiency)
     bw = _link_bw(link, gpu)
     flops = (gpu.sparse_flops if sparse else gpu.flops) * eta
     res = np.asarray(resident, dtype=bool)
@@ -265,9 +271,7 @@ def near_data_path_cost(
     d = _positive("d_model", d_model)
     b = _positive("bytes_per_param", bytes_per_param)
     ba = _positive("bytes_per_act", bytes_per_act)
-    eta = _positive("efficiency", efficiency)
-    if eta > 1:
-        raise ValueError(f"efficiency: expected a number in (0, 1], got {eta}")
+    eta = _efficiency(efficiency)
     bw = _link_bw(link, near)
     active = n > 0
     transfer = 2.0 * n * d * ba / bw
