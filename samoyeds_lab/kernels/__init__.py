@@ -1,6 +1,16 @@
-"""GPU kernels (CuPy RawModules over ``kernels/*.cu``) and the tile constants they share with the emulator.
+"""GPU kernels (``kernels/*.cu`` loaded as CuPy RawModules) behind one API with a CPU reference fallback.
 
-The CuPy loaders arrive with the kernels. The tile sizes the CUDA sources and the CPU ``mma.sp`` emulator
-agree on live in :mod:`samoyeds_lab.tiles` (a leaf module, so ``formats`` and ``reference`` can import
-them without importing anything above them). Nothing here imports CuPy at import time.
+``spmm``, ``ssmm``, ``ssmm_grouped`` and ``dense_mm`` take and return torch tensors and pick the
+backend per call (``backend="auto" | "cupy" | "reference"``, see :mod:`samoyeds_lab.kernels.ops`).
+:mod:`samoyeds_lab.kernels.build` owns the NVRTC options and the compile cache;
+:mod:`samoyeds_lab.kernels.launch` the launch geometry. The tile sizes the CUDA sources and the CPU
+``mma.sp`` emulator agree on live in :mod:`samoyeds_lab.tiles`. Nothing here imports CuPy at import time.
 """
+
+from .build import KernelCompileError, KernelUnavailableError, compile_source, nvrtc_options
+from .ops import BACKENDS, EPILOGUES, available, dense_mm, spmm, ssmm, ssmm_grouped
+
+__all__ = [
+    "spmm", "ssmm", "ssmm_grouped", "dense_mm", "available", "compile_source", "nvrtc_options",
+    "BACKENDS", "EPILOGUES", "KernelCompileError", "KernelUnavailableError",
+]

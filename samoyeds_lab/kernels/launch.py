@@ -1,0 +1,108 @@
+"""Launch geometry of the kernels, as plain Python (no CuPy): token tiles, split-K plans, shared memory.
+
+Everything a kernel launch needs besides the data pointers is computed here so the CPU tests can check
+it against the tile constants and against :class:`~samoyeds_lab.formats.TokenSelection` offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import tiles
+from .build import ACC_PAD
+
+#: Bytes of one pipeline stage per kernel family (A tile + B tile + metadata), mirroring the ``.cu``
+#: macros ``A_STAGE_BYTES + B_STAGE_BYTES + M_STAGE_BYTES``.
+STAGE_BYTES = {
+    "ssmm": tiles.BLOCK_M * tiles.MMA_K_COMPRESSED * 2 + tiles.BLOCK_N * tiles.MMA_K * 2
+    + (tiles.BLOCK_M // tiles.MMA_M) * tiles.META_WORDS_PER_MMA * 4,
+    "dense_mm": tiles.BLOCK_M * tiles.MMA_K * 2 + tiles.BLOCK_N * tiles.MMA_K * 2,
+}
+STAGE_BYTES["spmm"] = STAGE_BYTES["ssmm"]
+
+
+def smem_bytes(kind: str, sel_n: int = 1, sel_m: int = 1) -> int:
+    """Dynamic shared memory of one block: stages + token ids + the fp32 dense-row accumulator tile.
+
+    ``sel_n:sel_m`` is the Samoyeds row selection (1:1 for plain 2:4 and dense): the accumulator tile
+    holds ``BLOCK_M / sel_n · sel_m`` dense rows for ``BLOCK_N`` tokens, padded by ``ACC_PAD`` floats.
+    """
+    if kind not in STAGE_BYTES:
+        raise ValueError(f"kind: expected one of {sorted(STAGE_BYTES)}, got {kind!r}")
+    r_tile = tiles.BLOCK_M // sel_n * sel_m
+    return tiles.STAGES * STAGE_BYTES[kind] + tiles.BLOCK_N * 4 + tiles.BLOCK_N * (r_tile + ACC_PAD) * 4
+
+
+@dataclass(frozen=True)
+class TokenTiles:
+    """Per-block token tiles (grid y): expert, first position, number of positions (<= BLOCK_N)."""
+
+    expert: torch.Tensor  # int32 [tiles]
+    start: torch.Tensor  # int32 [tiles]
+    count: torch.Tensor  # int32 [tiles]
+
+    def __len__(self) -> int:
+        return int(self.expert.numel())
+
+
+def token_tiles(offsets: list[int] | torch.Tensor, block_n: int = tiles.BLOCK_N) -> TokenTiles:
+    """Cut every expert's segment ``[offsets[e], offsets[e+1])`` into tiles of at most ``block_n`` positions.
+
+    Empty experts get no tile; the tiles partition ``[0, offsets[-1])`` exactly (every position is
+    computed once, which the split-K finalize pass relies on).
+    """
+    offs = offsets.tolist() if isinstance(offsets, torch.Tensor) else list(offsets)
+    ex, st, ct = [], [], []
+    for e in range(len(offs) - 1):
+        a, b = int(offs[e]), int(offs[e + 1])
+        if b < a:
+            raise ValueError(f"offsets: expected non-decreasing offsets, got {offs[e]} then {offs[e + 1]}")
+        for s in range(a, b, block_n):
+            ex.append(e)
+            st.append(s)
+            ct.append(min(block_n, b - s))
+    as_t = lambda v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
+    return TokenTiles(as_t(ex), as_t(st), as_t(ct))
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Split-K plan: ``splits`` blocks along K, each covering ``steps_per_split`` m16n8k32 k-steps."""
+
+    splits: int
+    steps_per_split: int
+
+
+def split_plan(ksteps: int, unit_steps: int, blocks: int, *, split_k: int | None = None, sms: int = 132) -> SplitPlan:
+    """Choose a split-K plan.
+
+    Parameters
+    ----------
+    ksteps : int
+        k-steps of the whole product (``ceil(cols / 32)``).
+    unit_steps : int
+        Splits must start on multiples of this (``vector / 32`` for Samoyeds windows, else 1).
+    blocks : int
+        Blocks of the launch without splitting (``m-blocks x token tiles``).
+    split_k : int, optional
+        Requested number of splits (clamped to what K allows); default: enough splits for about two
+        blocks per SM, at most 16 (decode shapes have few token tiles and need K parallelism to stream
+        the weight at full bandwidth), and 1 when the grid is already large.
+    sms : int
+        Streaming multiprocessors of the device.
+    """
+    units = max(1, -(-ksteps // unit_steps))
+    if split_k is None:
+        want = -(-2 * sms // max(blocks, 1))
+        split_k = max(1, min(16, want))
+    elif isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1:
+        raise ValueError(f"split_k: expected None or an int >= 1, got {split_k!r}")
+    split_k = min(split_k, units)
+    per = -(-units // split_k) * unit_steps
+    splits = max(1, -(-max(ksteps, 1) // per))
+    return SplitPlan(splits, per)
+
+
+__all__ = ["STAGE_BYTES", "smem_bytes", "TokenTiles", "token_tiles", "SplitPlan", "split_plan"]

@@ -1,0 +1,527 @@
+"""Public kernel ops with backend selection: ``spmm``, ``ssmm``, ``ssmm_grouped``, ``dense_mm``.
+
+Every op has one signature for both backends:
+
+* ``"cupy"``: the CUDA kernels of ``kernels/*.cu`` (SM80+ GPU, CuPy, NVRTC); torch tensors are handed
+  over through DLPack (zero-copy) and the kernels run on torch's current stream.
+* ``"reference"``: the pure-torch references of :mod:`samoyeds_lab.reference` (any device, any format).
+* ``"auto"`` (default): ``"cupy"`` when it can run this call (CUDA tensors, a supported weight format,
+  fp16/bf16), else ``"reference"``. CPU users see exactly the reference behaviour. On a GPU older than
+  SM80 (or without CuPy) it warns once, in one line, and uses the reference.
+
+Formulas (``W`` the dense weight ``[rows, cols]``, positions ``p`` of a token list)::
+
+    spmm(W, x)[p, r]                 = Σ_k W[r, k] · x[p, k]
+    ssmm(W, x, idx)[p, r]            = Σ_k W[r, k] · x[idx[p], k]               (SENTINEL idx: 0)
+    epilogue="silu_mul":  out[p, r]  = silu(ssmm[p, r]) · up[p, r]                (SwiGLU, gate in W)
+    epilogue="scatter_add": out[s[p], r] += scale[p] · ssmm[p, r]     s = scatter_idx (default idx)
+
+All products accumulate in fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+import weakref
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import reference, tiles
+from .._checks import INT_DTYPES, check_tensor
+from ..formats import SENTINEL, NMWeight, SamoyedsWeight, TokenSelection
+from ..formats.sptc import mma_metadata
+from .build import KernelUnavailableError, device_arch, load_module
+from .launch import smem_bytes, split_plan, token_tiles
+
+BACKENDS = ("auto", "cupy", "reference")
+EPILOGUES = {"plain": 0, "silu_mul": 1, "scatter_add": 2}
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------------------- availability
+@functools.lru_cache(maxsize=1)
+def _unavailable_reason() -> str | None:
+    from ..device import device_info
+
+    info = device_info()
+    if info.backend != "cupy":
+        return "; ".join(info.reasons[:1]) or "no SM80+ GPU with CuPy"
+    try:
+        from cuda.bindings import nvrtc  # noqa: F401
+    except ImportError:
+        return "NVRTC is missing (pip install cuda-bindings nvidia-cuda-nvrtc)"
+    return None
+
+
+def available() -> bool:
+    """True when the CuPy kernels can run here (SM80+ GPU, CuPy with a driver, NVRTC)."""
+    return _unavailable_reason() is None
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        warnings.warn(f"samoyeds_lab.kernels: {msg}; using the CPU reference", RuntimeWarning, stacklevel=4)
+
+
+def _check_backend(backend: object) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    return str(backend)
+
+
+def _use_cupy(backend: str, tensors: Sequence[torch.Tensor], unsupported: str | None) -> bool:
+    """Decide the backend of one call; raise for an explicit ``"cupy"`` that cannot run."""
+    if backend == "reference":
+        return False
+    on_cuda = all(t.is_cuda for t in tensors)
+    reason = _unavailable_reason()
+    if backend == "cupy":
+        if reason is not None:
+            raise KernelUnavailableError(f"backend: 'cupy' cannot run here: {reason}")
+        if not on_cuda:
+            raise ValueError("backend: 'cupy' needs CUDA tensors, got tensors on "
+                             + ", ".join(sorted({str(t.device) for t in tensors})))
+        if unsupported is not None:
+            raise ValueError(f"backend: 'cupy' does not support this call: {unsupported}")
+        return True
+    if not on_cuda:
+        return False
+    if reason is not None:
+        _warn_once(reason)
+        return False
+    return unsupported is None
+
+
+# ----------------------------------------------------------------------------------------- operands
+_META: "weakref.WeakKeyDictionary[object, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+def _meta_of(weight: NMWeight | SamoyedsWeight) -> torch.Tensor:
+    """Register-ordered metadata ``int32 [ceil(crows/16), ceil(cols/32), 16]`` (cached per weight)."""
+    m = _META.get(weight)
+    if m is None:
+        m = mma_metadata(weight.sptc_metadata()).view(torch.int32).contiguous()
+        _META[weight] = m
+    return m
+
+
+def _sparse_unsupported(weight: object, x: torch.Tensor) -> str | None:
+    """Why the sparse kernels cannot take ``weight`` × ``x`` (None when they can)."""
+    if not isinstance(weight, (NMWeight, SamoyedsWeight)):
+        return f"weight format {type(weight).__name__} (kernels take NMWeight 2:4 and SamoyedsWeight)"
+    if isinstance(weight, NMWeight) and (weight.n, weight.m) != (2, 4):
+        return f"NMWeight {weight.n}:{weight.m} (Sparse Tensor Cores take 2:4)"
+    if weight.dtype not in _HALF or x.dtype != weight.dtype:
+        return f"dtypes weight {weight.dtype} / x {x.dtype} (both fp16 or both bf16)"
+    if isinstance(weight, SamoyedsWeight):
+        if weight.vector % tiles.MMA_K:
+            return f"vector={weight.vector} (must be a multiple of {tiles.MMA_K})"
+        if tiles.BLOCK_M % weight.n:
+            return f"n={weight.n} (must divide BLOCK_M={tiles.BLOCK_M})"
+        need = smem_bytes("ssmm", weight.n, weight.m)
+        if need > _smem_limit():
+            return f"{weight.n}:{weight.m} needs {need} B of shared memory per block, the GPU has {_smem_limit()}"
+    if x.stride(-1) != 1:
+        return "x must have unit stride along its last dimension"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _device_props() -> tuple[int, int]:
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    return int(props.get("sharedMemPerBlockOptin", props["sharedMemPerBlock"])), int(props["multiProcessorCount"])
+
+
+def _smem_limit() -> int:
+    return _device_props()[0] if available() else 1 << 30
+
+
+def _cp(t: torch.Tensor | None):
+    """Zero-copy CuPy view of a torch tensor (16-bit floats as int16, 32-bit words as int32); None → NULL."""
+    if t is None:
+        return np.uint64(0)
+    import cupy
+
+    if t.dtype in _HALF:
+        t = t.view(torch.int16)
+    elif t.dtype == torch.uint32:
+        t = t.view(torch.int32)
+    return cupy.from_dlpack(t.detach())
+
+
+def _launch(module: str, fn: str, grid, smem: int, args) -> None:
+    import cupy
+
+    kern = load_module(module, device_arch()).get_function(fn)
+    if smem > 48 * 1024:
+        kern.max_dynamic_shared_size_bytes = smem
+    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    kern(tuple(int(g) for g in grid), (tiles.THREADS,), args, shared_mem=smem, stream=stream)
+
+
+def _finalize(module: str, fn: str, total: int, args) -> None:
+    import cupy
+
+    kern = load_module(module, device_arch()).get_function(fn + "_finalize")
+    blocks = max(1, min(-(-total // 256), 65535))
+    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    kern((blocks,), (256,), args, stream=stream)
+
+
+def _dt(x: torch.Tensor) -> str:
+    return "bf16" if x.dtype == torch.bfloat16 else "f16"
+
+
+# ----------------------------------------------------------------------------------------- validation
+def _check_x(x: object, cols: int) -> torch.Tensor:
+    check_tensor("x", x, ndim=2)
+    if x.shape[1] != cols:
+        raise ValueError(f"x: expected shape [tokens, {cols}] to match the weight's {cols} columns, got {tuple(x.shape)}")
+    return x
+
+
+def _check_epilogue(epilogue, positions, rows, dtype, device, up, out, scatter_idx, scale):
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"epilogue: expected one of {', '.join(map(repr, EPILOGUES))}, got {epilogue!r}")
+    if epilogue == "silu_mul":
+        check_tensor("up", up, ndim=2)
+        if tuple(up.shape) != (positions, rows) or up.dtype != dtype:
+            raise ValueError(f"up: expected {dtype} [{positions}, {rows}] for epilogue='silu_mul', "
+                             f"got {up.dtype} {tuple(up.shape)}")
+    elif up is not None:
+        raise ValueError(f"up: only used by epilogue='silu_mul', got it with epilogue={epilogue!r}")
+    if epilogue == "scatter_add":
+        check_tensor("out", out, ndim=2, dtypes=(dtype, torch.float32))
+        if out.shape[1] != rows or not out.is_contiguous():
+            raise ValueError(f"out: expected a contiguous [out_rows, {rows}] tensor, got {tuple(out.shape)}")
+        if scatter_idx is not None:
+            check_tensor("scatter_idx", scatter_idx, ndim=1, dtypes=INT_DTYPES)
+            if scatter_idx.numel() != positions:
+                raise ValueError(f"scatter_idx: expected {positions} entries (one per position), got {scatter_idx.numel()}")
+            s = scatter_idx.to(torch.int64)
+            if s.numel() and bool((((s < 0) & (s != SENTINEL)) | (s >= out.shape[0])).any()):
+                i = int((((s < 0) & (s != SENTINEL)) | (s >= out.shape[0])).nonzero()[0])
+                raise ValueError(f"scatter_idx: expected rows in [0, {out.shape[0]}) or SENTINEL, "
+                                 f"got {int(s[i])} at position {i}")
+        if scale is not None:
+            check_tensor("scale", scale, ndim=1)
+            if scale.numel() != positions:
+                raise ValueError(f"scale: expected {positions} entries (one per position), got {scale.numel()}")
+    else:
+        for name, v in (("out", out), ("scatter_idx", scatter_idx), ("scale", scale)):
+            if v is not None:
+                raise ValueError(f"{name}: only used by epilogue='scatter_add', got it with epilogue={epilogue!r}")
+
+
+def _reference_epilogue(y32, epilogue, dtype, up, out, scatter_idx, scale):
+    """Apply an epilogue to fp32 products ``y32 [positions, rows]`` the way the kernels do."""
+    if epilogue == "plain":
+        return y32.to(dtype)
+    if epilogue == "silu_mul":
+        return (F.silu(y32) * up.to(torch.float32)).to(dtype)
+    s = scatter_idx.to(torch.int64)
+    valid = s != SENTINEL
+    v = y32[valid]
+    if scale is not None:
+        v = v * scale.to(torch.float32)[valid].unsqueeze(1)
+    out.index_add_(0, s[valid], v.to(out.dtype))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- the ops
+def ssmm(
+    weight: object,
+    x: torch.Tensor,
+    token_idx: torch.Tensor | None,
+    *,
+    epilogue: str = "plain",
+    up: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    scatter_idx: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    split_k: int | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sparse weight × tokens gathered by id (the Samoyeds SSMM), with a fused epilogue.
+
+    Parameters
+    ----------
+    weight : SamoyedsWeight | NMWeight (2:4) | any format of :mod:`samoyeds_lab.formats` | 2-D tensor
+        ``[rows, cols]``. The CUDA kernel takes ``SamoyedsWeight`` (``vector % 32 == 0``) and 2:4
+        ``NMWeight`` in fp16/bf16; other formats always use the reference.
+    x : torch.Tensor
+        ``[tokens, cols]``, same dtype as the weight for the kernel.
+    token_idx : torch.Tensor or None
+        1-D integer ids of the rows of ``x`` per output position; :data:`~samoyeds_lab.formats.SENTINEL`
+        gives a zero row (padded selections pass straight through). ``None``: position ``p`` reads row ``p``.
+    epilogue : {"plain", "silu_mul", "scatter_add"}
+        ``plain``: return ``y [positions, rows]``. ``silu_mul``: return ``silu(y) · up``.
+        ``scatter_add``: ``out[scatter_idx[p]] += scale[p] · y[p]`` in place, return ``out``.
+    up : torch.Tensor, optional
+        ``[positions, rows]`` (``silu_mul``).
+    out, scatter_idx, scale : torch.Tensor, optional
+        ``scatter_add`` target ``[out_rows, rows]`` (x's dtype or fp32), destination row per position
+        (default ``token_idx``; SENTINEL skipped) and fp32-convertible multiplier per position
+        (routing weights; default 1).
+    split_k : int, optional
+        Number of K splits for the kernel (default: automatic, more splits for few tokens).
+    backend : {"auto", "cupy", "reference"}
+
+    Returns
+    -------
+    torch.Tensor
+        ``[positions, rows]`` (``plain``/``silu_mul``) or ``out`` (``scatter_add``).
+    """
+    backend = _check_backend(backend)
+    w_dense_shape = reference.dense_of(weight).shape if isinstance(weight, torch.Tensor) else getattr(weight, "shape", None)
+    if w_dense_shape is None:
+        reference.dense_of(weight)  # raises the TypeError naming the formats
+    rows, cols = (int(s) for s in w_dense_shape)
+    _check_x(x, cols)
+    if token_idx is None:
+        positions = x.shape[0]
+        idx = None
+    else:
+        idx = reference.check_token_idx(token_idx, x.shape[0])
+        positions = idx.numel()
+    if epilogue == "scatter_add" and scatter_idx is None:
+        scatter_idx = idx if idx is not None else torch.arange(positions, device=x.device)
+    _check_epilogue(epilogue, positions, rows, x.dtype, x.device, up, out, scatter_idx, scale)
+    tensors = [x] + [t for t in (token_idx, up, out, scatter_idx, scale) if t is not None]
+    if isinstance(weight, (NMWeight, SamoyedsWeight)):
+        tensors.append(weight.values)
+    if not _use_cupy(backend, tensors, _sparse_unsupported(weight, x)):
+        if idx is None:
+            y32 = reference.spmm(weight, x, out_dtype=torch.float32)
+        else:
+            y32 = reference.ssmm(weight, x, idx, out_dtype=torch.float32)
+        return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale)
+    offsets = [0, positions]
+    return _ssmm_cupy([weight], x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=idx is not None)
+
+
+def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, *, gather=True):
+    w0 = weights[0]
+    rows, cols = w0.shape
+    positions = int(offsets[-1])
+    if epilogue != "scatter_add":
+        out = torch.empty(positions, rows, dtype=x.dtype, device=x.device)
+    if positions == 0 or rows == 0:
+        return out if epilogue != "scatter_add" else out
+    if cols == 0:
+        y32 = torch.zeros(positions, rows, dtype=torch.float32, device=x.device)
+        res = _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale)
+        return res
+    if len(weights) == 1:
+        values, meta = w0.values.contiguous(), _meta_of(w0)
+        row_index = w0.row_index.contiguous() if isinstance(w0, SamoyedsWeight) else None
+    else:
+        values = torch.stack([w.values for w in weights]).contiguous()
+        meta = torch.stack([_meta_of(w) for w in weights]).contiguous()
+        row_index = torch.stack([w.row_index for w in weights]).contiguous() if isinstance(w0, SamoyedsWeight) else None
+    crows = w0.values.shape[0]
+    sel_n, sel_m, vector = (w0.n, w0.m, w0.vector) if isinstance(w0, SamoyedsWeight) else (1, 1, cols)
+    tt = token_tiles(offsets)
+    dev = x.device
+    te, ts, tc = (t.to(dev) for t in (tt.expert, tt.start, tt.count))
+    ksteps = tiles.ceil_div(cols, tiles.MMA_K)
+    unit = vector // tiles.MMA_K if row_index is not None else 1
+    mblocks = tiles.ceil_div(crows, tiles.BLOCK_M)
+    plan = split_plan(ksteps, unit, mblocks * len(tt), split_k=split_k, sms=_device_props()[1])
+    ws = torch.empty(plan.splits, positions, rows, dtype=torch.float32, device=dev) if plan.splits > 1 else None
+    tok = idx.to(device=dev, dtype=torch.int32).contiguous() if (gather and idx is not None) else None
+    sidx = scatter_idx.to(device=dev, dtype=torch.int32).contiguous() if epilogue == "scatter_add" else None
+    sc = scale.to(device=dev, dtype=torch.float32).contiguous() if (epilogue == "scatter_add" and scale is not None) else None
+    upc = up.contiguous() if up is not None else None
+    ep_args = (np.int32(EPILOGUES[epilogue]), _cp(out), np.int32(rows), np.int32(out.dtype == torch.float32),
+               _cp(upc), _cp(sidx), _cp(sc))
+    fn = f"ssmm_{_dt(x)}"
+    args = (_cp(values), _cp(meta), _cp(row_index), _cp(x), np.int32(x.stride(0)), np.int32(x.shape[0]), _cp(tok),
+            _cp(te), _cp(ts), _cp(tc), np.int32(rows), np.int32(crows), np.int32(cols), np.int32(sel_n),
+            np.int32(sel_m), np.int32(vector), np.int32(plan.steps_per_split), _cp(ws), np.int64(positions)) + ep_args
+    _launch("ssmm", fn, (mblocks, len(tt), plan.splits), smem_bytes("ssmm", sel_n, sel_m), args)
+    if plan.splits > 1:
+        _finalize("ssmm", fn, positions * rows,
+                  (_cp(ws), np.int32(plan.splits), np.int64(positions), np.int32(rows)) + ep_args)
+    return out
+
+
+def ssmm_grouped(
+    weights: Sequence[object],
+    x: torch.Tensor,
+    selection: TokenSelection,
+    *,
+    padded: bool = True,
+    gather: bool = True,
+    epilogue: str = "plain",
+    up: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    routing_weights: torch.Tensor | None = None,
+    split_k: int | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """All experts of a layer in one launch: position ``p`` of expert ``e``'s segment uses ``weights[e]``.
+
+    Positions are ``selection.padded_token_ids`` (``padded=True``) or ``selection.token_ids``; expert
+    ``e`` owns ``[offsets[e], offsets[e+1])`` of them. ``gather=True``: position ``p`` reads
+    ``x[token_id[p]]`` (``x`` = ``[num_tokens, cols]`` hidden states); ``gather=False``: it reads
+    ``x[p]`` (``x`` = ``[positions, cols]``, e.g. the SwiGLU activations of the previous stage).
+
+    Epilogues as in :func:`ssmm`; ``scatter_add`` adds ``routing_weights.flatten()[slot[p]] · y[p]``
+    into ``out[token_id[p]]`` (``routing_weights`` = the router's ``[tokens, k]`` top-k weights,
+    default 1; SENTINEL positions skipped).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[positions, rows]`` or ``out``.
+    """
+    backend = _check_backend(backend)
+    if not isinstance(selection, TokenSelection):
+        raise TypeError(f"selection: expected a TokenSelection, got {type(selection).__name__}")
+    weights = list(weights)
+    if len(weights) != selection.num_experts:
+        raise ValueError(f"weights: expected {selection.num_experts} experts (selection.num_experts), got {len(weights)}")
+    shapes = {tuple(getattr(w, "shape", ())) for w in weights}
+    kinds = {(type(w), getattr(w, "n", None), getattr(w, "m", None), getattr(w, "vector", None), getattr(w, "dtype", None)) for w in weights}
+    if len(shapes) != 1 or len(kinds) != 1:
+        raise ValueError(f"weights: expected one format, pattern, dtype and shape for all experts, got shapes {sorted(shapes)}")
+    rows, cols = next(iter(shapes))
+    ids = selection.padded_token_ids if padded else selection.token_ids
+    slots = selection.padded_slot_ids if padded else selection.slot_ids
+    offsets = (selection.padded_offsets if padded else selection.offsets).tolist()
+    positions = int(offsets[-1])
+    if gather:
+        _check_x(x, cols)
+        if x.shape[0] < selection.num_tokens:
+            raise ValueError(f"x: expected at least {selection.num_tokens} token rows for gather=True, got {x.shape[0]}")
+    else:
+        _check_x(x, cols)
+        if x.shape[0] != positions:
+            raise ValueError(f"x: expected {positions} rows (one per position) for gather=False, got {x.shape[0]}")
+    scale = None
+    if epilogue == "scatter_add":
+        if routing_weights is not None:
+            check_tensor("routing_weights", routing_weights)
+            if routing_weights.numel() != selection.num_tokens * selection.top_k:
+                raise ValueError(f"routing_weights: expected {selection.num_tokens * selection.top_k} entries "
+                                 f"([tokens, k]), got shape {tuple(routing_weights.shape)}")
+            flat = routing_weights.reshape(-1).to(torch.float32)
+            s = slots.to(device=flat.device, dtype=torch.int64)
+            scale = torch.where(s != SENTINEL, flat[s.clamp(min=0)], torch.zeros((), device=flat.device))
+        scatter_idx = ids.to(x.device)
+    else:
+        scatter_idx = None
+        if routing_weights is not None:
+            raise ValueError(f"routing_weights: only used by epilogue='scatter_add', got it with epilogue={epilogue!r}")
+    _check_epilogue(epilogue, positions, rows, x.dtype, x.device, up, out, scatter_idx, scale)
+    tensors = [x] + [t for t in (up, out, scale) if t is not None] + [getattr(w, "values", x) for w in weights]
+    if _use_cupy(backend, tensors, _sparse_unsupported(weights[0], x)):
+        idx = ids.to(x.device) if gather else None
+        return _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=gather)
+    # reference: expert by expert
+    y32 = torch.zeros(positions, rows, dtype=torch.float32, device=x.device)
+    for e, w in enumerate(weights):
+        a, b = offsets[e], offsets[e + 1]
+        if a == b:
+            continue
+        if gather:
+            y32[a:b] = reference.ssmm(w, x, ids[a:b].to(x.device), out_dtype=torch.float32)
+        else:
+            y32[a:b] = reference.spmm(w, x[a:b], out_dtype=torch.float32)
+    return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale)
+
+
+def spmm(weight: object, x: torch.Tensor, *, split_k: int | None = None, backend: str = "auto") -> torch.Tensor:
+    """Sparse weight × all tokens: ``y = x · Wᵀ`` (``[tokens, rows]``), fp32 accumulate.
+
+    2:4 ``NMWeight`` runs ``kernels/spmm.cu``; ``SamoyedsWeight`` runs ``kernels/ssmm.cu`` without a
+    gather; any other format (and CPU tensors) the reference.
+    """
+    backend = _check_backend(backend)
+    if isinstance(weight, SamoyedsWeight):
+        return ssmm(weight, x, None, split_k=split_k, backend=backend)
+    rows, cols = (int(s) for s in reference.dense_of(weight).shape) if isinstance(weight, torch.Tensor) else weight.shape
+    _check_x(x, cols)
+    tensors = [x] + ([weight.values] if isinstance(weight, NMWeight) else [])
+    if not _use_cupy(backend, tensors, _sparse_unsupported(weight, x)):
+        return reference.spmm(weight, x)
+    tokens = x.shape[0]
+    out = torch.empty(tokens, rows, dtype=x.dtype, device=x.device)
+    if tokens == 0 or rows == 0:
+        return out
+    if cols == 0:
+        return out.zero_()
+    ksteps = tiles.ceil_div(cols, tiles.MMA_K)
+    mblocks, ntiles = tiles.ceil_div(rows, tiles.BLOCK_M), tiles.ceil_div(tokens, tiles.BLOCK_N)
+    plan = split_plan(ksteps, 1, mblocks * ntiles, split_k=split_k, sms=_device_props()[1])
+    ws = torch.empty(plan.splits, tokens, rows, dtype=torch.float32, device=x.device) if plan.splits > 1 else None
+    fn = f"spmm_{_dt(x)}"
+    args = (_cp(weight.values.contiguous()), _cp(_meta_of(weight)), _cp(x), np.int32(x.stride(0)), np.int32(tokens),
+            np.int32(rows), np.int32(cols), np.int32(plan.steps_per_split), _cp(ws), _cp(out), np.int32(rows))
+    _launch("spmm", fn, (mblocks, ntiles, plan.splits), smem_bytes("spmm"), args)
+    if plan.splits > 1:
+        _finalize("spmm", fn, tokens * rows, (_cp(ws), np.int32(plan.splits), np.int64(tokens), np.int32(rows),
+                                              _cp(out), np.int32(rows)))
+    return out
+
+
+def dense_mm(
+    weight: torch.Tensor,
+    x: torch.Tensor,
+    token_idx: torch.Tensor | None = None,
+    *,
+    split_k: int | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Dense weight × (gathered) tokens with ``mma.sync``: ``y[p] = W @ x[token_idx[p]]`` (``[positions, rows]``).
+
+    The baseline kernel of the family (same tiles, pipeline and tails as the sparse ones); ``weight``
+    is a dense ``[rows, cols]`` tensor with ``cols % 4 == 0`` for the kernel.
+    """
+    backend = _check_backend(backend)
+    check_tensor("weight", weight, ndim=2)
+    rows, cols = weight.shape
+    _check_x(x, cols)
+    idx = None if token_idx is None else reference.check_token_idx(token_idx, x.shape[0])
+    unsupported = None
+    if weight.dtype not in _HALF or x.dtype != weight.dtype:
+        unsupported = f"dtypes weight {weight.dtype} / x {x.dtype} (both fp16 or both bf16)"
+    elif cols % 4 or weight.stride(-1) != 1 or x.stride(-1) != 1:
+        unsupported = "cols must be a multiple of 4 and weight/x unit-stride along K"
+    tensors = [weight, x] + ([token_idx] if token_idx is not None else [])
+    if not _use_cupy(backend, tensors, unsupported):
+        return reference.spmm(weight, x) if idx is None else reference.ssmm(weight, x, idx)
+    positions = x.shape[0] if idx is None else idx.numel()
+    out = torch.empty(positions, rows, dtype=x.dtype, device=x.device)
+    if positions == 0 or rows == 0:
+        return out
+    if cols == 0:
+        return out.zero_()
+    ksteps = tiles.ceil_div(cols, tiles.MMA_K)
+    mblocks, ntiles = tiles.ceil_div(rows, tiles.BLOCK_M), tiles.ceil_div(positions, tiles.BLOCK_N)
+    plan = split_plan(ksteps, 1, mblocks * ntiles, split_k=split_k, sms=_device_props()[1])
+    ws = torch.empty(plan.splits, positions, rows, dtype=torch.float32, device=x.device) if plan.splits > 1 else None
+    tok = idx.to(device=x.device, dtype=torch.int32).contiguous() if idx is not None else None
+    fn = f"dense_mm_{_dt(x)}"
+    args = (_cp(weight), np.int32(weight.stride(0)), _cp(x), np.int32(x.stride(0)), np.int32(x.shape[0]), _cp(tok),
+            np.int32(positions), np.int32(rows), np.int32(cols), np.int32(plan.steps_per_split), _cp(ws), _cp(out),
+            np.int32(rows))
+    _launch("dense_mm", fn, (mblocks, ntiles, plan.splits), smem_bytes("dense_mm"), args)
+    if plan.splits > 1:
+        _finalize("dense_mm", fn, positions * rows, (_cp(ws), np.int32(plan.splits), np.int64(positions),
+                                                     np.int32(rows), _cp(out), np.int32(rows)))
+    return out
+
+
+__all__ = ["BACKENDS", "EPILOGUES", "available", "spmm", "ssmm", "ssmm_grouped", "dense_mm"]

@@ -1,0 +1,60 @@
+"""Record builder, roofline math and schema validation of samoyeds_lab.bench.kernels with SYNTHETIC timings
+(nothing here is a measurement and nothing is written to data/)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from samoyeds_lab.bench import kernels as bk
+from samoyeds_lab.errors import CorruptFileError
+
+H100 = {"memory_bandwidth_gbs": 3350, "fp16_tflops": 989.5, "fp16_sparse_tflops": 1979.0}
+
+
+def test_bytes_ratios_match_the_paper():
+    m, k = 14336, 4096
+    dense = bk.op_bytes("dense_mm", m, k, 0)
+    assert bk.op_bytes("spmm_24", m, k, 0) / dense == pytest.approx(0.5625)  # ≈56%
+    assert bk.op_bytes("ssmm", m, k, 0) / dense == pytest.approx(0.25 + 1 / 32 + 1 / 512, rel=1e-9)  # ≈28-29%
+    with pytest.raises(ValueError, match="op"):
+        bk.op_bytes("nope", 1, 1, 1)
+
+
+def test_roofline_decode_is_memory_bound_and_prefill_compute_bound():
+    m, k = 14336, 4096
+    ms = bk.roofline_ms("torch_dense", m, k, 1, H100)
+    assert ms == pytest.approx(bk.op_bytes("torch_dense", m, k, 1) / 3350e9 * 1e3)
+    big = bk.roofline_ms("ssmm", m, k, 1 << 20, H100)
+    assert big == pytest.approx(2 * m * k * (1 << 20) / 1979e12 * 1e3)
+
+
+def test_make_record_and_round_trip(tmp_path):
+    rec = bk.make_record(device="SYNTHETIC", driver="0", versions={"torch": "x"}, op="ssmm", model="Mixtral-8x7B",
+                         m=14336, k=4096, tokens=16, dtype="float16", ms=0.5, baseline="torch_dense",
+                         baseline_ms=1.0, profile=H100, date="2026-01-01")
+    assert set(rec) == set(bk.RECORD_KEYS)
+    assert rec["tflops"] == pytest.approx(2 * 14336 * 4096 * 16 / 0.5e-3 / 1e12)
+    p = tmp_path / "gpu_kernels_synthetic.json"
+    p.write_text(json.dumps({"records": [rec]}))
+    assert bk.load_kernel_records(p) == [rec]
+    bad = dict(rec, op="magic")
+    p.write_text(json.dumps([bad]))
+    with pytest.raises(CorruptFileError, match="op"):
+        bk.load_kernel_records(p)
+    with pytest.raises(CorruptFileError, match="missing"):
+        bk.validate_record({"op": "ssmm"})
+
+
+def test_nothing_recorded_yet_and_no_gpu_means_exit_2(capsys):
+    assert isinstance(bk.load_kernel_records(), list)
+    from samoyeds_lab.kernels import available
+
+    if available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="GPU"):
+        bk.run_kernel_bench()
+    assert bk.main(["--tokens", "1"]) == 2
+    assert "GPU" in capsys.readouterr().out
+    assert set(bk.MODEL_SHAPES["Mixtral-8x7B"]) == {4096, 14336} and bk.TOKENS == (1, 8, 16, 64, 256, 1024, 4096)
