@@ -1,0 +1,513 @@
+r"""Real hybrid execution of an MoE expert layer: hot experts on the "fast" side, cold ones near data.
+
+This runs MoNDE's split for real on this machine and times it, so the cost model of
+:mod:`samoyeds_lab.offload.cost` can be compared with a measurement:
+
+* **fast side** (the "GPU"): for every hot expert, its weights are *moved* (``device="cuda"``: a
+  host-to-device copy; ``device="cpu"``: a real ``memcpy`` of the three matrices into a staging buffer,
+  standing in for the link), then the expert runs on its gathered tokens, in the calling thread;
+* **near side**: every cold expert runs where its weights live, on CPU worker threads of a
+  :class:`~concurrent.futures.ThreadPoolExecutor` (torch releases the GIL inside its kernels); only
+  activations cross: its tokens' rows are copied in and its output rows copied back;
+* both sides run **concurrently**; the results are scattered into the output in expert order, so the
+  output equals :meth:`samoyeds_lab.moe.SwiGLUExperts.forward_grouped` on one device.
+
+.. warning::
+
+   On a CPU-only machine both "devices" are **the same CPU cores**: the fast side is the calling
+   thread, the near side a worker thread, each using ``threads`` torch threads (torch's intra-op thread
+   count is process-wide). There is no faster device and no real link, so moving weights never pays
+   for itself at equal thread counts; what the run shows is (a) whether the cost model's *structure*
+   (per-path sums, concurrent max) predicts the measured time once calibrated, and (b) with more threads
+   on the fast side (:func:`measure_paths`), the crossover shape of "move the weights" vs "move the
+   activations". Two sides sharing cores and memory bandwidth is exactly what the model does not
+   describe, and the measurement shows it.
+
+Calibration (:func:`calibrate_host`) measures, at the expert's own shapes, the matmul FLOP/s, the
+weight-copy bandwidth (the "link") and the weight-streaming bandwidth of a one-token expert call (the
+roofline floor), per torch thread count, and :meth:`HostCalibration.profiles` turns them into a pair of
+in-memory :class:`~samoyeds_lab.offload.hardware.HardwareProfile` objects (``gpu`` and ``near_data``
+kinds; the ``fp16_*`` fields then hold the measured *fp32* rates).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from ..formats import TokenSelection
+from ..moe.experts import SwiGLUExperts
+from .hardware import HardwareProfile
+
+__all__ = [
+    "DEFAULT_SHAPE",
+    "HostCalibration",
+    "HybridRun",
+    "HybridTiming",
+    "HybridExecutor",
+    "PathSweep",
+    "calibrate_host",
+    "make_experts",
+    "measure_paths",
+    "time_hybrid",
+]
+
+#: A Mixtral-like expert layer scaled down to run in milliseconds on 2 CPU cores (Mixtral-8x7B: 8 experts,
+#: hidden 4096, intermediate 14336; the same 3.5 ratio here).
+DEFAULT_SHAPE = {"num_experts": 8, "hidden": 512, "intermediate": 1792}
+
+
+def make_experts(num_experts: int = 8, hidden: int = 512, intermediate: int = 1792, *, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> SwiGLUExperts:
+    """A seeded :class:`SwiGLUExperts` (``nn.Linear``-style init) for hybrid runs, without gradients."""
+    g = torch.random.fork_rng()
+    with g:
+        torch.manual_seed(check_int("seed", seed, lo=0))
+        ex = SwiGLUExperts(num_experts, hidden, intermediate)
+    ex.requires_grad_(False)
+    return ex.to(dtype)
+
+
+@contextmanager
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _swiglu(x, wg, wu, wd):
+    return (F.silu(x @ wg.T) * (x @ wu.T)) @ wd.T
+
+
+def _median_time(fn, repeats: int, warmup: int = 1, *, best: bool = False) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts) if best else statistics.median(ts)
+
+
+def _copy_weights(dst, src) -> None:
+    """``dst[i].copy_(src[i])`` on one torch thread: the CPU stand-in for moving weights over a link.
+
+    NOTE: a memcpy is bandwidth-bound and one thread gets most of it; a multi-threaded copy on a shared,
+    loaded machine waits at every OpenMP barrier for a descheduled thread (measured: 50x slower here).
+    """
+    with _torch_threads(1):
+        for d, s in zip(dst, src):
+            d.copy_(s)
+
+
+def _check_experts(experts: object) -> SwiGLUExperts:
+    if not isinstance(experts, SwiGLUExperts):
+        raise TypeError(f"experts: expected a SwiGLUExperts, got {type(experts).__name__}")
+    if experts.w_gate.device.type != "cpu":
+        raise ValueError(f"experts: expected weights in host memory (device cpu: the near side computes where they "
+                         f"live), got device {experts.w_gate.device}")
+    return experts
+
+
+def _threads_arg(name: str, v: object) -> int:
+    return check_int(name, v, lo=1, hi=max(1, os.cpu_count() or 1) * 4)
+
+
+# ----------------------------------------------------------------------------------------- calibration
+@dataclass(frozen=True)
+class HostCalibration:
+    r"""What :func:`calibrate_host` measured on this machine, per torch thread count.
+
+    Attributes
+    ----------
+    flops : dict[int, float]
+        FLOP/s of one expert call at ``probe_tokens`` tokens: :math:`2 n P / t`.
+    stream_bandwidth : dict[int, float]
+        Bytes/s at which a one-token expert call streams the weights: :math:`P b / t(n{=}1)` (the roofline
+        floor of both paths).
+    copy_bandwidth : dict[int, float]
+        Bytes/s of copying the expert's weights (``dst.copy_(src)`` on one thread, counting the bytes moved
+        once): the stand-in for the link; the same for every thread count.
+    expert_params : int
+        :math:`P` of one expert (three matrices).
+    bytes_per_param : int
+        :math:`b` of the weights' dtype.
+    hidden : int
+        :math:`d`.
+    probe_tokens : int
+    memory_gb : float
+        Physical memory of this machine (1e9 bytes), for the profiles.
+    """
+
+    flops: dict
+    stream_bandwidth: dict
+    copy_bandwidth: dict
+    expert_params: int
+    bytes_per_param: int
+    hidden: int
+    probe_tokens: int
+    memory_gb: float
+
+    def profiles(self, fast_threads: int = 1, near_threads: int = 1) -> tuple[HardwareProfile, HardwareProfile]:
+        """``(fast, near)`` profiles: this CPU with ``fast_threads`` / ``near_threads`` torch threads.
+
+        Both use the copy bandwidth as ``link_bandwidth_gbs`` (the cost model takes the slower of the two,
+        i.e. the smaller thread count's). The ``fp16_*`` fields hold the measured rates of the weights'
+        dtype (fp32 by default): the cost model only needs a FLOP/s.
+        """
+        out = []
+        for side, t, kind in (("fast", fast_threads, "gpu"), ("near", near_threads, "near_data")):
+            if t not in self.flops:
+                raise ValueError(f"{side}_threads: expected one of the calibrated thread counts "
+                                 f"{sorted(self.flops)}, got {t!r}")
+            f = self.flops[t] / 1e12
+            extra = {"fp16_sparse_tflops": f} if kind == "gpu" else {}
+            out.append(HardwareProfile(
+                name=f"this CPU, {t} thread{'s' if t > 1 else ''} ({side} side)", kind=kind,
+                source="measured here by samoyeds_lab.offload.hybrid.calibrate_host",
+                fp16_tflops=f, memory_gb=self.memory_gb,
+                memory_bandwidth_gbs=self.stream_bandwidth[t] / 1e9,
+                link_bandwidth_gbs=self.copy_bandwidth[t] / 1e9,
+                notes=(f"CPU stand-in: FLOP/s of the {self.bytes_per_param * 8}-bit expert matmuls at "
+                       f"{self.probe_tokens} tokens, weight-copy bandwidth as the link, one-token weight "
+                       f"streaming as the memory bandwidth. Not a GPU."), **extra))
+        return out[0], out[1]
+
+
+def _memory_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 16.0
+
+
+def calibrate_host(experts: SwiGLUExperts, *, threads=(1,), probe_tokens: int = 256, repeats: int = 5,
+                   seed: int = 0) -> HostCalibration:
+    """Measure this machine's FLOP/s and bandwidths at ``experts``' shapes (a fraction of a second).
+
+    Parameters
+    ----------
+    experts : SwiGLUExperts
+        Host-memory experts; expert 0 is the probe.
+    threads : iterable of int
+        Torch thread counts to calibrate (one entry per count in the result).
+    probe_tokens : int
+        Tokens of the compute probe (enough to be compute-bound).
+    repeats : int
+        Timed repeats per probe (the best one counts; one warm-up).
+    """
+    experts = _check_experts(experts)
+    ths = tuple(sorted({_threads_arg("threads", t) for t in (threads if not isinstance(threads, int) else (threads,))}))
+    if not ths:
+        raise ValueError("threads: expected at least one thread count, got none")
+    probe_tokens = check_int("probe_tokens", probe_tokens, lo=1)
+    repeats = check_int("repeats", repeats, lo=1)
+    wg, wu, wd = experts.w_gate[0], experts.w_up[0], experts.w_down[0]
+    P = wg.numel() + wu.numel() + wd.numel()
+    b = wg.element_size()
+    H = experts.hidden
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(probe_tokens, H, generator=gen).to(wg.dtype)
+    x1 = x[:1].clone()
+    stage = [torch.empty_like(w) for w in (wg, wu, wd)]
+    flops, stream, copy = {}, {}, {}
+    with torch.no_grad():
+        for t in ths:
+            with _torch_threads(t):
+                # NOTE: best of the repeats, not the median: the machine's capability, not the other
+                # processes' load (the hybrid timings themselves are medians).
+                tc = _median_time(lambda: _swiglu(x, wg, wu, wd), repeats, best=True)
+                t1 = _median_time(lambda: _swiglu(x1, wg, wu, wd), max(repeats, 5), best=True)
+            with _torch_threads(1):  # NOTE: copies always run on one thread, see _copy_weights
+                tcp = _median_time(lambda: _copy_weights(stage, (wg, wu, wd)), repeats, best=True)
+            flops[t] = 2.0 * probe_tokens * P / tc
+            stream[t] = P * b / t1
+            copy[t] = P * b / tcp
+    return HostCalibration(flops, stream, copy, int(P), int(b), int(H), probe_tokens, _memory_gb())
+
+
+# ---------------------------------------------------------------------------------------------- execution
+@dataclass
+class HybridRun:
+    """One hybrid forward.
+
+    Attributes
+    ----------
+    output : torch.Tensor
+        ``[T, H]``, equal to the one-device computation.
+    total_s : float
+        Wall time of the whole call (selection, both sides, scatter), seconds.
+    fast_s, near_s : float
+        Wall time of the fast side (weight moves + hot experts) and of the near side (the slowest worker:
+        activation copies + cold experts), seconds, measured inside each side.
+    on_gpu : numpy.ndarray of bool
+        The placement used.
+    tokens_per_expert : numpy.ndarray of int
+    """
+
+    output: torch.Tensor
+    total_s: float
+    fast_s: float
+    near_s: float
+    on_gpu: np.ndarray
+    tokens_per_expert: np.ndarray
+
+
+class HybridExecutor:
+    """Run a :class:`SwiGLUExperts` layer with hot experts on the fast side and cold ones on CPU workers.
+
+    Parameters
+    ----------
+    experts : SwiGLUExperts
+        Weights in host memory (where the near side computes).
+    device : str
+        ``"cpu"`` (default; the fast side is the calling thread) or ``"cuda"`` (the fast side is the GPU:
+        hot experts' weights are copied host→device each call unless ``resident``).
+    near_workers : int
+        Worker threads of the near side (cold experts are spread over them, busiest first).
+    threads : int
+        Torch intra-op threads while a call runs (process-wide: both sides use it). Default 1, so on a
+        2-core machine the fast thread and one near worker each get one core.
+
+    Use as a context manager, or call :meth:`close` to stop the workers.
+    """
+
+    def __init__(self, experts: SwiGLUExperts, *, device: str = "cpu", near_workers: int = 1, threads: int = 1) -> None:
+        self.experts = _check_experts(experts)
+        if not isinstance(device, str) or device not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False on this machine")
+        self.device = device
+        self.near_workers = _threads_arg("near_workers", near_workers)
+        self.threads = _threads_arg("threads", threads)
+        self._pool = ThreadPoolExecutor(self.near_workers, thread_name_prefix="near-data")
+        w = experts.weights()
+        self._host = [tuple(w[p][e] for p in ("gate", "up", "down")) for e in range(experts.num_experts)]
+        if device == "cuda":
+            # NOTE: pinned host memory makes the per-call host→device weight copies real DMA transfers.
+            self._host = [tuple(m.pin_memory() for m in ws) for ws in self._host]
+            self._stage = None
+        else:
+            self._stage = [torch.empty_like(m) for m in self._host[0]]
+
+    def close(self) -> None:
+        """Shut the near-side workers down."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "HybridExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _fast_weights(self, e: int, resident: bool):
+        ws = self._host[e]
+        if self.device == "cuda":
+            return tuple(m.to("cuda", non_blocking=True) for m in ws)
+        if resident:
+            return ws
+        _copy_weights(self._stage, ws)  # the "link": a real copy of P·b bytes
+        return self._stage
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, on_gpu,
+                *, resident=None) -> HybridRun:
+        """``y_t = Σⱼ w_{t,j} · expert_{ids[t,j]}(x_t)`` with expert ``e`` on the fast side iff ``on_gpu[e]``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``[T, H]`` activations, on the fast device (``cpu`` or ``cuda``).
+        topk_ids, topk_weights : torch.Tensor
+            ``[T, k]`` routing (as for :meth:`SwiGLUExperts.forward`).
+        on_gpu : array-like of bool, shape (E,)
+            The placement (e.g. :attr:`samoyeds_lab.offload.placement.Placement.mask`).
+        resident : array-like of bool, shape (E,), optional
+            Experts whose weights need no move to the fast side.
+        """
+        ex = self.experts
+        E, H = ex.num_experts, ex.hidden
+        check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+        if x.shape[1] != H or x.dtype != ex.w_gate.dtype:
+            raise ValueError(f"x: expected [tokens, {H}] in {ex.w_gate.dtype}, got {tuple(x.shape)} {x.dtype}")
+        if x.device.type != self.device:
+            raise ValueError(f"x: expected a tensor on {self.device!r} (the fast side), got {x.device}")
+        check_tensor("topk_ids", topk_ids, ndim=2, dtypes=INT_DTYPES)
+        check_tensor("topk_weights", topk_weights, ndim=2, dtypes=FLOAT_DTYPES)
+        if topk_ids.shape[0] != x.shape[0] or topk_weights.shape != topk_ids.shape:
+            raise ValueError(f"topk_ids, topk_weights: expected shape [{x.shape[0]}, k], got "
+                             f"{tuple(topk_ids.shape)} and {tuple(topk_weights.shape)}")
+        mask = _bool("on_gpu", on_gpu, E)
+        res = _bool("resident", resident, E) if resident is not None else np.zeros(E, dtype=bool)
+        with _torch_threads(self.threads):
+            t0 = time.perf_counter()
+            sel = TokenSelection.from_topk(topk_ids, E, pad_to=1)
+            bounds = sel.offsets.tolist()
+            counts = np.diff(np.asarray(bounds))
+            tok = sel.token_ids.long()
+            wflat = topk_weights.reshape(-1).index_select(0, sel.slot_ids.long()).to(x.dtype).unsqueeze(1)
+            seg = {e: (tok[bounds[e]:bounds[e + 1]], wflat[bounds[e]:bounds[e + 1]]) for e in range(E) if counts[e]}
+            fast = [e for e in seg if mask[e]]
+            cold = sorted((e for e in seg if not mask[e]), key=lambda e: -counts[e])
+            groups: list[list[int]] = [[] for _ in range(self.near_workers)]
+            load = [0] * self.near_workers
+            for e in cold:  # longest-processing-time first onto the least loaded worker
+                i = load.index(min(load))
+                groups[i].append(e)
+                load[i] += int(counts[e])
+            x_host = x if self.device == "cpu" else None
+            if self.device == "cuda" and cold:
+                x_host = x.to("cpu")  # NOTE: one device→host copy, then each cold expert gathers its rows
+
+            def near(group: list[int]):
+                s = time.perf_counter()
+                out = {}
+                for e in group:
+                    t, w = seg[e]
+                    xin = x_host.index_select(0, t.cpu())  # activations in: n·d copied
+                    y = _swiglu(xin, *self._host[e]) * w.cpu()
+                    out[e] = y.to(self.device) if self.device == "cuda" else y.clone()  # and back: n·d
+                return out, time.perf_counter() - s
+
+            futures = [self._pool.submit(near, g) for g in groups if g]
+            s = time.perf_counter()
+            results = {}
+            for e in fast:
+                t, w = seg[e]
+                results[e] = _swiglu(x.index_select(0, t), *self._fast_weights(e, bool(res[e]))) * w
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            fast_s = time.perf_counter() - s if fast else 0.0
+            near_s = 0.0
+            for f in futures:
+                r, dt = f.result()
+                results.update(r)
+                near_s = max(near_s, dt)
+            out = torch.zeros_like(x)
+            for e in sorted(results):  # expert order: the additions per row happen as in forward_grouped
+                out.index_add_(0, seg[e][0], results[e])
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            total = time.perf_counter() - t0
+        return HybridRun(out, total, fast_s, near_s, mask, counts.astype(np.int64))
+
+    __call__ = forward
+
+
+def _bool(name: str, v, E: int) -> np.ndarray:
+    if hasattr(v, "detach") and hasattr(v, "cpu"):
+        v = v.detach().cpu().numpy()
+    a = np.asarray(v)
+    if a.dtype != bool:
+        raise TypeError(f"{name}: expected a bool mask of shape ({E},), got dtype {a.dtype}")
+    if a.shape != (E,):
+        raise ValueError(f"{name}: expected shape ({E},) (one entry per expert), got {a.shape}")
+    return a
+
+
+@dataclass(frozen=True)
+class HybridTiming:
+    """Medians over the timed repeats of :func:`time_hybrid` (seconds), and every sample."""
+
+    total_s: float
+    fast_s: float
+    near_s: float
+    samples: tuple = field(default_factory=tuple)
+
+
+def time_hybrid(executor: HybridExecutor, x, topk_ids, topk_weights, on_gpu, *, resident=None,
+                repeats: int = 5, warmup: int = 1) -> HybridTiming:
+    """Run :meth:`HybridExecutor.forward` ``warmup + repeats`` times; medians of the timed ones."""
+    if not isinstance(executor, HybridExecutor):
+        raise TypeError(f"executor: expected a HybridExecutor, got {type(executor).__name__}")
+    repeats = check_int("repeats", repeats, lo=1)
+    warmup = check_int("warmup", warmup, lo=0)
+    runs = []
+    for i in range(warmup + repeats):
+        r = executor.forward(x, topk_ids, topk_weights, on_gpu, resident=resident)
+        if i >= warmup:
+            runs.append((r.total_s, r.fast_s, r.near_s))
+    tot, fs, ns = (statistics.median(c) for c in zip(*runs))
+    return HybridTiming(tot, fs, ns, tuple(runs))
+
+
+# ------------------------------------------------------------------------------------------ path sweep
+@dataclass(frozen=True)
+class PathSweep:
+    """Measured per-expert path times vs tokens (one expert alone on each side), seconds.
+
+    Attributes
+    ----------
+    n_tokens : numpy.ndarray of int
+    fast_s : numpy.ndarray
+        "Move the weights": weight copy + expert on ``n`` tokens with ``fast_threads`` threads.
+    near_s : numpy.ndarray
+        "Move the activations": copy ``n`` rows in, expert with ``near_threads`` threads in a worker thread,
+        copy the result back.
+    fast_threads, near_threads : int
+    crossover : int or None
+        First measured ``n`` with ``fast_s <= near_s`` (None if none).
+    """
+
+    n_tokens: np.ndarray
+    fast_s: np.ndarray
+    near_s: np.ndarray
+    fast_threads: int
+    near_threads: int
+    crossover: int | None
+
+
+def measure_paths(experts: SwiGLUExperts, n_tokens, *, fast_threads: int = 1, near_threads: int = 1,
+                  repeats: int = 3, seed: int = 0) -> PathSweep:
+    """Time one expert's two paths alone for every token count (expert 0; CPU).
+
+    Each path runs by itself (no contention), with its own torch thread count, so giving the fast side
+    more threads than the near side models a faster "GPU" and produces a crossover.
+    """
+    experts = _check_experts(experts)
+    ft = _threads_arg("fast_threads", fast_threads)
+    nt = _threads_arg("near_threads", near_threads)
+    repeats = check_int("repeats", repeats, lo=1)
+    ns = np.asarray(n_tokens)
+    if ns.ndim != 1 or ns.size == 0 or not np.issubdtype(ns.dtype, np.integer) or (ns < 1).any():
+        raise ValueError(f"n_tokens: expected a non-empty 1-D sequence of ints >= 1, got {n_tokens!r}")
+    ws = (experts.w_gate[0], experts.w_up[0], experts.w_down[0])
+    stage = [torch.empty_like(w) for w in ws]
+    gen = torch.Generator().manual_seed(seed)
+    xall = torch.randn(int(ns.max()) * 2, experts.hidden, generator=gen).to(ws[0].dtype)
+    fast, near = [], []
+    with torch.no_grad(), ThreadPoolExecutor(1) as pool:
+        for n in ns.tolist():
+            idx = torch.arange(0, 2 * n, 2)  # every other row: a real gather
+
+            def f():
+                _copy_weights(stage, ws)
+                with _torch_threads(ft):
+                    return _swiglu(xall.index_select(0, idx), *stage)
+
+            def g():
+                return pool.submit(lambda: _swiglu(xall.index_select(0, idx), *ws).clone()).result()
+
+            with _torch_threads(ft):
+                fast.append(_median_time(f, repeats))
+            with _torch_threads(nt):
+                near.append(_median_time(g, repeats))
+    fast_a, near_a = np.asarray(fast), np.asarray(near)
+    wins = np.nonzero(fast_a <= near_a)[0]
+    return PathSweep(ns.astype(np.int64), fast_a, near_a, ft, nt, int(ns[wins[0]]) if wins.size else None)

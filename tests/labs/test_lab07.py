@@ -1,0 +1,64 @@
+"""Lab 07 (MoNDE near-data experts): the notebook runs headless without errors, fast, showing its figures,
+measured-vs-modelled numbers and panel, and its .ipynb matches the py:percent source it is generated from."""
+
+import pytest
+
+from .notebooks import (
+    LABS,
+    assert_kernelspec_and_no_outputs,
+    assert_lab_conventions,
+    assert_paired,
+    error_outputs,
+    execute,
+    outputs_text,
+    stderr_texts,
+)
+
+SOURCE = LABS / "07_near_data_experts.py"
+NOTEBOOK = LABS / "07_near_data_experts.ipynb"
+
+
+def test_ipynb_is_in_sync_with_the_py_source():
+    assert_paired(SOURCE, NOTEBOOK)
+
+
+def test_ipynb_has_kernelspec_and_no_outputs():
+    assert_kernelspec_and_no_outputs(NOTEBOOK)
+
+
+def test_structure():
+    assert_lab_conventions(SOURCE)
+    src = SOURCE.read_text()
+    assert "load_shipped_trace(d)" in src
+    assert "from samoyeds_lab.viz.monde import" in src and "from samoyeds_lab.viz.monde_panel import" in src
+    # the CPU-only caveat is stated in the lab, not only in the docs
+    assert "same\n# CPU cores" in src or "same CPU cores" in src
+
+
+@pytest.fixture(scope="module")
+def executed():
+    return execute(NOTEBOOK)
+
+
+@pytest.mark.slow
+def test_runs_without_errors_or_warnings_and_fast(executed):
+    nb, seconds = executed
+    assert not error_outputs(nb)
+    stderr = stderr_texts(nb)
+    assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
+    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+
+
+@pytest.mark.slow
+def test_figures_numbers_and_panel_are_displayed(executed):
+    nb, _ = executed
+    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert kinds.count("application/vnd.plotly.v1+json") >= 8
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the MoNDEPanel
+    banner = outputs_text(nb.cells[0])
+    assert "samoyeds-lab" in banner and "backend" in banner
+    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    for needle in ("crossover n* (tokens per expert)", "exact vs all_gpu", "GFLOP/s (fp32 expert matmuls)",
+                   "crossover: measured", "outputs equal the one-device forward (checked)", "-core CPU"):
+        assert needle in text, needle
