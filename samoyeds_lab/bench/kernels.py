@@ -3,8 +3,8 @@
 Records (one dict per (model, op, tokens, dtype)) carry ``device, driver, versions, op, model, m, k,
 tokens, dtype, ms, baseline, baseline_ms, tflops, roofline_ms, date``. ``tflops`` counts only real work
 (``2·m·k·tokens`` dense-equivalent FLOP, never padding); ``roofline_ms`` is
-``max(bytes / HBM bandwidth, flop / peak)`` from a hardware profile of ``data/hardware`` (SpTC peak for
-sparse ops, dense peak otherwise). Nothing is ever recorded without a GPU: :func:`run_kernel_bench` raises.
+the ceiling of :func:`samoyeds_lab.bench.roofline.roofline` on a hardware profile of ``data/hardware``
+(HBM bytes vs tensor-core work; the same formula Lab 02 plots). Nothing is ever recorded without a GPU: :func:`run_kernel_bench` raises.
 """
 
 from __future__ import annotations
@@ -38,33 +38,32 @@ RECORD_KEYS = ("device", "driver", "versions", "op", "model", "m", "k", "tokens"
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def op_bytes(op: str, m: int, k: int, tokens: int, elem: int = 2) -> float:
-    """HBM bytes of one expert product ``[m, k] · [k, tokens]``: weight operand + activations + output.
-
-    ``ssmm`` (Samoyeds 1:2 rows, V=128, 2:4): values ``m·k/4`` elements, 2:4 metadata ``m/2·k/2`` 2-bit
-    fields, row indices ``m/2 · k/128`` bytes. ``spmm_24``/``torch_24``: ``m·k/2`` values + ``m·k/8`` bytes of
-    metadata. Dense: ``m·k`` elements.
-    """
-    act = (tokens * k + tokens * m) * elem
-    if op == "ssmm":
-        return m * k / 4 * elem + (m / 2) * (k / 2) * 2 / 8 + (m / 2) * (k / 128) + act
-    if op in ("spmm_24", "torch_24"):
-        return m * k / 2 * elem + m * k / 8 + act
-    if op in ("dense_mm", "torch_dense"):
-        return m * k * elem + act
-    raise ValueError(f"op: expected one of {OPS + BASELINES}, got {op!r}")
+#: Ops and baselines of the records → the op of :mod:`samoyeds_lab.bench.roofline` with the same HBM traffic
+#: and tensor-core work (one roofline formula for the whole project).
+ROOFLINE_OP = {"ssmm": "ssmm", "spmm_24": "spmm", "torch_24": "spmm", "dense_mm": "dense", "torch_dense": "dense"}
 
 
-def roofline_ms(op: str, m: int, k: int, tokens: int, profile, elem: int = 2) -> float:
-    """``max(bytes / bandwidth, flop / peak)`` in ms; ``profile`` has ``memory_bandwidth_gbs``,
-    ``fp16_tflops`` and ``fp16_sparse_tflops`` (a :class:`~samoyeds_lab.offload.hardware.HardwareProfile`
-    or a dict). Sparse ops use the SpTC peak on their dense-equivalent FLOP ``2·m·k·tokens``."""
-    get = (lambda f: profile[f]) if isinstance(profile, dict) else (lambda f: getattr(profile, f))
-    bw = float(get("memory_bandwidth_gbs")) * 1e9
-    sparse = op in ("ssmm", "spmm_24", "torch_24")
-    peak = float(get("fp16_sparse_tflops" if sparse else "fp16_tflops")) * 1e12
-    flop = 2.0 * m * k * tokens
-    return max(op_bytes(op, m, k, tokens, elem) / bw, flop / peak) * 1e3
+def _roofline_op(op: str) -> str:
+    if op not in ROOFLINE_OP:
+        raise ValueError(f"op: expected one of {tuple(ROOFLINE_OP)}, got {op!r}")
+    return ROOFLINE_OP[op]
+
+
+def op_bytes(op: str, m: int, k: int, tokens: int, dtype: str = "float16") -> float:
+    """HBM bytes of one expert product ``[m, k] · [k, tokens]`` (weight operand with its metadata and row
+    indices, gathered activations, token ids, output): ``bench.roofline.op_bytes(...)["total"]``."""
+    from .roofline import op_bytes as _op_bytes
+
+    return float(_op_bytes(_roofline_op(op), m, k, tokens, dtype)["total"])
+
+
+def roofline_ms(op: str, m: int, k: int, tokens: int, profile, dtype: str = "float16") -> float:
+    """The roofline ceiling in ms, ``bench.roofline.roofline(...).time_s``: ``max(bytes / HBM bandwidth,
+    tensor-core FLOP / peak)``, where sparse ops count only the FLOP their kept values need at the SpTC peak
+    (``profile``: a name from ``data/hardware`` or a :class:`~samoyeds_lab.offload.hardware.HardwareProfile`)."""
+    from .roofline import roofline
+
+    return roofline(_roofline_op(op), m, k, tokens, profile, dtype).time_s * 1e3
 
 
 def make_record(*, device: str, driver: str, versions: dict, op: str, model: str, m: int, k: int, tokens: int,
@@ -74,7 +73,7 @@ def make_record(*, device: str, driver: str, versions: dict, op: str, model: str
         "device": device, "driver": driver, "versions": dict(versions), "op": op, "model": model, "m": int(m),
         "k": int(k), "tokens": int(tokens), "dtype": dtype, "ms": float(ms), "baseline": baseline,
         "baseline_ms": float(baseline_ms), "tflops": 2.0 * m * k * tokens / (float(ms) * 1e-3) / 1e12,
-        "roofline_ms": roofline_ms(op, m, k, tokens, profile), "date": date or _dt.date.today().isoformat(),
+        "roofline_ms": roofline_ms(op, m, k, tokens, profile, dtype), "date": date or _dt.date.today().isoformat(),
     }
     validate_record(rec)
     return rec

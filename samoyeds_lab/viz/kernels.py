@@ -1,0 +1,287 @@
+"""Pure figure builders for Lab 02: ``mma.sp`` fragments of one lane, roofline ceilings, recorded and
+CPU timings.
+
+Every function takes plain data (tensors, lists of dicts, :class:`~samoyeds_lab.bench.roofline.RooflinePoint`
+lists) and returns a new ``plotly.graph_objects.Figure``; nothing here touches widgets, files or timers.
+Modelled numbers and measured numbers never share a label: roofline curves say *model (roofline
+ceiling), not a measurement*; recorded GPU points say *recorded on DEVICE, DATE*; CPU timings say
+*CPU reference, not Sparse Tensor Cores*.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import plotly.graph_objects as go
+import torch
+
+from ..bench.roofline import OP_LABELS, RooflinePoint
+from .sparsity import COLORS, _layout, _matrix_axes
+
+__all__ = [
+    "KERNEL_COLORS", "MODEL_LABEL", "CPU_LABEL",
+    "fragment_heatmap", "register_table", "roofline_figure", "speedup_figure", "cpu_timing_figure",
+    "recorded_label",
+]
+
+#: One colour per op (model curves and measured points of the same op share it). Record op names of
+#: :mod:`samoyeds_lab.bench.kernels` (``spmm_24``, ``dense_mm``, ``torch_dense``, ``torch_24``) included.
+KERNEL_COLORS: dict[str, str] = {
+    "dense": "#6b7280",
+    "spmm": "#2563eb",
+    "ssmm": "#059669",
+    "spmm_24": "#2563eb",
+    "dense_mm": "#374151",
+    "torch_dense": "#9ca3af",
+    "torch_24": "#7c3aed",
+    "lane": "#f59e0b",
+    "meta": "#dc2626",
+    "ceiling": "#111827",
+}
+#: The caption every modelled curve carries.
+MODEL_LABEL = "model (roofline ceiling), not a measurement"
+#: The caption every CPU timing carries.
+CPU_LABEL = "CPU reference, not Sparse Tensor Cores"
+
+_METRICS = {"time": ("time_s", 1e6, "time per GEMM (µs), log scale"),
+            "tflops": ("tflops", 1.0, "effective TFLOP/s (2·m·k·tokens / time)")}
+
+
+def _op_color(op: str) -> str:
+    return KERNEL_COLORS.get(op, COLORS["other"])
+
+
+# ---------------------------------------------------------------------------------------------- mma.sp
+def fragment_heatmap(
+    matrix: torch.Tensor,
+    *,
+    title: str,
+    cells: Sequence[tuple[int, int, str]] = (),
+    boxes: Sequence[tuple[int, int, int, int]] = (),
+    hover: Sequence[Sequence[str]] | None = None,
+    xtitle: str = "column",
+    ytitle: str = "row",
+    height: int | None = None,
+) -> go.Figure:
+    """A small matrix (an ``mma.sp`` operand) with one lane's registers outlined and labelled.
+
+    Parameters
+    ----------
+    matrix : torch.Tensor
+        2-D real tensor (≤ 64 × 64), shown on a zero-centred diverging scale; exact zeros (pruned
+        weights) are pale grey.
+    title : str
+        Figure title.
+    cells : sequence of (row, col, label)
+        Cells held by the lane: outlined in amber and labelled (e.g. ``"a0.lo"``).
+    boxes : sequence of (row0, col0, row1, col1)
+        Inclusive cell ranges outlined with a dashed red box (e.g. the 2:4 groups the lane's metadata
+        register describes).
+    hover : rows × cols nested sequence of str, optional
+        Extra hover text per cell (e.g. which lane holds it).
+    """
+    if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2:
+        raise TypeError(f"matrix: expected a 2-D torch.Tensor, got {type(matrix).__name__}"
+                        + (f" of shape {tuple(matrix.shape)}" if isinstance(matrix, torch.Tensor) else ""))
+    rows, cols = matrix.shape
+    if rows > 64 or cols > 64 or rows == 0 or cols == 0:
+        raise ValueError(f"matrix: expected a fragment of 1..64 × 1..64, got {rows}×{cols}")
+    z = matrix.detach().cpu().float()
+    for name, seq, n in (("cells", cells, 3), ("boxes", boxes, 4)):
+        for item in seq:
+            if len(item) != n:
+                raise ValueError(f"{name}: expected tuples of {n} entries, got {item!r}")
+    for r, c, _ in cells:
+        if not (0 <= r < rows and 0 <= c < cols):
+            raise ValueError(f"cells: ({r}, {c}) is outside the {rows}×{cols} matrix")
+    if hover is not None and (len(hover) != rows or any(len(h) != cols for h in hover)):
+        raise ValueError(f"hover: expected {rows} rows of {cols} strings")
+    bound = float(z.abs().max()) or 1.0
+    text = [["" for _ in range(cols)] for _ in range(rows)]
+    for r, c, label in cells:
+        text[r][c] = label
+    custom = [[hover[r][c] if hover is not None else "" for c in range(cols)] for r in range(rows)]
+    # NOTE: None, not NaN, for the cells to leave blank: a FigureWidget sends its data as JSON, which has no NaN
+    zeros = [[1.0 if v == 0 else None for v in row] for row in z.tolist()]
+    traces = [
+        go.Heatmap(z=z.numpy(), zmin=-bound, zmax=bound, zmid=0.0, xgap=1, ygap=1,
+                   colorscale=[[0.0, COLORS["negative"]], [0.5, COLORS["zero"]], [1.0, COLORS["positive"]]],
+                   colorbar=dict(title=dict(text="value"), thickness=10), text=text, texttemplate="%{text}",
+                   textfont=dict(size=9, color=COLORS["text"]), customdata=custom,
+                   hovertemplate=f"{ytitle} %{{y}}, {xtitle} %{{x}}: %{{z:.4g}} %{{customdata}}<extra></extra>"),
+        go.Heatmap(z=zeros, zmin=0, zmax=1, colorscale=[[0, COLORS["pruned"]], [1, COLORS["pruned"]]],
+                   showscale=False, xgap=1, ygap=1, hoverinfo="skip"),
+    ]
+    shapes = [dict(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
+                   line=dict(color=KERNEL_COLORS["lane"], width=2.5), layer="above") for r, c, _ in cells]
+    shapes += [dict(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5,
+                    line=dict(color=KERNEL_COLORS["meta"], width=2, dash="dot"), layer="above")
+               for r0, c0, r1, c1 in boxes]
+    axes = _matrix_axes(rows, cols, xtitle)
+    axes["yaxis"]["title"] = dict(text=ytitle)
+    return go.Figure(traces, layout=_layout(
+        title=dict(text=title), shapes=shapes,
+        height=height or int(min(560, max(240, 110 + rows * 520 / max(cols, 8)))), **axes))
+
+
+def register_table(rows: Sequence[Mapping[str, object]], *, title: str = "") -> go.Figure:
+    """A table of one lane's registers: one row per (register, half), columns as the dicts' keys.
+
+    ``rows`` are dicts with the same keys (e.g. ``register``, ``bits``, ``holds``, ``value``).
+    """
+    if not rows:
+        raise ValueError("rows: expected at least one register row, got none")
+    keys = list(rows[0])
+    for r in rows:
+        if list(r) != keys:
+            raise ValueError(f"rows: expected every row to have the keys {keys}, got {list(r)}")
+    cols = [[str(r[k]) for r in rows] for k in keys]
+    lane = [KERNEL_COLORS["lane"] + "22" if str(r.get("operand", "")) != "e" else KERNEL_COLORS["meta"] + "22"
+            for r in rows]
+    return go.Figure(go.Table(
+        columnwidth=[5 if k == "holds" else 1 for k in keys],
+        header=dict(values=[f"<b>{k}</b>" for k in keys], fill_color="#f3f4f6", align="left",
+                    font=dict(size=12, color=COLORS["text"])),
+        cells=dict(values=cols, align="left", fill_color=[lane] * len(keys), font=dict(size=11),
+                   height=22)),
+        layout=_layout(title=dict(text=title), height=min(760, 90 + 24 * len(rows)),
+                       margin=dict(l=10, r=10, t=50, b=10)))
+
+
+# ---------------------------------------------------------------------------------------------- roofline
+def recorded_label(record: Mapping[str, object]) -> str:
+    """``"recorded on DEVICE, DATE"`` for a kernel bench record (raises if it lacks either key)."""
+    for key in ("device", "date"):
+        if not record.get(key):
+            raise ValueError(f"record: expected a non-empty {key!r} (where and when it was measured), "
+                             f"got {record.get(key)!r}")
+    return f"recorded on {record['device']}, {record['date']}"
+
+
+def _check_sweep(sweep: Mapping[str, Sequence[RooflinePoint]]) -> None:
+    if not isinstance(sweep, Mapping) or not sweep:
+        raise ValueError(f"sweep: expected a non-empty mapping op -> list of RooflinePoint, got {sweep!r}")
+    for op, pts in sweep.items():
+        if not pts or not all(isinstance(p, RooflinePoint) for p in pts):
+            raise TypeError(f"sweep[{op!r}]: expected a non-empty list of RooflinePoint")
+
+
+def roofline_figure(
+    sweep: Mapping[str, Sequence[RooflinePoint]],
+    *,
+    metric: str = "time",
+    records: Sequence[Mapping[str, object]] = (),
+    title: str = "",
+    height: int = 420,
+) -> go.Figure:
+    """Roofline ceilings vs tokens per expert (log x), one line per op, recorded points on top.
+
+    Parameters
+    ----------
+    sweep : {op: [RooflinePoint, ...]}
+        From :func:`samoyeds_lab.bench.roofline.roofline_sweep`. Points with 0 tokens are skipped.
+    metric : str
+        ``"time"`` (µs per GEMM, log y; lower is faster) or ``"tflops"`` (effective TFLOP/s of the
+        useful work ``2·m·k·tokens``; higher is faster).
+    records : list of dict
+        Measured kernel bench records (keys ``op``, ``tokens``, ``ms``, ``device``, ``date``; ``tflops``
+        optional, else computed from ``m``, ``k``). Drawn as markers labelled
+        :func:`recorded_label`; baselines in a record (``baseline``, ``baseline_ms``) are drawn too.
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"metric: expected one of {tuple(_METRICS)}, got {metric!r}")
+    _check_sweep(sweep)
+    attr, scale, ytitle = _METRICS[metric]
+    fig = go.Figure()
+    for op, pts in sweep.items():
+        pts = [p for p in pts if p.tokens > 0]
+        bound = [p.bound for p in pts]
+        fig.add_trace(go.Scatter(
+            x=[p.tokens for p in pts], y=[getattr(p, attr) * scale for p in pts], mode="lines",
+            name=f"{OP_LABELS.get(op, op)} — model", line=dict(color=_op_color(op), width=2.5, dash="dash"),
+            customdata=bound,
+            hovertemplate=f"{op} ceiling, %{{x}} tokens: %{{y:.4g}} (%{{customdata}}-bound)<extra>model</extra>"))
+    seen = set()
+    for rec in records:
+        label = recorded_label(rec)
+        for op, ms in ((rec.get("op"), rec.get("ms")), (rec.get("baseline"), rec.get("baseline_ms"))):
+            if op is None or ms is None:
+                continue
+            y = float(ms) * 1e3 if metric == "time" else _record_tflops(rec, float(ms), op == rec.get("op"))
+            key = (op, label)
+            fig.add_trace(go.Scatter(
+                x=[int(rec["tokens"])], y=[y], mode="markers", name=f"{op} — {label}", legendgroup=str(key),
+                showlegend=key not in seen,
+                marker=dict(color=_op_color(str(op)), size=9, symbol="circle", line=dict(color="#ffffff", width=1)),
+                hovertemplate=f"{op}, %{{x}} tokens: %{{y:.4g}}<extra>{label}</extra>"))
+            seen.add(key)
+    first = next(iter(sweep.values()))[0]
+    shape = f"{first.m}×{first.k} {first.dtype} on {first.profile}"
+    fig.update_layout(_layout(
+        title=dict(text=(title or ("Time per GEMM" if metric == "time" else "Effective TFLOP/s"))
+                   + f"<br><sup>{shape}</sup><br><sup>lines: {MODEL_LABEL}"
+                   + (" · markers: measured" if records else " · no GPU measurement recorded") + "</sup>"),
+        showlegend=True, legend=dict(orientation="h", y=-0.22, x=0, font=dict(size=11)),
+        height=height, margin=dict(l=70, r=20, t=100, b=110),
+        xaxis=dict(type="log", title=dict(text="tokens per expert (log scale)"), dtick=0.30102999566),
+        yaxis=dict(type="log" if metric == "time" else "linear", title=dict(text=ytitle), rangemode="tozero"),
+    ))
+    return fig
+
+
+def _record_tflops(rec: Mapping[str, object], ms: float, own: bool) -> float:
+    if own and rec.get("tflops") is not None:
+        return float(rec["tflops"])
+    if ms <= 0:
+        return 0.0
+    return 2.0 * int(rec["m"]) * int(rec["k"]) * int(rec["tokens"]) / (ms * 1e-3) / 1e12
+
+
+def speedup_figure(sweep: Mapping[str, Sequence[RooflinePoint]], *, title: str = "", height: int = 360) -> go.Figure:
+    """Speed-up ceilings over dense (``t_dense / t_op`` at the roofline) vs tokens per expert."""
+    _check_sweep(sweep)
+    if "dense" not in sweep:
+        raise ValueError(f"sweep: expected a 'dense' entry to compare against, got {list(sweep)}")
+    dense = {p.tokens: p.time_s for p in sweep["dense"] if p.tokens > 0}
+    fig = go.Figure()
+    for op, pts in sweep.items():
+        pts = [p for p in pts if p.tokens in dense]
+        fig.add_trace(go.Scatter(
+            x=[p.tokens for p in pts], y=[dense[p.tokens] / p.time_s for p in pts], mode="lines+markers",
+            name=OP_LABELS.get(op, op), line=dict(color=_op_color(op), width=2.5),
+            hovertemplate=f"{op}: ≤ %{{y:.2f}}× dense at %{{x}} tokens<extra>model</extra>"))
+    first = sweep["dense"][0]
+    fig.update_layout(_layout(
+        title=dict(text=(title or "Speed-up ceiling over dense")
+                   + f"<br><sup>{first.m}×{first.k} {first.dtype} on {first.profile}</sup><br><sup>{MODEL_LABEL}</sup>"),
+        showlegend=True, legend=dict(orientation="h", y=-0.3, x=0), height=height,
+        margin=dict(l=70, r=20, t=100, b=100),
+        xaxis=dict(type="log", title=dict(text="tokens per expert (log scale)"), dtick=0.30102999566),
+        yaxis=dict(title=dict(text="× faster than dense (at most)"), rangemode="tozero"),
+    ))
+    return fig
+
+
+def cpu_timing_figure(records: Sequence[Mapping[str, object]], *, title: str = "", height: int = 320) -> go.Figure:
+    """Bars of measured CPU times (``op``, ``ms``, ``device``, ``date`` per record), labelled as CPU timings."""
+    if not records:
+        raise ValueError("records: expected at least one CPU timing record, got none")
+    for r in records:
+        for key in ("op", "ms", "device", "date"):
+            if key not in r:
+                raise ValueError(f"records: expected the key {key!r} in every record, got {sorted(r)}")
+    labels = [str(r["op"]) for r in records]
+    ms = [float(r["ms"]) for r in records]
+    colors = [_op_color("ssmm" if "ssmm" in lab else "spmm" if "spmm" in lab else "dense") for lab in labels]
+    r0 = records[0]
+    fig = go.Figure(go.Bar(x=ms, y=labels, orientation="h", marker_color=colors,
+                           text=[f"{v:.3g} ms" for v in ms], textposition="auto",
+                           hovertemplate="%{y}: %{x:.4g} ms<extra></extra>"))
+    fig.update_layout(_layout(
+        title=dict(text=(title or "Measured on this CPU")
+                   + f"<br><sup>{CPU_LABEL} · measured on {r0['device']}, {r0['date']} · median</sup>"),
+        height=height, margin=dict(l=260, r=20, t=80, b=50),
+        xaxis=dict(title=dict(text="ms per call (median)"), rangemode="tozero"),
+        yaxis=dict(autorange="reversed"),
+    ))
+    return fig
