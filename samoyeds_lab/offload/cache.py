@@ -32,6 +32,25 @@ Policies
     always miss and are streamed without being cached. Because it bypasses the cache, ``static`` is not a
     demand-paging policy and can beat ``"belady"`` (capacity 1, trace ``0 1 0``: 2 misses vs 3).
 
+``"sida"``, ``"next_layer"``
+    Prefetching on top of the LRU cache above (the two behave identically here; they differ in where
+    the predictions come from and when they are issued, see :mod:`samoyeds_lab.offload.simulate`).
+    ``prefetch_at`` (``int[g]``, non-decreasing access indices) and ``prefetch_ids`` (``int[g, p]``,
+    ``-1`` = padding) describe ``g`` prefetch groups. Group ``j`` is applied just before access
+    ``prefetch_at[j]`` (groups at the same index in order of ``j``), its ids in column order (earlier
+    columns have priority), repeats within the group skipped:
+
+    * an id already resident is moved to the most-recently-used end (not counted as a prefetch);
+    * an id not resident is loaded (a *prefetch load*: counted in ``prefetches`` and
+      ``bytes_prefetched``, not in ``misses``/``bytes_loaded``), after evicting least-recently-used
+      residents until it fits. A prefetch never evicts an id of its own group: if the group's resident
+      members plus the new id exceed the capacity, the id is *dropped* (not loaded, not counted, nothing
+      evicted). Ids of earlier groups may be evicted.
+
+    Demand accesses then behave exactly as in ``"lru"`` (a miss may evict prefetched, not yet used
+    ids). ``prefetch_hits`` counts accesses that are the first use of an id since its prefetch load
+    (each load is useful at most once). With no prefetch groups the replay equals ``"lru"``.
+
 Sizes
 -----
 With ``capacity`` (a number of experts) every expert occupies one slot; ``sizes`` (bytes per expert id),
@@ -67,9 +86,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 
     HAVE_NUMBA = False
 
-__all__ = ["CacheStats", "POLICIES", "simulate_cache", "flatten_layer_expert", "HAVE_NUMBA"]
+__all__ = [
+    "CacheStats", "POLICIES", "PREFETCH_POLICIES", "ALL_POLICIES", "simulate_cache", "flatten_layer_expert",
+    "HAVE_NUMBA",
+]
 
-POLICIES = ("lru", "fifo", "lfu", "belady", "static")
+POLICIES = ("lru", "fifo", "lfu", "belady", "static")  # demand policies: no prefetch arguments
+PREFETCH_POLICIES = ("sida", "next_layer")  # LRU + prefetch groups; need prefetch_at / prefetch_ids
+ALL_POLICIES = POLICIES + PREFETCH_POLICIES
 
 # Ids above this (relative to the trace length) are renumbered densely with np.unique first.
 _DENSE_ID_LIMIT = 1 << 24
@@ -96,10 +120,34 @@ class CacheStats:
         ``bool[n]``, True where access ``i`` hit.
     evicted : numpy.ndarray
         ``int64[n]``, the id evicted at access ``i`` (the last one, if several had to go to make room in
-        byte mode), or -1 when nothing was evicted.
+        byte mode or by the prefetch groups applied just before access ``i``), or -1 when nothing was
+        evicted.
     eviction_steps, eviction_ids : numpy.ndarray
-        Every eviction in order: access index and evicted id (``int64``). In unit-size mode each access
-        evicts at most one id, so these are ``np.flatnonzero(evicted >= 0)`` and its ids.
+        Every eviction in order: access index and evicted id (``int64``). For demand policies in
+        unit-size mode each access evicts at most one id, so these are ``np.flatnonzero(evicted >= 0)``
+        and its ids. Evictions made by a prefetch group applied before access ``i`` are logged at step
+        ``i`` (before that access's own demand eviction, if any).
+    prefetches : int
+        ``sida`` / ``next_layer``: prefetch loads, i.e. prefetched ids that were not resident and were
+        loaded (0 for the demand policies). Resident ids named by a prefetch and dropped ids (see the
+        module docstring) are not counted.
+    bytes_prefetched : int
+        Bytes of those loads (``sizes``), or ``prefetches`` when no ``sizes`` were given. Total link
+        traffic is ``bytes_loaded + bytes_prefetched``.
+    prefetch_hits : int
+        Useful prefetches: accesses that hit an id whose residency began with a prefetch load and that
+        is the first access to it since that load. Each prefetch load yields at most one, so
+        ``prefetch_hits <= prefetches``; ``prefetches - prefetch_hits`` loads were wasted (evicted
+        before use or never used). ``prefetch_hits <= hits``.
+    peak_resident_bytes : int
+        Peak over the replay of the summed ``sizes`` (or the number, without ``sizes``) of the resident
+        experts. ``static``: its pinned ids that were accessed.
+    prefetch_hit : numpy.ndarray
+        ``bool[n]``, True where access ``i`` is a prefetch hit (all False for demand policies).
+    prefetch_loaded : numpy.ndarray
+        ``bool[g, p]``, True where ``prefetch_ids[j, c]`` was loaded (shape ``(0, 0)`` for demand policies).
+    eviction_by_prefetch : numpy.ndarray
+        ``bool`` like ``eviction_ids``: True for evictions made by a prefetch load.
     """
 
     policy: str
@@ -112,6 +160,13 @@ class CacheStats:
     evicted: np.ndarray
     eviction_steps: np.ndarray
     eviction_ids: np.ndarray
+    prefetches: int = 0
+    bytes_prefetched: int = 0
+    prefetch_hits: int = 0
+    peak_resident_bytes: int = 0
+    prefetch_hit: np.ndarray | None = None
+    prefetch_loaded: np.ndarray | None = None
+    eviction_by_prefetch: np.ndarray | None = None
 
     @property
     def accesses(self) -> int:
@@ -128,27 +183,39 @@ class CacheStats:
         """``misses / accesses``."""
         return self.misses / self.accesses
 
+    @property
+    def prefetch_precision(self) -> float:
+        """``prefetch_hits / prefetches``: share of prefetch loads used before eviction (NaN if none)."""
+        return self.prefetch_hits / self.prefetches if self.prefetches else float("nan")
+
     def __repr__(self) -> str:
         if self.capacity is not None:
             cap = f"capacity={self.capacity}"
         else:
             cap = f"capacity_bytes={self.capacity_bytes}"
+        pf = ""
+        if self.policy in PREFETCH_POLICIES:
+            pf = (f", prefetches={self.prefetches}, prefetch_hits={self.prefetch_hits}, "
+                  f"bytes_prefetched={self.bytes_prefetched}")
         return (
             f"CacheStats(policy={self.policy!r}, {cap}, accesses={self.accesses}, hits={self.hits}, "
-            f"misses={self.misses}, hit_rate={self.hit_rate:.4f}, bytes_loaded={self.bytes_loaded})"
+            f"misses={self.misses}, hit_rate={self.hit_rate:.4f}, bytes_loaded={self.bytes_loaded}{pf})"
         )
 
 
 # --------------------------------------------------------------------------------------------------
-# Kernels. Shared signature: (acc int64[n], w int64[m] slot weights, cap int64, hit bool[n] out,
-# evicted int64[n] out, log_t int64[n] out, log_id int64[n] out) -> number of evictions logged.
+# Kernels. Shared signature: (acc int64[n], w int64[m] slot weights, sz int64[m] bytes (for the peak),
+# cap int64, hit bool[n] out, evicted int64[n] out, log_t int64[n] out, log_id int64[n] out,
+# peak int64[1] out) -> number of evictions logged.
 # An id is admitted only if w[id] <= cap; residents are evicted until used + w[id] <= cap.
 # --------------------------------------------------------------------------------------------------
 
 
 @_jit
-def _lru_kernel(acc, w, cap, hit, evicted, log_t, log_id):
+def _lru_kernel(acc, w, sz, cap, hit, evicted, log_t, log_id, peak):
     m = w.shape[0]
+    used_b = 0
+    top = 0
     prev = np.full(m, -1, np.int64)  # doubly linked list, head = most recent
     nxt = np.full(m, -1, np.int64)
     res = np.zeros(m, np.bool_)
@@ -185,12 +252,16 @@ def _lru_kernel(acc, w, cap, hit, evicted, log_t, log_id):
                 head = -1
             res[v] = False
             used -= w[v]
+            used_b -= sz[v]
             evicted[i] = v
             log_t[ne] = i
             log_id[ne] = v
             ne += 1
         res[x] = True
         used += s
+        used_b += sz[x]
+        if used_b > top:
+            top = used_b
         prev[x] = -1
         nxt[x] = head
         if head >= 0:
@@ -198,12 +269,15 @@ def _lru_kernel(acc, w, cap, hit, evicted, log_t, log_id):
         else:
             tail = x
         head = x
+    peak[0] = top
     return ne
 
 
 @_jit
-def _fifo_kernel(acc, w, cap, hit, evicted, log_t, log_id):
+def _fifo_kernel(acc, w, sz, cap, hit, evicted, log_t, log_id, peak):
     m = w.shape[0]
+    used_b = 0
+    top = 0
     ring = np.empty(m + 1, np.int64)  # each id is queued at most once
     res = np.zeros(m, np.bool_)
     lo = 0
@@ -226,16 +300,21 @@ def _fifo_kernel(acc, w, cap, hit, evicted, log_t, log_id):
                 lo = 0
             res[v] = False
             used -= w[v]
+            used_b -= sz[v]
             evicted[i] = v
             log_t[ne] = i
             log_id[ne] = v
             ne += 1
         res[x] = True
         used += s
+        used_b += sz[x]
+        if used_b > top:
+            top = used_b
         ring[hi] = x
         hi += 1
         if hi == size:
             hi = 0
+    peak[0] = top
     return ne
 
 
@@ -279,7 +358,7 @@ def _sift_down(heap, pos, key, j, n):
 
 
 @_jit
-def _heap_policy_kernel(acc, w, cap, hit, evicted, log_t, log_id, mode, lfu_history):
+def _heap_policy_kernel(acc, w, sz, cap, hit, evicted, log_t, log_id, peak, mode, lfu_history):
     """LFU (mode 0) or Belady (mode 1): evict the resident with the smallest key.
 
     LFU key = count * (n + 1) + last access time (fewest uses, then least recent).
@@ -302,6 +381,8 @@ def _heap_policy_kernel(acc, w, cap, hit, evicted, log_t, log_id, mode, lfu_hist
     stride = n + 1
     hn = 0
     used = 0
+    used_b = 0
+    top = 0
     ne = 0
     for i in range(n):
         x = acc[i]
@@ -331,6 +412,7 @@ def _heap_policy_kernel(acc, w, cap, hit, evicted, log_t, log_id, mode, lfu_hist
                     pos[heap[0]] = 0
                     _sift_down(heap, pos, key, 0, hn)
                 used -= w[v]
+                used_b -= sz[v]
                 if mode == 0 and not lfu_history:
                     count[v] = 0
                 evicted[i] = v
@@ -343,8 +425,12 @@ def _heap_policy_kernel(acc, w, cap, hit, evicted, log_t, log_id, mode, lfu_hist
             hn += 1
             _sift_up(heap, pos, key, hn - 1)
             used += s
+            used_b += sz[x]
+            if used_b > top:
+                top = used_b
         elif mode == 0 and not lfu_history:
             count[x] = 0  # streamed, never resident: nothing to remember in-cache
+    peak[0] = top
     return ne
 
 
@@ -358,6 +444,145 @@ def _static_kernel(acc, pinned, hit):
                 hit[i] = True
             else:
                 seen[x] = True
+
+
+@_jit
+def _lru_prefetch_kernel(acc, w, sz, cap, pf_at, pf_ids, hit, evicted, log_t, log_id, log_pf, peak,
+                         pf_loaded, pf_hit):
+    """LRU with prefetch groups ("sida" / "next_layer").
+
+    Before access ``i``, every group ``j`` with ``pf_at[j] == i`` is applied in order: its ids (column
+    order, -1 and repeats skipped) are moved to the most-recent end if resident, else loaded after
+    evicting least-recent residents, unless that would need evicting an id of the same group (then the
+    id is dropped). Group members form the most-recent prefix of the list while a group is applied, so
+    the check ``group_weight + w[x] <= cap`` guarantees the eviction loop never reaches one of them.
+    Returns the number of evictions logged; ``log_pf[k]`` is True for evictions made by a prefetch.
+    """
+    n = acc.shape[0]
+    m = w.shape[0]
+    g = pf_at.shape[0]
+    p = pf_ids.shape[1]
+    prev = np.full(m, -1, np.int64)  # doubly linked list, head = most recent
+    nxt = np.full(m, -1, np.int64)
+    res = np.zeros(m, np.bool_)
+    fresh = np.zeros(m, np.bool_)  # resident by a prefetch load and not accessed since
+    stamp = np.full(m, -1, np.int64)  # last group that named the id
+    head = -1
+    tail = -1
+    used = 0
+    used_b = 0
+    top = 0
+    ne = 0
+    j = 0
+    for i in range(n):
+        while j < g and pf_at[j] == i:
+            gw = 0  # weight of this group's members that are resident
+            for c in range(p):
+                x = pf_ids[j, c]
+                if x < 0 or stamp[x] == j:
+                    continue
+                stamp[x] = j
+                if res[x]:
+                    gw += w[x]
+                    if x != head:  # refresh: unlink, push at head
+                        pp = prev[x]
+                        q = nxt[x]
+                        nxt[pp] = q
+                        if q >= 0:
+                            prev[q] = pp
+                        else:
+                            tail = pp
+                        prev[x] = -1
+                        nxt[x] = head
+                        prev[head] = x
+                        head = x
+                    continue
+                s = w[x]
+                if gw + s > cap:
+                    continue  # would have to evict a member of its own group (or larger than the cache)
+                while used + s > cap:
+                    v = tail
+                    tail = prev[v]
+                    if tail >= 0:
+                        nxt[tail] = -1
+                    else:
+                        head = -1
+                    res[v] = False
+                    fresh[v] = False
+                    used -= w[v]
+                    used_b -= sz[v]
+                    evicted[i] = v
+                    log_t[ne] = i
+                    log_id[ne] = v
+                    log_pf[ne] = True
+                    ne += 1
+                res[x] = True
+                fresh[x] = True
+                pf_loaded[j, c] = True
+                used += s
+                used_b += sz[x]
+                if used_b > top:
+                    top = used_b
+                gw += s
+                prev[x] = -1
+                nxt[x] = head
+                if head >= 0:
+                    prev[head] = x
+                else:
+                    tail = x
+                head = x
+            j += 1
+        x = acc[i]
+        if res[x]:
+            hit[i] = True
+            if fresh[x]:
+                pf_hit[i] = True
+                fresh[x] = False
+            if x != head:
+                pp = prev[x]
+                q = nxt[x]
+                nxt[pp] = q
+                if q >= 0:
+                    prev[q] = pp
+                else:
+                    tail = pp
+                prev[x] = -1
+                nxt[x] = head
+                prev[head] = x
+                head = x
+            continue
+        s = w[x]
+        if s > cap:
+            continue
+        while used + s > cap:
+            v = tail
+            tail = prev[v]
+            if tail >= 0:
+                nxt[tail] = -1
+            else:
+                head = -1
+            res[v] = False
+            fresh[v] = False
+            used -= w[v]
+            used_b -= sz[v]
+            evicted[i] = v
+            log_t[ne] = i
+            log_id[ne] = v
+            ne += 1
+        res[x] = True
+        used += s
+        used_b += sz[x]
+        if used_b > top:
+            top = used_b
+        prev[x] = -1
+        nxt[x] = head
+        if head >= 0:
+            prev[head] = x
+        else:
+            tail = x
+        head = x
+    peak[0] = top
+    return ne
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,7 +629,7 @@ def _per_id(name: str, v: object, m: int, *, integer: bool) -> np.ndarray:
             raise ValueError(f"{name}: expected finite values, got NaN or inf")
     if a.shape[0] < m:
         raise ValueError(
-            f"{name}: expected one entry per id (length > max id in accesses = {m - 1}), "
+            f"{name}: expected one entry per id (length > max id in accesses/prefetch_ids = {m - 1}), "
             f"got length {a.shape[0]}"
         )
     if np.any(a < 0):
@@ -421,6 +646,8 @@ def simulate_cache(
     capacity_bytes: int | None = None,
     popularity=None,
     lfu_history: bool = False,
+    prefetch_at=None,
+    prefetch_ids=None,
 ) -> CacheStats:
     """Replay an expert access trace through a cache and count hits and misses.
 
@@ -432,11 +659,11 @@ def simulate_cache(
     capacity : int, optional
         Number of experts the cache holds (``>= 0``). Give exactly one of ``capacity`` and
         ``capacity_bytes``.
-    policy : {"lru", "fifo", "lfu", "belady", "static"}
+    policy : {"lru", "fifo", "lfu", "belady", "static", "sida", "next_layer"}
         Replacement policy; see the module docstring for the exact rules and tie-breaks.
     sizes : array_like of int, shape (m,), optional
-        Bytes of each expert id (``m > max(accesses)``). Weights ``bytes_loaded``; required with
-        ``capacity_bytes``.
+        Bytes of each expert id (``m > max(accesses)`` and ``> max(prefetch_ids)``). Weights
+        ``bytes_loaded``, ``bytes_prefetched`` and ``peak_resident_bytes``; required with ``capacity_bytes``.
     capacity_bytes : int, optional
         Cache size in bytes (``>= 0``): the resident experts' ``sizes`` sum to at most this.
     popularity : array_like of float, shape (m,), optional
@@ -444,18 +671,28 @@ def simulate_cache(
         set. Defaults to the access counts of ``accesses`` itself (an oracle hot set).
     lfu_history : bool, default False
         ``lfu`` only: keep an expert's access count across evictions (perfect LFU) instead of resetting it.
+    prefetch_at : array_like of int, shape (g,)
+        ``sida`` / ``next_layer`` only (required there): non-decreasing access indices in ``[0, n)``;
+        prefetch group ``j`` is applied just before access ``prefetch_at[j]`` (groups sharing an index
+        in order of ``j``).
+    prefetch_ids : array_like of int, shape (g, p)
+        ``sida`` / ``next_layer`` only (required there): the ids of each prefetch group, highest
+        priority first, ``-1`` = padding; ``p`` may be 0.
 
     Returns
     -------
     CacheStats
-        ``hits``, ``misses``, ``hit_rate``, ``bytes_loaded`` and the timeline ``hit`` / ``evicted``.
+        ``hits``, ``misses``, ``hit_rate``, ``bytes_loaded`` and the timeline ``hit`` / ``evicted``;
+        for the prefetching policies also ``prefetches``, ``bytes_prefetched``, ``prefetch_hits``.
 
     Raises
     ------
     TypeError
-        Non-integer ``accesses``/``sizes``/capacities, or an unknown-type ``policy``.
+        Non-integer ``accesses``/``sizes``/capacities/prefetch arrays, or an unknown-type ``policy``.
     ValueError
-        Empty trace, negative ids/capacities/sizes, unknown policy, both or neither capacity given.
+        Empty trace, negative ids/capacities/sizes, unknown policy, both or neither capacity given,
+        prefetch arguments missing (``sida``/``next_layer``) or given to another policy, mismatched
+        prefetch shapes, ``prefetch_ids < -1``, ``prefetch_at`` outside ``[0, n)`` or decreasing.
 
     Examples
     --------
@@ -463,12 +700,15 @@ def simulate_cache(
     9
     >>> simulate_cache([1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 4, 5], 4, "fifo").misses  # Belady's anomaly
     10
+    >>> s = simulate_cache([0, 1, 2, 0], 2, "sida", prefetch_at=[2], prefetch_ids=[[2, -1]])
+    >>> s.hit.tolist(), s.prefetches, s.prefetch_hits
+    ([False, False, True, False], 1, 1)
     """
     if not isinstance(policy, str):
-        raise TypeError(f"policy: expected one of {POLICIES}, got {type(policy).__name__} ({policy!r})")
+        raise TypeError(f"policy: expected one of {ALL_POLICIES}, got {type(policy).__name__} ({policy!r})")
     pol = policy.lower()
-    if pol not in POLICIES:
-        raise ValueError(f"policy: expected one of {POLICIES}, got {policy!r}")
+    if pol not in ALL_POLICIES:
+        raise ValueError(f"policy: expected one of {ALL_POLICIES}, got {policy!r}")
     acc = _as_int_array("accesses", accesses, ndim=1)
     n = acc.shape[0]
     if n == 0:
@@ -494,36 +734,91 @@ def simulate_cache(
     if n >= (1 << 31):
         raise ValueError(f"accesses: expected fewer than 2**31 accesses, got {n}")
 
+    prefetching = pol in PREFETCH_POLICIES
+    pf_at = pf_ids = None
+    if not prefetching:
+        for name, v in (("prefetch_at", prefetch_at), ("prefetch_ids", prefetch_ids)):
+            if v is not None:
+                raise ValueError(f"{name}: only used by policies {PREFETCH_POLICIES}, got policy={policy!r}")
+    else:
+        for name, v in (("prefetch_at", prefetch_at), ("prefetch_ids", prefetch_ids)):
+            if v is None:
+                raise ValueError(
+                    f"{name}: required by policy={policy!r} (use empty arrays for no prefetches), got None"
+                )
+        pf_at = _as_int_array("prefetch_at", prefetch_at, ndim=1)
+        pf_ids = _as_int_array("prefetch_ids", prefetch_ids, ndim=2)
+        if pf_ids.shape[0] != pf_at.shape[0]:
+            raise ValueError(
+                f"prefetch_ids: expected shape ({pf_at.shape[0]}, p) (one row per prefetch_at entry), "
+                f"got {pf_ids.shape}"
+            )
+        if pf_at.size:
+            if int(pf_at.min()) < 0 or int(pf_at.max()) >= n:
+                bad = int(pf_at.min()) if int(pf_at.min()) < 0 else int(pf_at.max())
+                raise ValueError(f"prefetch_at: expected access indices in [0, {n}), got {bad}")
+            dec = np.flatnonzero(np.diff(pf_at.astype(np.int64)) < 0)
+            if dec.size:
+                k = int(dec[0])
+                raise ValueError(
+                    f"prefetch_at: expected non-decreasing indices, got {int(pf_at[k])} then "
+                    f"{int(pf_at[k + 1])} at positions {k}, {k + 1}"
+                )
+        if pf_ids.size:
+            if int(pf_ids.min()) < -1:
+                raise ValueError(f"prefetch_ids: expected ids >= 0 or -1 (padding), got {int(pf_ids.min())}")
+            hi = max(hi, int(pf_ids.max()))
+
     m = hi + 1
     size_arr = None if sizes is None else _per_id("sizes", sizes, m, integer=True).astype(np.int64)
     pop_arr = None if popularity is None else _per_id("popularity", popularity, m, integer=False)
 
     # Dense ids keep the kernels' per-id arrays small; renumber sparse huge ids (order-preserving).
     uniq = None
-    if m > max(_DENSE_ID_LIMIT, 4 * n):
-        uniq, acc64 = np.unique(acc, return_inverse=True)
-        acc64 = acc64.astype(np.int64).reshape(-1)
+    pf64 = None
+    if m > max(_DENSE_ID_LIMIT, 4 * (n + (0 if pf_ids is None else pf_ids.size))):
+        if pf_ids is not None:
+            valid = pf_ids[pf_ids >= 0].astype(np.int64)
+            uniq = np.unique(np.concatenate([acc.astype(np.int64), valid]))
+            acc64 = np.searchsorted(uniq, acc.astype(np.int64)).astype(np.int64)
+            pf64 = np.where(pf_ids >= 0, np.searchsorted(uniq, np.maximum(pf_ids, 0).astype(np.int64)), -1)
+            pf64 = np.ascontiguousarray(pf64, dtype=np.int64)
+        else:
+            uniq, acc64 = np.unique(acc, return_inverse=True)
+            acc64 = acc64.astype(np.int64).reshape(-1)
     else:
         acc64 = np.ascontiguousarray(acc, dtype=np.int64)
+        if pf_ids is not None:
+            pf64 = np.ascontiguousarray(pf_ids, dtype=np.int64)
     ids = uniq if uniq is not None else np.arange(m, dtype=np.int64)  # dense index -> original id
     md = ids.shape[0]
     sz = size_arr[ids] if size_arr is not None else None
     w = sz if capacity_bytes is not None else np.ones(md, np.int64)
+    szk = sz if sz is not None else np.ones(md, np.int64)  # bytes (or unit) per id, for the peak
     cap64 = np.int64(cap)
 
     hit = np.zeros(n, np.bool_)
     evicted = np.full(n, -1, np.int64)
-    log_t = np.empty(n, np.int64)
-    log_id = np.empty(n, np.int64)
+    n_log = n + (0 if pf64 is None else pf64.size)
+    log_t = np.empty(n_log, np.int64)
+    log_id = np.empty(n_log, np.int64)
+    log_pf = np.zeros(n_log if prefetching else 0, np.bool_)
+    peak = np.zeros(1, np.int64)
+    pf_hit = np.zeros(n, np.bool_)  # NOTE: calloc'd, never touched by the demand policies
+    pf_loaded = np.zeros((0, 0), np.bool_) if pf64 is None else np.zeros(pf64.shape, np.bool_)
     ne = 0
     if pol == "lru":
-        ne = _lru_kernel(acc64, w, cap64, hit, evicted, log_t, log_id)
+        ne = _lru_kernel(acc64, w, szk, cap64, hit, evicted, log_t, log_id, peak)
     elif pol == "fifo":
-        ne = _fifo_kernel(acc64, w, cap64, hit, evicted, log_t, log_id)
+        ne = _fifo_kernel(acc64, w, szk, cap64, hit, evicted, log_t, log_id, peak)
     elif pol == "lfu":
-        ne = _heap_policy_kernel(acc64, w, cap64, hit, evicted, log_t, log_id, 0, bool(lfu_history))
+        ne = _heap_policy_kernel(acc64, w, szk, cap64, hit, evicted, log_t, log_id, peak, 0, bool(lfu_history))
     elif pol == "belady":
-        ne = _heap_policy_kernel(acc64, w, cap64, hit, evicted, log_t, log_id, 1, False)
+        ne = _heap_policy_kernel(acc64, w, szk, cap64, hit, evicted, log_t, log_id, peak, 1, False)
+    elif prefetching:
+        at64 = np.ascontiguousarray(pf_at, dtype=np.int64)
+        ne = _lru_prefetch_kernel(acc64, w, szk, cap64, at64, pf64, hit, evicted, log_t, log_id, log_pf,
+                                  peak, pf_loaded, pf_hit)
     else:
         if pop_arr is not None:
             score = pop_arr[ids].astype(np.float64)
@@ -540,6 +835,9 @@ def simulate_cache(
                     pinned[j] = True
                     used += int(w[j])
         _static_kernel(acc64, pinned, hit)
+        seen = np.zeros(md, np.bool_)
+        seen[acc64] = True
+        peak[0] = int(szk[pinned & seen].sum())
     ne = int(ne)
     if uniq is not None:
         evicted = np.where(evicted >= 0, uniq[np.maximum(evicted, 0)], -1)
@@ -552,6 +850,11 @@ def simulate_cache(
         bytes_loaded = misses
     else:
         bytes_loaded = int(sz[acc64[~hit]].sum())
+    prefetches = bytes_prefetched = 0
+    if pf64 is not None and pf64.size:
+        loaded = pf64[pf_loaded]
+        prefetches = int(loaded.size)
+        bytes_prefetched = int(szk[loaded].sum())
     return CacheStats(
         policy=pol,
         capacity=None if capacity is None else cap,
@@ -563,6 +866,13 @@ def simulate_cache(
         evicted=evicted,
         eviction_steps=log_t[:ne].copy(),
         eviction_ids=ev_ids,
+        prefetches=prefetches,
+        bytes_prefetched=bytes_prefetched,
+        prefetch_hits=int(np.count_nonzero(pf_hit)) if prefetching else 0,
+        peak_resident_bytes=int(peak[0]),
+        prefetch_hit=pf_hit,
+        prefetch_loaded=pf_loaded,
+        eviction_by_prefetch=log_pf[:ne].copy() if prefetching else np.zeros(ne, np.bool_),
     )
 
 

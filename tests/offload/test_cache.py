@@ -422,10 +422,15 @@ def test_pure_python_fallback_gives_the_same_answers():
         f"t = {SILBERSCHATZ!r}\n"
         "print([s(t, 3, p).misses for p in ('fifo', 'lru', 'belady', 'lfu', 'static')])\n"
         "print(s(t, sizes=[2] * 8, capacity_bytes=6, policy='lru').misses)\n"
+        "r = s(t, 3, 'sida', prefetch_at=[3, 9, 15], prefetch_ids=[[3, 0, 4], [0, 3, 2], [0, 1, -1]])\n"
+        "print([r.misses, r.prefetches, r.prefetch_hits, r.peak_resident_bytes])\n"
     )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     want = [simulate_cache(SILBERSCHATZ, 3, p).misses for p in ("fifo", "lru", "belady", "lfu", "static")]
-    assert out.stdout.split("\n")[:2] == [str(want), "12"]
+    r = simulate_cache(SILBERSCHATZ, 3, "sida", prefetch_at=[3, 9, 15],
+                       prefetch_ids=[[3, 0, 4], [0, 3, 2], [0, 1, -1]])
+    want_pf = [r.misses, r.prefetches, r.prefetch_hits, r.peak_resident_bytes]
+    assert out.stdout.split("\n")[:3] == [str(want), "12", str(want_pf)]
