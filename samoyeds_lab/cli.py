@@ -1,4 +1,4 @@
-"""Command line: ``samoyeds-lab doctor | bench formats | trace | accuracy | lab | train-tiny``."""
+"""Command line: ``samoyeds-lab doctor | bench formats|kernels|roofline | trace | accuracy | lab | train-tiny | train-sida``."""
 
 from __future__ import annotations
 
@@ -100,13 +100,38 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+# Subcommands whose options belong to the module that implements them: everything after the name is
+# passed on unchanged (``samoyeds-lab bench kernels --help`` shows the module's own help).
+_DELEGATED = {
+    ("bench", "kernels"): ("samoyeds_lab.bench.kernels", "main"),
+    ("bench", "roofline"): ("samoyeds_lab.bench.roofline", "main"),
+    ("train-sida",): ("samoyeds_lab.offload.predictor", "main"),
+}
+
+
+def _delegate(argv: list[str]) -> int | None:
+    import importlib
+
+    for prefix, (module, func) in _DELEGATED.items():
+        if tuple(argv[: len(prefix)]) == prefix:
+            return getattr(importlib.import_module(module), func)(argv[len(prefix):])
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rc = _delegate(argv)
+    if rc is not None:
+        return rc
     parser = argparse.ArgumentParser(prog="samoyeds-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("doctor", help="say which backend runs here and why")
     p.set_defaults(func=_cmd_doctor)
     p = sub.add_parser("bench", help="run a benchmark suite and print / record the results")
-    p.add_argument("suite", choices=["formats"], help="formats: prune + compress an expert weight on the CPU")
+    p.add_argument("suite", choices=["formats", "kernels", "roofline"],
+                   help="formats: prune + compress an expert weight on the CPU; kernels: SpTC kernels vs "
+                        "cuBLAS / torch 2:4 on an SM80+ GPU (`samoyeds-lab bench kernels --help`); roofline: the "
+                        "modelled ceilings of dense / 2:4 / Samoyeds expert GEMMs on a GPU profile")
     p.add_argument("--rows", type=int, default=14336)
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=5)
@@ -147,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads; 1 is fastest when other jobs share a 2-core machine")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume later)")
     p.set_defaults(func=_cmd_train_tiny)
+    sub.add_parser("train-sida", help="train the SiDA expert predictor on the tiny MoE's routing (CPU, <= 5 min) "
+                                      "and rewrite data/sida (`samoyeds-lab train-sida --help`)")
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -1,0 +1,234 @@
+r"""Policy sweeps for the offloading lab: hit rate against GPU budget for every policy, and the latency
+of each policy at one budget, on one routing trace.
+
+This is the glue between :func:`~samoyeds_lab.offload.simulate.simulate_offload` /
+:func:`~samoyeds_lab.offload.simulate.offload_latency` and Lab 06's figures: it runs the same trace
+through every policy with the *same* budget, batch size and expert sizes, so every number in one
+chart is an apples-to-apples comparison.
+
+What-if sizes
+-------------
+The routing comes from the tiny model (4 layers × 8 experts), whose experts are a few hundred kilobytes
+— too small for transfer times to matter. :class:`ExpertShape` lets the lab replay that routing with the
+experts of a real model (by default one Mixtral-8x7B SwiGLU expert: ``3 · 4096 · 14336`` parameters,
+352 MB at fp16, ``6 · 4096 · 14336`` FLOP per token). The routing statistics are the tiny model's; the
+sizes are Mixtral's. The lab says so wherever it shows a time.
+
+Policies
+--------
+``"lru"``, ``"lfu"``, ``"fifo"`` (reactive caches), ``"static"`` (a hot set pinned from a *profiling*
+trace, e.g. the other domains — Fiddler's offline profile), ``"sida"`` (prefetch the SiDA predictor's
+experts for every layer of the batch), ``"next_layer"`` (prefetch with layer ``l``'s gate applied to layer
+``l-1``'s hidden state) and ``"belady"`` (the offline optimum of demand paging: the bound every chart shows;
+``static`` and the prefetching policies are not demand paging and may pass it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from samoyeds_lab.offload.simulate import OffloadLatency, OffloadStats, offload_latency, simulate_offload
+
+__all__ = [
+    "ExpertShape",
+    "MIXTRAL_EXPERT",
+    "SWEEP_POLICIES",
+    "BudgetSweep",
+    "budget_sweep",
+    "policy_latencies",
+]
+
+SWEEP_POLICIES = ("lru", "lfu", "fifo", "static", "sida", "next_layer", "belady")
+_NEEDS_PREDICTION = ("sida", "next_layer")
+
+
+@dataclass(frozen=True)
+class ExpertShape:
+    """The size of one SwiGLU expert (gate, up: ``d_ffn × d_model``; down: ``d_model × d_ffn``).
+
+    Attributes
+    ----------
+    name : str
+        Label for figures.
+    d_model, d_ffn : int
+        Hidden and expert intermediate sizes.
+    bytes_per_param : float
+        2 for fp16/bf16.
+    """
+
+    name: str
+    d_model: int
+    d_ffn: int
+    bytes_per_param: float = 2.0
+
+    def __post_init__(self) -> None:
+        for n in ("d_model", "d_ffn"):
+            v = getattr(self, n)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{n}: expected a positive int, got {v!r}")
+        if not (isinstance(self.bytes_per_param, (int, float)) and self.bytes_per_param > 0):
+            raise ValueError(f"bytes_per_param: expected a positive number, got {self.bytes_per_param!r}")
+
+    @property
+    def params(self) -> int:
+        """``3 · d_model · d_ffn``."""
+        return 3 * self.d_model * self.d_ffn
+
+    @property
+    def nbytes(self) -> int:
+        """Weight bytes of one expert."""
+        return int(round(self.params * self.bytes_per_param))
+
+    @property
+    def flops_per_token(self) -> int:
+        """``2 · params`` (three GEMVs)."""
+        return 2 * self.params
+
+
+MIXTRAL_EXPERT = ExpertShape("Mixtral-8x7B expert", 4096, 14336)
+
+
+def _check_policies(policies) -> tuple[str, ...]:
+    if isinstance(policies, str):
+        policies = (policies,)
+    out = tuple(policies)
+    if not out:
+        raise ValueError("policies: expected at least one policy, got none")
+    for p in out:
+        if p not in SWEEP_POLICIES:
+            raise ValueError(f"policies: expected names from {SWEEP_POLICIES}, got {p!r}")
+    return out
+
+
+def _run(topk, E, policy, capacity, *, scope, batch_tokens, predictions, popularity, expert_bytes) -> OffloadStats:
+    kw = {}
+    if policy in _NEEDS_PREDICTION:
+        if predictions is None or policy not in predictions:
+            raise ValueError(f"predictions: policy {policy!r} needs predictions[{policy!r}] "
+                             f"(int [layers, tokens, p]), got {None if predictions is None else sorted(predictions)}")
+        kw["predicted"] = predictions[policy]
+    if policy == "static" and popularity is not None:
+        kw["popularity"] = popularity
+    return simulate_offload(topk, E, policy=policy, capacity=int(capacity), scope=scope,
+                            batch_tokens=batch_tokens, expert_bytes=expert_bytes, **kw)
+
+
+@dataclass(frozen=True)
+class BudgetSweep:
+    """Hit rate of every policy at every GPU budget (:func:`budget_sweep`).
+
+    Attributes
+    ----------
+    capacities : numpy.ndarray
+        ``int64[c]`` budgets in experts (over all layers).
+    hit_rate : dict of str to numpy.ndarray
+        ``float64[c]`` per policy: fraction of expert uses served from GPU memory.
+    bytes_loaded : dict of str to numpy.ndarray
+        ``float64[c]`` per policy: units moved over the link (demand + prefetch), one per expert load.
+    scope : str
+    batch_tokens : int
+    """
+
+    capacities: np.ndarray
+    hit_rate: dict = field(default_factory=dict)
+    bytes_loaded: dict = field(default_factory=dict)
+    scope: str = "global"
+    batch_tokens: int = 1
+
+
+def budget_sweep(
+    topk_ids,
+    num_experts: int,
+    capacities,
+    *,
+    policies=SWEEP_POLICIES,
+    scope: str = "global",
+    batch_tokens: int = 1,
+    predictions: dict | None = None,
+    popularity=None,
+) -> BudgetSweep:
+    """Hit rate against GPU budget (in experts) for several policies on one trace.
+
+    Parameters
+    ----------
+    topk_ids : array_like of int, shape (layers, tokens, k)
+        The routing to replay.
+    num_experts : int
+        Experts per layer.
+    capacities : sequence of int
+        Budgets in experts (total over all layers), each ``>= 0``.
+    policies : sequence of str
+        Names from :data:`SWEEP_POLICIES`.
+    scope : {"global", "per_layer"}
+    batch_tokens : int
+        Tokens per batch (a batch needs the union of its tokens' experts).
+    predictions : dict, optional
+        ``{"sida": int[layers, tokens, p], "next_layer": …}`` for the prefetching policies.
+    popularity : array_like, shape (layers, E), optional
+        Profile for ``static`` (default: the trace's own counts, an oracle hot set).
+
+    Returns
+    -------
+    BudgetSweep
+    """
+    pols = _check_policies(policies)
+    caps = np.asarray(list(capacities), dtype=np.int64)
+    if caps.ndim != 1 or caps.size == 0:
+        raise ValueError(f"capacities: expected a non-empty sequence of ints, got {capacities!r}")
+    if (caps < 0).any():
+        raise ValueError(f"capacities: expected budgets >= 0, got {int(caps.min())}")
+    hr, moved = {}, {}
+    for p in pols:
+        h = np.empty(caps.size)
+        b = np.empty(caps.size)
+        for i, c in enumerate(caps):
+            st = _run(topk_ids, num_experts, p, c, scope=scope, batch_tokens=batch_tokens,
+                      predictions=predictions, popularity=popularity, expert_bytes=None)
+            h[i] = st.hit_rate
+            b[i] = st.bytes_demand + st.bytes_prefetched
+        hr[p], moved[p] = h, b
+    return BudgetSweep(capacities=caps, hit_rate=hr, bytes_loaded=moved, scope=scope, batch_tokens=batch_tokens)
+
+
+def policy_latencies(
+    topk_ids,
+    num_experts: int,
+    capacity: int,
+    *,
+    profile_gpu="h100_pcie",
+    link_gbs: float | None = None,
+    expert: ExpertShape = MIXTRAL_EXPERT,
+    policies=SWEEP_POLICIES,
+    scope: str = "global",
+    batch_tokens: int = 1,
+    predictions: dict | None = None,
+    popularity=None,
+) -> dict[str, tuple[OffloadStats, OffloadLatency]]:
+    """Replay the trace under every policy at one budget and turn each replay into time.
+
+    Every expert has ``expert``'s size; compute is the GPU roofline of
+    :func:`~samoyeds_lab.offload.simulate.offload_latency`; loads cross a link of ``link_gbs`` GB/s
+    (default: the GPU profile's own link).
+
+    Returns
+    -------
+    dict
+        ``policy -> (OffloadStats, OffloadLatency)``; each latency has ``.all_resident_s``, the time with
+        every expert in GPU memory (the same for every policy).
+    """
+    pols = _check_policies(policies)
+    if not isinstance(expert, ExpertShape):
+        raise TypeError(f"expert: expected an ExpertShape, got {type(expert).__name__}")
+    if link_gbs is not None and not (isinstance(link_gbs, (int, float)) and not isinstance(link_gbs, bool)
+                                     and np.isfinite(link_gbs) and link_gbs > 0):
+        raise ValueError(f"link_gbs: expected a positive number of GB/s, got {link_gbs!r}")
+    out = {}
+    for p in pols:
+        st = _run(topk_ids, num_experts, p, capacity, scope=scope, batch_tokens=batch_tokens,
+                  predictions=predictions, popularity=popularity, expert_bytes=expert.nbytes)
+        lat = offload_latency(st, profile_gpu=profile_gpu, expert_flops=expert.flops_per_token,
+                              link=None if link_gbs is None else float(link_gbs))
+        out[p] = (st, lat)
+    return out

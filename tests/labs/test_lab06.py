@@ -1,0 +1,61 @@
+"""Lab 06 (data-aware offloading, SiDA): the notebook runs headless without errors, fast, showing its
+figures, tables and panel, and its .ipynb matches the py:percent source it is generated from."""
+
+import pytest
+
+from .notebooks import (
+    LABS,
+    assert_kernelspec_and_no_outputs,
+    assert_lab_conventions,
+    assert_paired,
+    error_outputs,
+    execute,
+    outputs_text,
+    stderr_texts,
+)
+
+SOURCE = LABS / "06_data_aware_offloading.py"
+NOTEBOOK = LABS / "06_data_aware_offloading.ipynb"
+
+
+def test_ipynb_is_in_sync_with_the_py_source():
+    assert_paired(SOURCE, NOTEBOOK)
+
+
+def test_ipynb_has_kernelspec_and_no_outputs():
+    assert_kernelspec_and_no_outputs(NOTEBOOK)
+
+
+def test_structure():
+    assert_lab_conventions(SOURCE)
+    src = SOURCE.read_text()
+    # shipped predictions and traces: no training at the default size
+    assert "load_shipped_predictions(d)" in src and "load_shipped_trace(d)" in src
+    assert "train_predictor(" not in src
+
+
+@pytest.fixture(scope="module")
+def executed():
+    return execute(NOTEBOOK)
+
+
+@pytest.mark.slow
+def test_runs_without_errors_or_warnings_and_fast(executed):
+    nb, seconds = executed
+    assert not error_outputs(nb)
+    stderr = [s for s in stderr_texts(nb) if "it/s]" not in s and "s/it]" not in s]  # tqdm bars go to stderr
+    assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
+    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+
+
+@pytest.mark.slow
+def test_figures_numbers_and_panel_are_displayed(executed):
+    nb, _ = executed
+    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert kinds.count("application/vnd.plotly.v1+json") >= 4
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the SiDAPanel
+    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    for needle in ("shipped predictions agree with the live run: True", "belady: hits 1, misses 5",
+                   "ms per token (model) by tokens per batch", "one expert load over 64 GB/s"):
+        assert needle in text, needle
