@@ -1,0 +1,226 @@
+"""Figures for Lab 08 (one MoE served three ways): the side-by-side table and figure, the offload policies, the
+GPU budget curve and the recorded GPU kernel results.
+
+Every builder is pure: it takes results of :mod:`samoyeds_lab.bench.end_to_end` (or kernel bench records)
+and returns a new ``go.Figure``. Every number shown keeps its provenance: *live* / *measured* (this
+machine), *recorded* (a shipped JSON file, with its date) or *model* (roofline / offload cost model).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..bench.end_to_end import BOUND_POLICY, OFFLOAD_POLICIES, EndToEndResult, OffloadChoice
+from .sparsity import COLORS, _layout, message_figure
+
+__all__ = ["E2E_COLORS", "POLICY_COLORS", "end_to_end_table", "end_to_end_figure", "offload_policy_figure",
+           "budget_curve_figure", "kernel_records_figure"]
+
+#: One colour per way, and the shades of the provenance kinds.
+E2E_COLORS: dict[str, str] = {
+    "dense": COLORS["dense"],
+    "samoyeds": COLORS["samoyeds"],
+    "offloaded": "#7c3aed",
+    "recorded": "#94a3b8",
+    "recovered": "#0f172a",
+    "model": "#2563eb",
+    "header": "#e5e7eb",
+    "row_a": "#ffffff",
+    "row_b": "#f8fafc",
+}
+#: One colour per offload policy (Belady, the bound, in black).
+POLICY_COLORS: dict[str, str] = {
+    "lru": "#2563eb", "lfu": "#0891b2", "static": "#6b7280", "sida": "#d97706", "next_layer": "#7c3aed",
+    "belady": "#111827",
+}
+_PARTS = (("compute_ms", "compute", "#059669"), ("stall_ms", "demand-load stall", "#dc2626"),
+          ("prefetch_exposed_ms", "exposed prefetch", "#f59e0b"))
+
+
+def _check_result(result: object) -> EndToEndResult:
+    if not isinstance(result, EndToEndResult):
+        raise TypeError(f"result: expected an EndToEndResult from serve_three_ways, got {type(result).__name__}")
+    return result
+
+
+def _fmt(v: float | None, spec: str = ".3g", none: str = "—") -> str:
+    return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def end_to_end_table(result: EndToEndResult) -> go.Figure:
+    """Accuracy, time and memory of the three ways in one ``go.Table``, each column saying where it comes from.
+
+    Columns: way · held-out ppl (live) · ppl recorded (one-shot → recovered) · CPU ms/token (measured) ·
+    GPU expert ms/token (model) · expert bytes resident (and % of dense).
+    """
+    r = _check_result(result)
+    w = r.ways
+    rec = [(_fmt(x.recorded_ppl, ".2f") + (f" → {x.recorded_recovered_ppl:.2f}" if x.recorded_recovered_ppl else ""))
+           for x in w]
+    cells = [
+        [html.escape(x.label) for x in w],
+        [f"{x.ppl['overall']:.2f}" for x in w],
+        rec,
+        [_fmt(x.measured_ms_per_token, ".3f", "n/a here") for x in w],
+        [f"{x.model_ms_per_token:.3f}" for x in w],
+        [f"{x.expert_bytes:,} ({x.memory_fraction:.0%})" for x in w],
+    ]
+    s = r.settings
+    header = [
+        "way",
+        f"held-out ppl<br><i>live</i><br><i>{s['eval_bytes_per_domain']:,} B/domain</i>",
+        "held-out ppl<br><i>recorded</i><br><i>one-shot → recovered</i>",
+        f"ms / token<br><i>measured here</i><br><i>{html.escape(str(r.machine.get('device', '?')))}</i>",
+        f"expert ms / token<br><i>model: {html.escape(str(s['shape']))}</i><br><i>on {html.escape(str(s['profile']))}</i>",
+        "expert bytes resident<br><i>tiny model</i><br><i>(% of dense fp16)</i>",
+    ]
+    fill = [[E2E_COLORS["row_a"] if i % 2 == 0 else E2E_COLORS["row_b"] for i in range(len(w))]]
+    fig = go.Figure(go.Table(
+        columnwidth=[2.6, 1.2, 1.5, 1.5, 1.6, 1.6],
+        header=dict(values=header, fill_color=E2E_COLORS["header"], align="left", font=dict(size=12)),
+        cells=dict(values=cells, fill_color=fill * 6, align="left", height=26),
+    ))
+    fig.update_layout(_layout(title=dict(text="One MoE, three ways: accuracy · time · memory"), height=300,
+                              margin=dict(l=10, r=10, t=50, b=10)))
+    return fig
+
+
+def end_to_end_figure(result: EndToEndResult) -> go.Figure:
+    """Three panels side by side: held-out perplexity (live bars, recorded one-shot and recovered markers),
+    time per token (measured CPU and modelled GPU, log scale) and expert bytes resident (% of dense)."""
+    r = _check_result(result)
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
+        "accuracy: held-out perplexity (lower is better)",
+        "time per token (log scale)",
+        "memory: expert bytes on the accelerator"))
+    names = [x.way for x in r.ways]
+    colors = [E2E_COLORS[n] for n in names]
+    fig.add_trace(go.Bar(x=names, y=[x.ppl["overall"] for x in r.ways], marker_color=colors, name="live",
+                         text=[f"{x.ppl['overall']:.2f}" for x in r.ways], textposition="outside",
+                         hovertext=[x.ppl_source for x in r.ways], showlegend=False), 1, 1)
+    rec = [(n, x.recorded_ppl) for n, x in zip(names, r.ways) if x.recorded_ppl is not None]
+    if rec:
+        fig.add_trace(go.Scatter(x=[a for a, _ in rec], y=[b for _, b in rec], mode="markers",
+                                 marker=dict(symbol="diamond-open", size=12, color=E2E_COLORS["recorded"],
+                                             line=dict(width=2)),
+                                 name="recorded one-shot (whole held-out split)"), 1, 1)
+    recov = [(n, x.recorded_recovered_ppl) for n, x in zip(names, r.ways) if x.recorded_recovered_ppl is not None]
+    if recov:
+        fig.add_trace(go.Scatter(x=[a for a, _ in recov], y=[b for _, b in recov], mode="markers",
+                                 marker=dict(symbol="x", size=11, color=E2E_COLORS["recovered"]),
+                                 name="recorded after recovery fine-tune"), 1, 1)
+    meas = [(n, x.measured_ms_per_token) for n, x in zip(names, r.ways) if x.measured_ms_per_token is not None]
+    fig.add_trace(go.Bar(x=[a for a, _ in meas], y=[b for _, b in meas], name="measured here (tiny model)",
+                         marker_color="#cbd5e1", marker_line=dict(color="#475569", width=1),
+                         text=[f"{b:.3g} ms" for _, b in meas], textposition="outside"), 1, 2)
+    fig.add_trace(go.Bar(x=names, y=[x.model_ms_per_token for x in r.ways],
+                         name=f"model: {r.settings['shape']} experts, {r.settings['profile']}",
+                         marker_color=E2E_COLORS["model"], text=[f"{x.model_ms_per_token:.3g} ms" for x in r.ways],
+                         textposition="outside", hovertext=[x.model_source for x in r.ways]), 1, 2)
+    fig.add_trace(go.Bar(x=names, y=[100 * x.memory_fraction for x in r.ways], marker_color=colors,
+                         text=[f"{x.expert_bytes / 1e6:.2f} MB ({x.memory_fraction:.0%})" for x in r.ways],
+                         textposition="outside", hovertext=[x.memory_source for x in r.ways], showlegend=False), 1, 3)
+    top = max(max(x.ppl["overall"] for x in r.ways), max((b for _, b in rec), default=0))
+    fig.update_yaxes(title_text="perplexity (bytes)", range=[0, top * 1.2], row=1, col=1)
+    fig.update_yaxes(title_text="ms per token", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="% of dense fp16 expert bytes", range=[0, 118], row=1, col=3)
+    fig.update_layout(_layout(height=430, showlegend=True, barmode="group",
+                              legend=dict(orientation="h", y=-0.18, x=0),
+                              title=dict(text="One MoE served three ways (bars: live / measured / model, "
+                                              "markers: recorded)"),
+                              margin=dict(l=60, r=20, t=80, b=90)))
+    fig.update_layout(xaxis=dict(visible=True), yaxis=dict(visible=True))
+    return fig
+
+
+def _check_choice(choice: object) -> OffloadChoice:
+    if not isinstance(choice, OffloadChoice):
+        raise TypeError(f"choice: expected an OffloadChoice (offload_policy_sweep), got {type(choice).__name__}")
+    return choice
+
+
+def offload_policy_figure(choice: OffloadChoice, *, shape: str = "Mixtral-8x7B") -> go.Figure:
+    """Modelled time per token of every offload policy, split into compute, demand-load stall and exposed
+    prefetch (stacked), with each policy's hit rate; the chosen policy is starred, Belady is the bound."""
+    c = _check_choice(choice)
+    order = [p for p in (*c.ranking(), BOUND_POLICY) if p in c.policies]
+    labels = [(f"★ {p}" if p == c.best else f"{p} (bound)" if p == BOUND_POLICY else p) for p in order]
+    fig = go.Figure()
+    for key, name, color in _PARTS:
+        fig.add_trace(go.Bar(y=labels, x=[getattr(c.policies[p], key) for p in order], name=name,
+                             orientation="h", marker_color=color))
+    fig.add_trace(go.Scatter(
+        y=labels, x=[c.policies[p].ms_per_token for p in order], mode="text", showlegend=False,
+        text=[f"  {c.policies[p].ms_per_token:.3g} ms · hit {c.policies[p].hit_rate:.0%}" for p in order],
+        textposition="middle right"))
+    xmax = max(c.policies[p].ms_per_token for p in order)
+    fig.update_layout(_layout(
+        barmode="stack", showlegend=True, height=80 + 46 * len(order),
+        title=dict(text=f"Offloaded: modelled time per token, {c.capacity}/{c.num_slots} experts on the GPU "
+                        f"({c.scope} cache, {c.batch_tokens} token/step, {shape} experts)"),
+        xaxis=dict(title="ms per token (model)", range=[0, xmax * 1.45]),
+        yaxis=dict(autorange="reversed"),
+        legend=dict(orientation="h", y=-0.25, x=0), margin=dict(l=110, r=20, t=60, b=70)))
+    return fig
+
+
+def budget_curve_figure(curve: Mapping[int, OffloadChoice], *, resident_ms: float | None = None,
+                        samoyeds_ms: float | None = None, mark: int | None = None) -> go.Figure:
+    """Modelled ms/token of every policy against the GPU budget (experts), log y; optional horizontal lines
+    for the all-resident dense and Samoyeds ways, and a vertical line at the budget ``mark``."""
+    if not isinstance(curve, Mapping) or not curve:
+        raise ValueError(f"curve: expected a non-empty {{capacity: OffloadChoice}} (offload_budget_curve), got {curve!r}")
+    caps = sorted(curve)
+    for k in caps:
+        _check_choice(curve[k])
+    fig = go.Figure()
+    for p in (*OFFLOAD_POLICIES, BOUND_POLICY):
+        if p not in curve[caps[0]].policies:
+            continue
+        fig.add_trace(go.Scatter(x=caps, y=[curve[k].policies[p].ms_per_token for k in caps], name=p,
+                                 mode="lines+markers", line=dict(color=POLICY_COLORS[p],
+                                                                 dash="dot" if p == BOUND_POLICY else "solid")))
+    shapes, ann = [], []
+    for val, name, col in ((resident_ms, "dense, all resident", E2E_COLORS["dense"]),
+                           (samoyeds_ms, "Samoyeds, all resident", E2E_COLORS["samoyeds"])):
+        if val is not None:
+            shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=val, y1=val, line=dict(color=col, dash="dash")))
+            ann.append(dict(xref="paper", x=0.8, y=math.log10(val), text=name, showarrow=False, xanchor="right",
+                            yanchor="bottom", font=dict(color=col)))
+    vals = [curve[k].policies[p].ms_per_token for k in caps for p in curve[k].policies]
+    vals += [v for v in (resident_ms, samoyeds_ms) if v is not None]
+    yrange = [math.log10(min(vals) * 0.7), math.log10(max(vals) * 1.4)]
+    if mark is not None:
+        shapes.append(dict(type="line", yref="paper", y0=0, y1=1, x0=mark, x1=mark, line=dict(color="#111827", width=1)))
+    fig.update_layout(_layout(showlegend=True, height=380, shapes=shapes, annotations=ann,
+                              title=dict(text="Offloaded: modelled time per token vs GPU budget"),
+                              xaxis=dict(title=f"experts resident on the GPU (of {curve[caps[0]].num_slots})"),
+                              yaxis=dict(title="ms per token (model, log)", type="log", range=yrange)))
+    return fig
+
+
+def kernel_records_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Recorded GPU kernel results (``load_kernel_records``) as a table with device and date on every row, or
+    a plain statement that none have been recorded."""
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
+        raise TypeError(f"records: expected a list of kernel bench records, got {type(records).__name__}")
+    if not records:
+        return message_figure("No GPU kernel results have been recorded yet.<br>"
+                              "Run `samoyeds-lab bench kernels` on an SM80+ GPU to record them.",
+                              title="Recorded GPU kernel results")
+    cols = ("device", "date", "model", "op", "m", "k", "tokens", "dtype", "ms", "baseline", "baseline_ms")
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping) or any(c not in r for c in cols):
+            raise ValueError(f"records[{i}]: expected a kernel bench record with fields {cols}")
+    vals = [[html.escape(str(r[c])) if not isinstance(r[c], float) else f"{r[c]:.4g}" for r in records] for c in cols]
+    vals.append([f"{r['baseline_ms'] / r['ms']:.2f}×" if r["ms"] > 0 else "—" for r in records])
+    fig = go.Figure(go.Table(header=dict(values=[*cols, "speed-up"], fill_color=E2E_COLORS["header"], align="left"),
+                             cells=dict(values=vals, align="left")))
+    fig.update_layout(_layout(title=dict(text="Recorded GPU kernel results (measured on the device named, that date)"),
+                              height=min(900, 120 + 24 * len(records)), margin=dict(l=10, r=10, t=50, b=10)))
+    return fig

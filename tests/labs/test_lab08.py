@@ -1,0 +1,69 @@
+"""Lab 08 (end to end): the notebook runs headless without errors and fast, shows the three ways side by side
+with provenance, the offload policies and the budget panel, says plainly whether GPU results exist, and its
+.ipynb matches the py:percent source it is generated from."""
+
+import pytest
+
+from .notebooks import (
+    LABS,
+    assert_kernelspec_and_no_outputs,
+    assert_lab_conventions,
+    assert_paired,
+    error_outputs,
+    execute,
+    outputs_text,
+    stderr_texts,
+)
+
+SOURCE = LABS / "08_end_to_end.py"
+NOTEBOOK = LABS / "08_end_to_end.ipynb"
+
+
+# ---------------------------------------------------------------------------------------------- pairing
+def test_ipynb_is_in_sync_with_the_py_source():
+    assert_paired(SOURCE, NOTEBOOK)
+
+
+def test_ipynb_has_kernelspec_and_no_outputs():
+    assert_kernelspec_and_no_outputs(NOTEBOOK)
+
+
+def test_structure():
+    assert_lab_conventions(SOURCE)
+    src = SOURCE.read_text()
+    assert "serve_three_ways(" in src and "OffloadBudgetPanel(" in src and "gpu_section()" in src
+    # the CPU reference is not sold as fast, and modelled numbers are called a model
+    assert "not expected to be faster" in src and "never a GPU\n# measurement" in src
+
+
+# ---------------------------------------------------------------------------------------------- execution
+@pytest.fixture(scope="module")
+def executed():
+    """The notebook run top to bottom in a fresh python3 kernel, cwd labs/."""
+    return execute(NOTEBOOK)
+
+
+@pytest.mark.slow
+def test_runs_without_errors_and_fast(executed):
+    nb, seconds = executed
+    assert not error_outputs(nb)
+    assert not any("Traceback" in s for s in stderr_texts(nb))
+    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+
+
+@pytest.mark.slow
+def test_three_ways_with_provenance(executed):
+    nb, _ = executed
+    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert kinds.count("application/vnd.plotly.v1+json") >= 5  # table, side by side, policies, curve, records
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the budget panel
+    text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert "traces recorded on this checkpoint" in text and "recorded sweep on this checkpoint" in text
+    for way in ("dense (grouped)", "Samoyeds dual-side sparse", "offloaded ("):
+        assert way in text
+    for label in ("live,", "measured,", "model:", "recorded 20"):
+        assert label in text
+    assert "No GPU kernel results have been recorded yet" in text or "Recorded GPU kernel results:" in text
+    banner = outputs_text(nb.cells[0])
+    assert "samoyeds-lab" in banner and "backend" in banner
