@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 PORT   ?= 8888
 ROOT_FLAG := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
-.PHONY: lab test test-gpu bench doctor sync-notebooks clean-venv
+.PHONY: lab test test-gpu bench doctor sync-notebooks chromium clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=labs --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG)
 
-test: $(STAMP)
+# every test, the browser test of the labs included (tests/browser: JupyterLab in Debian's chromium, a few
+# minutes; screenshots in build/browser-artifacts/). Chromium is installed first where that is possible;
+# elsewhere the browser test is skipped and pytest's summary says why.
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# Debian's chromium for the browser test (apt-get as root or with password-less sudo; never fails)
+chromium:
+	@bash scripts/install_chromium.sh
 
 # on a machine with an SM80+ GPU and CuPy: the kernel-vs-reference tests
 test-gpu: $(STAMP)
