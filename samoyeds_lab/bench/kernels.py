@@ -18,9 +18,10 @@ from pathlib import Path
 
 from ..errors import CorruptFileError
 
-#: Expert FFN shapes per model: (d_model, d_ffn). Sources: the models' Hugging Face config.json
-#: (hidden_size / moe or expert intermediate_size); see the report of the KERNELS helper for which were
-#: verified here.
+#: Expert FFN shapes per model: (d_model, d_ffn) = (hidden_size, the routed expert's intermediate size) of
+#: each model's Hugging Face ``config.json`` (Qwen2-MoE and DeepSeek-MoE: ``moe_intermediate_size``; OpenMoE
+#: and MiniCPM-MoE: ``intermediate_size``). Transcribed from the published configs; model hubs are not
+#: reachable from this project's machines, so they could not be re-read here.
 MODEL_SHAPES: dict[str, tuple[int, int]] = {
     "Mixtral-8x7B": (4096, 14336),
     "Mixtral-8x22B": (6144, 16384),

@@ -152,6 +152,7 @@ def latency_breakdown_figure(latencies: Mapping[str, OffloadLatency], *, title: 
     fig.add_hline(y=resident, line=dict(color="#111827", dash="dash"),
                   annotation_text=f"all experts resident: {resident:.3g} ms", annotation_position="top left")
     fig.update_layout(_layout(title=dict(text=title or "Modelled time per token by policy"), barmode="stack",
+                              margin=dict(l=60, r=20, t=80, b=40),
                               showlegend=True, height=380, legend=dict(orientation="h", y=-0.3),
                               yaxis=dict(title="ms per token (model)")))
     return fig

@@ -151,8 +151,8 @@ class SiDAPanel:
                                              budget=int(budget), expert_gb=gb),
             "latency": latency_breakdown_figure(
                 {p: v[1] for p, v in lat.items()},
-                title=f"Model: {self.expert.name}s ({gb:.2f} GB each) on {self.profile}, link {link_gbs:g} GB/s, "
-                      f"budget {budget} ({budget * gb:.0f} GB)"),
+                title=f"Model: {self.expert.name}s ({gb:.2f} GB each) on {self.profile}<br>"
+                      f"link {link_gbs:g} GB/s, budget {budget} experts ({budget * gb:.0f} GB)"),
         }
         hr = {p: float(v[0].hit_rate) for p, v in lat.items()}
         ms = {p: 1e3 * v[1].per_token()["total"] for p, v in lat.items()}
@@ -193,8 +193,8 @@ class SiDAPanel:
 
     def _on_change(self, _change=None) -> SiDAView:
         view = self.update(**self.values())
-        _copy_into(self.fig_budget, view.figures["budget"])
-        _copy_into(self.fig_latency, view.figures["latency"])
+        _copy_into(self.fig_budget, view.figures["budget"], width=900)
+        _copy_into(self.fig_latency, view.figures["latency"], width=900)
         q = "−1 = the trained predictor" if self.quality.value == TRAINED else "synthetic predictor"
         self.note.value = f"<p style='max-width:960px'>{view.summary} <i>(quality slider: {q})</i></p>"
         return view
@@ -205,7 +205,9 @@ class SiDAPanel:
             self._build()
             self._on_change()
         controls = widgets.VBox([self.domain, self.budget, self.quality, self.batch, self.link])
-        return widgets.VBox([controls, self.note, widgets.HBox([self.fig_budget, self.fig_latency])])
+        # NOTE: stacked, not side by side: two 900-px charts do not fit a notebook column, and a cut-off
+        # legend hides which line is which policy.
+        return widgets.VBox([controls, self.note, self.fig_budget, self.fig_latency])
 
     def _ipython_display_(self) -> None:  # pragma: no cover - display hook
         from IPython.display import display
