@@ -21,7 +21,6 @@ Python loop, which is what makes CPU training at ~10 k tokens/s possible.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checkpoint import read_config, read_state, write_checkpoint
 from ..errors import CorruptFileError
 from .block import BACKENDS, MoEBlock
 from .router import ROUTER_STYLES
@@ -307,17 +307,11 @@ class TinyMoEForCausalLM(nn.Module):
         Compressed expert operands are not saved: the pruned dense weights are, and ``sparsify`` on the
         loaded model rebuilds the same operands. Returns the directory.
         """
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        dtypes = sorted({str(v.dtype).replace("torch.", "") for v in state.values()})
-        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "model_type": MODEL_TYPE})
+        dtypes = sorted({str(v.dtype).replace("torch.", "") for v in self.state_dict().values()})
         cfg = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION,
                "torch_dtype": dtypes[0] if len(dtypes) == 1 else dtypes, **self.config.to_dict()}
-        (d / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        return d
+        return write_checkpoint(directory, self, cfg, config_name=CONFIG_NAME, weights_name=WEIGHTS_NAME,
+                                model_type=MODEL_TYPE)
 
     @classmethod
     def from_pretrained(
@@ -333,56 +327,17 @@ class TinyMoEForCausalLM(nn.Module):
             Unreadable JSON, a bad config field, wrong ``model_type``/``format_version``, unreadable
             safetensors, or missing / unexpected / mis-shaped / non-finite tensors (file and tensor named).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: missing (expected a directory written by save_pretrained)")
-        try:
-            raw = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CorruptFileError(f"{cfg_path}: not valid JSON ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise CorruptFileError(f"{cfg_path}: expected a JSON object, got {type(raw).__name__}")
-        raw = dict(raw)
-        mt = raw.pop("model_type", None)
-        if mt != MODEL_TYPE:
-            raise CorruptFileError(f"{cfg_path}: model_type: expected {MODEL_TYPE!r}, got {mt!r}")
-        ver = raw.pop("format_version", None)
-        if ver != FORMAT_VERSION:
-            raise CorruptFileError(f"{cfg_path}: format_version: expected {FORMAT_VERSION}, got {ver!r}")
+        raw, cfg_path, w_path = read_config(directory, config_name=CONFIG_NAME, weights_name=WEIGHTS_NAME,
+                                            model_type=MODEL_TYPE, format_version=FORMAT_VERSION,
+                                            writer="save_pretrained")
         raw.pop("torch_dtype", None)
         try:
             config = TinyMoEConfig.from_dict(raw)
         except (TypeError, ValueError) as exc:
             raise CorruptFileError(f"{cfg_path}: bad config: {exc}") from exc
-        try:
-            state = load_file(str(w_path), device=str(map_location))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise CorruptFileError(f"{w_path}: not a readable safetensors file ({exc})") from exc
         model = cls(config)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
-            raise CorruptFileError(
-                f"{w_path}: {what} ({len(missing)} missing, {len(unexpected)} unexpected) for config {cfg_path.name}"
-            )
-        dtypes = set()
-        for k, v in state.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise CorruptFileError(
-                    f"{w_path}: tensor {k!r}: expected shape {tuple(expected[k].shape)}, got {tuple(v.shape)}"
-                )
-            if v.dtype not in FLOAT_DTYPES:
-                raise CorruptFileError(f"{w_path}: tensor {k!r}: expected fp16/bf16/fp32, got {v.dtype}")
-            if not bool(torch.isfinite(v).all()):
-                raise CorruptFileError(f"{w_path}: tensor {k!r}: holds non-finite values")
-            dtypes.add(v.dtype)
+        state = read_state(w_path, cfg_path, model.state_dict(), dtypes=FLOAT_DTYPES, device=map_location)
+        dtypes = {v.dtype for v in state.values()}
         if len(dtypes) == 1:
             model = model.to(device=map_location, dtype=dtypes.pop())
         else:

@@ -32,10 +32,8 @@ kinds; the ``fp16_*`` fields then hold the measured *fp32* rates).
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager

@@ -88,6 +88,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checkpoint import read_config, read_state, write_checkpoint
 from ..errors import CorruptFileError
 
 __all__ = [
@@ -300,18 +301,11 @@ class SiDAPredictor(nn.Module):
     # -------------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | os.PathLike, *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``config.json`` (config + ``extra`` provenance) and ``predictor.safetensors`` into ``directory``."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "model_type": MODEL_TYPE})
-        os.chmod(d / WEIGHTS_NAME, 0o644)  # NOTE: save_file can create it 0600; shipped data must be world-readable
         cfg = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **self.config.to_dict()}
         if extra:
             cfg["provenance"] = dict(extra)
-        (d / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        return d
+        return write_checkpoint(directory, self, cfg, config_name=CONFIG_NAME, weights_name=WEIGHTS_NAME,
+                                model_type=MODEL_TYPE)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "SiDAPredictor":
@@ -325,49 +319,16 @@ class SiDAPredictor(nn.Module):
             Bad JSON / config field / model type, unreadable safetensors, missing, unexpected, mis-shaped
             or non-finite tensors (file and field named).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: missing (expected a directory written by SiDAPredictor.save_pretrained)")
-        try:
-            raw = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CorruptFileError(f"{cfg_path}: not valid JSON ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise CorruptFileError(f"{cfg_path}: expected a JSON object, got {type(raw).__name__}")
-        raw = dict(raw)
-        if raw.pop("model_type", None) != MODEL_TYPE:
-            raise CorruptFileError(f"{cfg_path}: field 'model_type': expected {MODEL_TYPE!r}")
-        ver = raw.pop("format_version", None)
-        if ver != FORMAT_VERSION:
-            raise CorruptFileError(f"{cfg_path}: field 'format_version': expected {FORMAT_VERSION}, got {ver!r}")
+        raw, cfg_path, w_path = read_config(directory, config_name=CONFIG_NAME, weights_name=WEIGHTS_NAME,
+                                            model_type=MODEL_TYPE, format_version=FORMAT_VERSION,
+                                            writer="SiDAPredictor.save_pretrained")
         raw.pop("provenance", None)
         try:
             config = SiDAConfig.from_dict(raw)
         except (TypeError, ValueError) as exc:
             raise CorruptFileError(f"{cfg_path}: bad config: {exc}") from exc
-        try:
-            state = load_file(str(w_path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise CorruptFileError(f"{w_path}: not a readable safetensors file ({exc})") from exc
         model = cls(config)
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unexpected:
-            what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
-            raise CorruptFileError(f"{w_path}: field {what} for config {cfg_path.name}")
-        for k, v in state.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise CorruptFileError(f"{w_path}: field {k!r}: expected shape {tuple(expected[k].shape)}, "
-                                       f"got {tuple(v.shape)}")
-            if v.dtype != torch.float32:
-                raise CorruptFileError(f"{w_path}: field {k!r}: expected float32, got {v.dtype}")
-            if not bool(torch.isfinite(v).all()):
-                raise CorruptFileError(f"{w_path}: field {k!r}: holds non-finite values")
+        state = read_state(w_path, cfg_path, model.state_dict(), dtypes=(torch.float32,))
         model.load_state_dict(state, strict=True)
         return model.eval()
 

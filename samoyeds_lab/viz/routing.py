@@ -23,7 +23,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..routing import TemporalLocality
-from .sparsity import _FONT, _TEMPLATE, COLORS, _layout
+from .sparsity import _TEMPLATE, COLORS, _layout
 
 __all__ = [
     "EXPERT_COLORS",

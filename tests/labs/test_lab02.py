@@ -7,9 +7,6 @@ import pytest
 
 from .notebooks import (
     LABS,
-    assert_kernelspec_and_no_outputs,
-    assert_lab_conventions,
-    assert_paired,
     error_outputs,
     execute,
     outputs_text,
@@ -21,16 +18,9 @@ NOTEBOOK = LABS / "02_sparse_tensor_cores.ipynb"
 
 
 # ---------------------------------------------------------------------------------------------- pairing
-def test_ipynb_is_in_sync_with_the_py_source():
-    assert_paired(SOURCE, NOTEBOOK)
-
-
-def test_ipynb_has_kernelspec_and_no_outputs():
-    assert_kernelspec_and_no_outputs(NOTEBOOK)
 
 
 def test_structure():
-    assert_lab_conventions(SOURCE)
     src = SOURCE.read_text()
     # the lane view and the panels come from the library (tested in tests/viz), not from notebook code
     for needle in ("from samoyeds_lab.viz.mma_panel import", "from samoyeds_lab.viz.kernel_panel import",
