@@ -105,4 +105,32 @@ def split_plan(ksteps: int, unit_steps: int, blocks: int, *, split_k: int | None
     return SplitPlan(splits, per)
 
 
-__all__ = ["STAGE_BYTES", "smem_bytes", "TokenTiles", "token_tiles", "SplitPlan", "split_plan"]
+#: CUDA's grid limits (compute capability >= 3.0): ``gridDim.x <= 2^31 - 1``, ``gridDim.y, gridDim.z <= 65535``.
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+_GRID_AXES = ("x (weight row blocks)", "y (token tiles)", "z (K splits)")
+
+
+def check_grid(grid: tuple[int, ...]) -> tuple[int, int, int]:
+    """Validate a launch grid ``(x, y, z)`` against :data:`GRID_LIMITS`; return it as three ints.
+
+    The kernels put weight row blocks on x, token tiles (``BLOCK_N`` positions each) on y and K splits
+    on z, so y caps one launch at ``65535 · BLOCK_N`` (≈ 4.19 M) positions.
+
+    Raises
+    ------
+    ValueError
+        A dimension < 1 or above its limit (names the axis and what it counts).
+    """
+    g = tuple(int(v) for v in grid) + (1,) * (3 - len(grid))
+    if len(g) != 3:
+        raise ValueError(f"grid: expected at most 3 dimensions, got {grid!r}")
+    for axis, (v, lim) in enumerate(zip(g, GRID_LIMITS)):
+        if not 1 <= v <= lim:
+            extra = (f"; at most {lim * tiles.BLOCK_N} positions per launch, split the token list"
+                     if axis == 1 else "")
+            raise ValueError(f"grid: expected 1 <= gridDim.{_GRID_AXES[axis]} <= {lim}, got {v}{extra}")
+    return g
+
+
+__all__ = ["STAGE_BYTES", "smem_bytes", "TokenTiles", "token_tiles", "SplitPlan", "split_plan", "GRID_LIMITS",
+           "check_grid"]

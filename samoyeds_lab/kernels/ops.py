@@ -35,7 +35,7 @@ from .._checks import INT_DTYPES, check_tensor
 from ..formats import SENTINEL, NMWeight, SamoyedsWeight, TokenSelection
 from ..formats.sptc import mma_metadata
 from .build import KernelUnavailableError, device_arch, load_module
-from .launch import smem_bytes, split_plan, token_tiles
+from .launch import check_grid, smem_bytes, split_plan, token_tiles
 
 BACKENDS = ("auto", "cupy", "reference")
 EPILOGUES = {"plain": 0, "silu_mul": 1, "scatter_add": 2}
@@ -68,7 +68,7 @@ _warned: set[str] = set()
 def _warn_once(msg: str) -> None:
     if msg not in _warned:
         _warned.add(msg)
-        warnings.warn(f"samoyeds_lab.kernels: {msg}; using the CPU reference", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"samoyeds_lab.kernels: {msg}; using the torch reference", RuntimeWarning, stacklevel=4)
 
 
 def _check_backend(backend: object) -> str:
@@ -97,7 +97,10 @@ def _use_cupy(backend: str, tensors: Sequence[torch.Tensor], unsupported: str | 
     if reason is not None:
         _warn_once(reason)
         return False
-    return unsupported is None
+    if unsupported is not None:  # CUDA tensors the kernels cannot take: say so once, then use the reference
+        _warn_once(f"this call is not supported by the kernels ({unsupported})")
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------- operands
@@ -160,13 +163,14 @@ def _cp(t: torch.Tensor | None):
 
 
 def _launch(module: str, fn: str, grid, smem: int, args) -> None:
+    grid = check_grid(grid)  # before any CuPy call: a too-large grid is a clear ValueError, not a launch failure
     import cupy
 
     kern = load_module(module, device_arch()).get_function(fn)
     if smem > 48 * 1024:
         kern.max_dynamic_shared_size_bytes = smem
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-    kern(tuple(int(g) for g in grid), (tiles.THREADS,), args, shared_mem=smem, stream=stream)
+    kern(grid, (tiles.THREADS,), args, shared_mem=smem, stream=stream)
 
 
 def _finalize(module: str, fn: str, total: int, args) -> None:
