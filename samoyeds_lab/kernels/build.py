@@ -13,10 +13,14 @@ bare ``nvcc`` build agrees (``tests/kernels/test_compile.py`` checks both).
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +141,54 @@ def nvrtc_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+# NOTE: NVRTC runs in a short-lived child process. A successful nvrtcCompileProgram inside the Python
+# process that uses torch leaves torch.load unable to read float tensors saved elsewhere ("record size
+# (128 bytes) does not match expected size (0 bytes ...)", torch 2.13 + NVRTC 13.5 from PyPI, seen here);
+# a child process keeps whatever NVRTC changes out of the caller. tests/kernels/test_compile.py checks it.
+_WORKER = r"""
+import base64, json, sys
+from cuda.bindings import nvrtc
+req = json.loads(sys.stdin.read())
+res, prog = nvrtc.nvrtcCreateProgram(base64.b64decode(req["source"]), req["name"].encode(), 0, [], [])
+if res != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+    print(json.dumps({"ok": False, "log": "nvrtcCreateProgram failed: %s" % (res,)})); sys.exit(0)
+try:
+    opts = [o.encode() for o in req["options"]]
+    (res,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    buf = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, buf)
+    out = {"ok": res == nvrtc.nvrtcResult.NVRTC_SUCCESS, "log": buf.rstrip(b"\x00 ").decode(errors="replace")}
+    if out["ok"]:
+        _, psize = nvrtc.nvrtcGetPTXSize(prog)
+        ptx = b" " * psize
+        nvrtc.nvrtcGetPTX(prog, ptx)
+        _, csize = nvrtc.nvrtcGetCUBINSize(prog)
+        cubin = b" " * csize
+        nvrtc.nvrtcGetCUBIN(prog, cubin)
+        out["ptx"] = base64.b64encode(ptx).decode()
+        out["cubin"] = base64.b64encode(cubin).decode()
+finally:
+    nvrtc.nvrtcDestroyProgram(prog)
+print(json.dumps(out))
+"""
+
+
+def _compile_in_subprocess(path: Path, options: tuple[str, ...]) -> tuple[bool, str, bytes, bytes]:
+    """Run NVRTC on ``path`` in a child Python: ``(ok, log, ptx, cubin)``."""
+    req = {"source": base64.b64encode(path.read_bytes()).decode(), "name": path.name, "options": list(options)}
+    proc = subprocess.run([sys.executable, "-c", _WORKER], input=json.dumps(req), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KernelCompileError(f"the NVRTC worker for {path.name} failed (exit {proc.returncode}):\n{proc.stderr}")
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError) as exc:
+        raise KernelCompileError(f"the NVRTC worker for {path.name} gave no result ({exc}):\n{proc.stderr}") from None
+    if not out["ok"]:
+        return False, out["log"], b"", b""
+    return True, out["log"], base64.b64decode(out["ptx"]), base64.b64decode(out["cubin"])
+
+
 _CACHE: dict[tuple[str, str, tuple[str, ...]], CompileResult] = {}
 _LOCK = threading.Lock()
 
@@ -165,30 +217,13 @@ def compile_source(name: str | Path, arch: object, *, extra_options: tuple[str, 
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-    source = path.read_bytes()
-    nvrtc = _nvrtc()
-    res, prog = nvrtc.nvrtcCreateProgram(source, path.name.encode(), 0, [], [])
-    _check(nvrtc, res, f"nvrtcCreateProgram({path.name})")
-    try:
-        (res,) = nvrtc.nvrtcCompileProgram(prog, len(options), [o.encode() for o in options])
-        _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-        buf = b" " * size
-        nvrtc.nvrtcGetProgramLog(prog, buf)
-        log = buf.rstrip(b"\x00 ").decode(errors="replace")
-        if res != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-            raise KernelCompileError(
-                f"NVRTC could not compile {path.name} for sm_{key[1]} with options "
-                f"{' '.join(options)}:\n{log}"
-            )
-        _, psize = nvrtc.nvrtcGetPTXSize(prog)
-        ptx = b" " * psize
-        nvrtc.nvrtcGetPTX(prog, ptx)
-        _, csize = nvrtc.nvrtcGetCUBINSize(prog)
-        cubin = b" " * csize
-        nvrtc.nvrtcGetCUBIN(prog, cubin)
-    finally:
-        nvrtc.nvrtcDestroyProgram(prog)
-    out = CompileResult(path.stem, key[1], options, bytes(cubin), ptx.rstrip(b"\x00").decode(errors="replace"), log)
+    _nvrtc()  # a clear KernelUnavailableError here when NVRTC is not installed
+    ok, log, ptx, cubin = _compile_in_subprocess(path, options)
+    if not ok:
+        raise KernelCompileError(
+            f"NVRTC could not compile {path.name} for sm_{key[1]} with options {' '.join(options)}:\n{log}"
+        )
+    out = CompileResult(path.stem, key[1], options, cubin, ptx.rstrip(b"\x00").decode(errors="replace"), log)
     with _LOCK:
         _CACHE[key] = out
     return out

@@ -140,3 +140,17 @@ def test_nvcc_compiles_without_defines(tmp_path):
         proc = subprocess.run([NVCC, "-arch=sm_80", "-c", str(KERNEL_DIR / f"{name}.cu"), "-o", str(tmp_path / "x.o")],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_compiling_leaves_torch_load_working(tmp_path):
+    """NVRTC runs in a child process: a successful in-process compile broke torch.load of float tensors
+    saved elsewhere (torch 2.13 + PyPI NVRTC 13.5). Save in a fresh interpreter, compile here, load here."""
+    import subprocess
+    import sys
+
+    import torch
+
+    path = tmp_path / "f.pt"
+    subprocess.run([sys.executable, "-c", f"import torch; torch.save(torch.arange(32.0), {str(path)!r})"], check=True)
+    compile_source("dense_mm", "80", extra_options=("-DSAMOYEDS_TORCH_LOAD_PROBE=1",))
+    assert torch.equal(torch.load(path), torch.arange(32.0))
