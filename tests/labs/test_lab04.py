@@ -1,0 +1,65 @@
+"""Lab 04 (the MoE layer on sparse kernels): the notebook runs headless without errors, fast, showing its
+figures, checks and panel, and its .ipynb matches the py:percent source it is generated from."""
+
+import re
+
+import pytest
+
+from .notebooks import (
+    LABS,
+    error_outputs,
+    execute,
+    outputs_text,
+    stderr_texts,
+)
+
+SOURCE = LABS / "04_moe_layer.py"
+NOTEBOOK = LABS / "04_moe_layer.ipynb"
+
+
+
+
+def test_structure():
+    src = SOURCE.read_text()
+    # the lab imports its modules directly (no viz/__init__ re-exports) and reads the shipped trace
+    assert "from samoyeds_lab.viz.moe_layer import" in src and "from samoyeds_lab.viz.moe_layer_panel import" in src
+    assert 'load_shipped_trace("en")' in src
+    # every time is labelled: measured on this CPU, or a model
+    assert "measured, 2-core CPU" in src and "(model)" in src
+
+
+@pytest.fixture(scope="module")
+def executed():
+    return execute(NOTEBOOK)
+
+
+@pytest.mark.slow
+def test_runs_without_errors_or_warnings_and_fast(executed):
+    nb, seconds = executed
+    assert not error_outputs(nb)
+    stderr = stderr_texts(nb)
+    assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
+    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+
+
+@pytest.mark.slow
+def test_figures_checks_and_panel_are_displayed(executed):
+    nb, _ = executed
+    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert kinds.count("application/vnd.plotly.v1+json") >= 10
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the MoELayerPanel
+    banner = outputs_text(nb.cells[0])
+    assert "samoyeds-lab" in banner and "backend" in banner
+    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert "the router decides as in the shipped trace of this text: True" in text
+    # the step-by-step block equals MoEBlock.forward for every backend (fp32 rounding)
+    diffs = re.findall(r"backend '(\w+)'\s*: max \|diff\| vs step by step = ([0-9.e+-]+)", text)
+    assert sorted(b for b, _ in diffs) == ["dense", "grouped", "samoyeds"]
+    assert all(float(d) < 1e-5 for _, d in diffs), diffs
+    m = re.search(r"ssmm_grouped, 3 launches for all experts:\s+max \|diff\| vs step by step = ([0-9.e+-]+)", text)
+    assert m and float(m.group(1)) < 1e-5
+    assert "padding rows of h are zero: True" in text
+    for needle in ("ms per block forward", "measured, 2-core CPU", "layer time in µs (model)",
+                   "No GPU kernel results have been recorded yet", "with padded tiles", "tile padding:"):
+        assert needle in text, needle
