@@ -126,7 +126,7 @@ else:
 #
 # Figures are plotly: hover for values, drag to zoom, double-click to reset. `export_figure` saves one as
 # an HTML file with plotly.js inside, which opens in any browser without internet; PNG and other images
-# need the optional `kaleido` package.
+# are drawn by `kaleido`, which drives the machine's Chromium (`make chromium` installs Debian's).
 
 # %%
 W16 = W.to("cpu", torch.float16)  # bytes as stored in fp16: values + metadata + row indices
@@ -141,7 +141,7 @@ html_file = export_figure(fig, out_dir / "bytes_per_format.html")
 print(f"saved {html_file} ({html_file.stat().st_size / 1e6:.1f} MB, opens offline)")
 try:
     export_figure(fig, out_dir / "bytes_per_format.png")
-    print("saved the PNG too (kaleido is installed)")
+    print("saved the PNG too (kaleido drew it in Chromium)")
 except ExportDependencyError as err:
     print("PNG:", err)
 

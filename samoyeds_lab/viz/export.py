@@ -7,9 +7,10 @@ about 4.7 MB per file) or written once as a sibling ``plotly.min.js`` copied fro
 package (``plotlyjs="sibling"``; the HTML then stays a few kB and needs that file beside it). Never the CDN
 (``include_plotlyjs="cdn"``): the lab must work on a machine without internet, and a CDN export shows an
 empty page there. MathJax is not referenced either (it would come from a CDN). Static images (PNG, SVG,
-PDF, JPEG, WebP) need the optional ``kaleido`` package (``pip install kaleido``; kaleido 1.x also needs a
-Chrome/Chromium, e.g. Debian's ``/usr/bin/chromium``); without it :func:`export_figure` raises
-:class:`ExportDependencyError` naming the package.
+PDF, JPEG, WebP) are written by ``kaleido`` (in the ``lab`` and ``test`` extras), which drives a
+Chrome/Chromium: Debian's ``/usr/bin/chromium`` (installed by ``make chromium``, which ``make test`` runs) is
+used unless ``BROWSER_PATH`` names another. Without kaleido :func:`export_figure` raises
+:class:`ExportDependencyError` naming the package; without a browser, an error saying so.
 
 **Notebooks** (:func:`set_notebook_renderer`): in a Jupyter kernel plotly's default renderer is
 ``"plotly_mimetype"``: JupyterLab draws the figure from its JSON (``application/vnd.plotly.v1+json``),
@@ -141,11 +142,36 @@ def export_figure(fig: go.Figure, path: str | os.PathLike, *, format: str | None
         fig.write_html(path, include_plotlyjs=include, include_mathjax=False, full_html=True)
         return path
 
+    browser = _browser_for_kaleido()
+    if browser is None:
+        raise ExportDependencyError(
+            f"export_figure: writing {fmt.upper()} needs a Chrome/Chromium for kaleido and none was found "
+            f"(looked at BROWSER_PATH and {', '.join(CHROMIUM_CANDIDATES)}; `make chromium` installs Debian's). "
+            f"Write HTML instead: export_figure(fig, {str(path.with_suffix('.html'))!r}).")
     try:
         fig.write_image(path, format="jpeg" if fmt == "jpg" else fmt, width=width, height=height, scale=scale)
     except Exception as exc:  # kaleido present but it cannot start its browser, etc.
-        raise RuntimeError(f"export_figure: kaleido could not write {path}: {exc}") from exc
+        raise RuntimeError(f"export_figure: kaleido could not write {path} (it drove {browser}): {exc}") from exc
     return path
+
+
+#: Browsers kaleido 1.x may drive, in order, when ``BROWSER_PATH`` is not set (Debian's first).
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+def _browser_for_kaleido() -> str | None:
+    """Point kaleido at Debian's chromium (``BROWSER_PATH``) unless the user chose a browser already.
+
+    NOTE: kaleido 1.x looks for Chrome in its own places and would otherwise try to *download* one
+    (impossible offline); the project installs Debian's chromium for the browser test, so use that.
+    """
+    if os.environ.get("BROWSER_PATH"):
+        return os.environ["BROWSER_PATH"]
+    for cand in CHROMIUM_CANDIDATES:
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            os.environ["BROWSER_PATH"] = cand
+            return cand
+    return None
 
 
 def set_notebook_renderer(renderer: str = NOTEBOOK_RENDERER) -> str:

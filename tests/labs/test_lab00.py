@@ -85,7 +85,7 @@ def test_figure_and_export(executed):
                                if "application/vnd.plotly.v1+json" in o.get("data", {}))
     text = all_text(nb)
     assert re.search(r"saved \S+bytes_per_format\.html \(\d+\.\d MB, opens offline\)", text)
-    assert "needs the 'kaleido' package" in text or "saved the PNG too" in text
+    assert "needs the 'kaleido' package" in text or "needs a Chrome/Chromium" in text or "saved the PNG too" in text
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -103,3 +104,29 @@ def test_notebook_renderer_keeps_plots_in_saved_outputs(fig):
     assert pio.renderers.default == previous
     with pytest.raises(ValueError, match="renderer: expected names from plotly.io.renderers, got unknown"):
         set_notebook_renderer("plotly_mimetype+nope")
+
+
+CHROMIUM = next((c for c in export.CHROMIUM_CANDIDATES if Path(c).is_file()), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not export._kaleido_available(), reason="kaleido is not installed here")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chrome/Chromium for kaleido (make chromium installs Debian's)")
+def test_png_export_with_kaleido_and_debian_chromium(tmp_path, fig, monkeypatch):
+    import struct
+
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    out = export_figure(fig, tmp_path / "f.png", width=640, height=360)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", data[16:24])  # IHDR: the size asked for
+    assert (w, h) == (640, 360)
+    assert export._browser_for_kaleido() == CHROMIUM
+
+
+def test_static_image_without_a_browser_names_what_is_missing(tmp_path, fig, monkeypatch):
+    monkeypatch.setattr(export, "_kaleido_available", lambda: True)
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setattr(export, "CHROMIUM_CANDIDATES", (str(tmp_path / "no-chromium"),))
+    with pytest.raises(ExportDependencyError, match="needs a Chrome/Chromium.*make chromium"):
+        export_figure(fig, tmp_path / "f.png")
