@@ -424,4 +424,5 @@ panel
 # * **Tokens per expert** follow the batch size: decode gives `n = 1` for `k` experts (tiles are almost
 #   all padding), prefill gives hundreds (tiles are full). That decides which kernel shape wins.
 #
-# Next: expert caches and offloading policies (SiDA, MoNDE) simulated on these traces.
+# Next: Lab 04 puts these tokens-per-expert counts through one MoE block and its kernels; Labs 06–07 simulate
+# expert caches and offloading (SiDA, MoNDE) on these traces.
