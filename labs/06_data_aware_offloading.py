@@ -276,7 +276,7 @@ print(f"one expert load over 64 GB/s: {load_ms:.1f} ms; one layer's compute per 
 # ## 7. Explore
 #
 # Budget, predictor quality (−1 = the trained predictor, 0–100 = a synthetic one), tokens per batch and
-# PCIe bandwidth. The left chart replays every policy at every budget; the right one times the chosen
+# PCIe bandwidth. The first chart replays every policy at every budget; the second times the chosen
 # budget with Mixtral-sized experts on the H100 PCIe profile.
 
 # %%

@@ -63,12 +63,6 @@ def test_static_image_without_kaleido_names_the_package(tmp_path, fig, monkeypat
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-@pytest.mark.skipif(export._kaleido_available(), reason="kaleido is installed here")
-def test_this_environment_has_no_kaleido(tmp_path, fig):
-    with pytest.raises(ExportDependencyError, match="kaleido"):
-        export_figure(fig, tmp_path / "f.png")
-
-
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(fig={"data": []}), TypeError, "fig: expected a plotly Figure or FigureWidget, got dict"),
     (dict(path="f.txt"), ValueError, r"path: expected a suffix in .*got '\.txt'"),
