@@ -1,4 +1,4 @@
-"""Command line: ``samoyeds-lab doctor | bench formats|kernels|roofline | trace | accuracy | lab | train-tiny | train-sida``."""
+"""Command line: ``samoyeds-lab doctor | bench formats|cache|kernels|roofline | trace | accuracy | lab | train-tiny | train-sida``."""
 
 from __future__ import annotations
 
@@ -22,9 +22,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .bench.formats import bench_formats
 
         records = bench_formats(args.rows, args.cols, repeat=args.repeat)
+    elif args.suite == "cache":
+        from .bench.cache import bench_cache
+
+        records = bench_cache(args.accesses, repeat=args.repeat)
+        for r in records:
+            print(f"{r['op']:<28} {r['accesses_per_s'] / 1e6:7.1f} M accesses/s (median of {r['repeat']}, "
+                  f"hit rate {r['hit_rate']:.3f}) on {r['device']}")
     else:  # argparse restricts choices; kept for clarity
         raise SystemExit(f"suite: unknown benchmark suite {args.suite!r}")
-    for r in records:
+    for r in records if args.suite == "formats" else ():
         if "median_s" in r:
             print(f"{r['op']:<36} {r['m']}x{r['k']} {r['dtype']}: median {r['median_s'] * 1e3:8.1f} ms "
                   f"(min {r['min_s'] * 1e3:.1f}, max {r['max_s'] * 1e3:.1f}) on {r['device']}")
@@ -128,13 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("doctor", help="say which backend runs here and why")
     p.set_defaults(func=_cmd_doctor)
     p = sub.add_parser("bench", help="run a benchmark suite and print / record the results")
-    p.add_argument("suite", choices=["formats", "kernels", "roofline"],
-                   help="formats: prune + compress an expert weight on the CPU; kernels: SpTC kernels vs "
+    p.add_argument("suite", choices=["formats", "cache", "kernels", "roofline"],
+                   help="formats: prune + compress an expert weight on the CPU; cache: expert-cache simulator "
+                        "accesses/s per policy; kernels: SpTC kernels vs "
                         "cuBLAS / torch 2:4 on an SM80+ GPU (`samoyeds-lab bench kernels --help`); roofline: the "
                         "modelled ceilings of dense / 2:4 / Samoyeds expert GEMMs on a GPU profile")
     p.add_argument("--rows", type=int, default=14336)
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--accesses", type=int, default=10_000_000, help="cache: trace length")
     p.add_argument("--out", help="write the records as JSON here (e.g. data/bench/cpu_formats.json)")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("trace", help="record the tiny MoE's routing traces on held-out text (data/traces)")
