@@ -58,6 +58,10 @@ if given, only weights ``bytes_loaded``. With ``capacity_bytes`` the cache holds
 ``sizes`` sum to at most ``capacity_bytes``; an expert larger than the whole cache is streamed (a miss that
 evicts nothing and is not inserted).
 
+Every per-access hit/miss of ``lru``, ``fifo``, ``lfu`` and ``belady`` (and of ``lru``/``fifo`` with byte
+capacities) is checked against libCacheSim, an independent C implementation, in
+``tests/offload/test_libcachesim.py``.
+
 The replay loops are compiled with Numba when it is importable (tens of millions of accesses per second);
 otherwise the same loops run as plain Python (about a million per second).
 """
