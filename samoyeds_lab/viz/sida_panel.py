@@ -99,13 +99,18 @@ class SiDAPanel:
         self.capacities = np.unique(np.r_[np.arange(0, L * E + 1, budget_step), L * E])
         self.expert, self.profile = expert, profile
         self._sweeps: dict = {}
+        self._pop = {d: self._profile_popularity(d) for d in self._topk}
+        self._noisy: dict = {}
         self._widgets_built = False
 
     # ------------------------------------------------------------------------------------ compute
     def _predictions(self, domain: str, quality: float) -> dict:
         pred = dict(self._pred[domain])
         if quality != TRAINED:
-            pred["sida"] = noisy_predictions(self._topk[domain], self.num_experts, quality / 100.0, seed=0)
+            key = (domain, quality)
+            if key not in self._noisy:
+                self._noisy[key] = noisy_predictions(self._topk[domain], self.num_experts, quality / 100.0, seed=0)
+            pred["sida"] = self._noisy[key]
         return pred
 
     def _sweep(self, domain: str, batch: int, quality: float):
@@ -114,10 +119,10 @@ class SiDAPanel:
             self._sweeps[key] = budget_sweep(self._topk[domain], self.num_experts, self.capacities,
                                              policies=SWEEP_POLICIES, batch_tokens=batch,
                                              predictions=self._predictions(domain, quality),
-                                             popularity=self._popularity(domain))
+                                             popularity=self._pop[domain])
         return self._sweeps[key]
 
-    def _popularity(self, domain: str) -> np.ndarray:
+    def _profile_popularity(self, domain: str) -> np.ndarray:
         """The static hot set is profiled on the *other* domains (an offline profile, not this text)."""
         others = [d for d in self._topk if d != domain] or [domain]
         pop = np.zeros((self.num_layers, self.num_experts))
@@ -143,7 +148,7 @@ class SiDAPanel:
         sweep = self._sweep(domain, int(batch), quality)
         lat = policy_latencies(self._topk[domain], self.num_experts, int(budget), profile_gpu=self.profile,
                                link_gbs=float(link_gbs), expert=self.expert, batch_tokens=int(batch),
-                               predictions=self._predictions(domain, quality), popularity=self._popularity(domain))
+                               predictions=self._predictions(domain, quality), popularity=self._pop[domain])
         gb = self.expert.nbytes / 1e9
         pred_name = "trained predictor" if quality == TRAINED else f"synthetic predictor, quality {quality:.0f}%"
         figs = {
