@@ -76,3 +76,18 @@ def error_outputs(nb) -> list[tuple[int, str, str]]:
 def stderr_texts(nb) -> list[str]:
     return [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
             if o.output_type == "stream" and o.name == "stderr"]
+
+
+def assert_ran_cleanly(executed, *, limit_s: float = 60, forbid_warnings: bool = True,
+                       progress_marks: tuple[str, ...] = ()) -> None:
+    """No error output, no traceback (nor warning) on stderr, and Run All under ``limit_s`` seconds.
+
+    ``progress_marks``: substrings of stderr lines that are progress bars (tqdm writes to stderr).
+    """
+    nb, seconds = executed
+    assert not error_outputs(nb)
+    stderr = [s for s in stderr_texts(nb) if not any(m in s for m in progress_marks)]
+    # e.g. "Out of range float values are not JSON compliant" from a FigureWidget fed a NaN
+    bad = ("Traceback", "Warning") if forbid_warnings else ("Traceback",)
+    assert not any(b in s for s in stderr for b in bad), stderr
+    assert seconds < limit_s, f"Run All took {seconds:.1f} s at the default sizes"

@@ -7,10 +7,9 @@ import pytest
 
 from .notebooks import (
     LABS,
-    error_outputs,
+    assert_ran_cleanly,
     execute,
     outputs_text,
-    stderr_texts,
 )
 
 SOURCE = LABS / "00_welcome.py"
@@ -54,11 +53,7 @@ def markdown_outputs(nb) -> list[str]:
 
 @pytest.mark.slow
 def test_runs_without_errors_or_warnings_and_fast(executed):
-    nb, seconds = executed
-    assert not error_outputs(nb)
-    stderr = [s for s in stderr_texts(nb) if "test/s" not in s]  # the tqdm bar of the test run is on stderr
-    assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
-    assert seconds < 90, f"Run All took {seconds:.1f} s at the default sizes"
+    assert_ran_cleanly(executed, limit_s=90, progress_marks=("test/s",))
 
 
 @pytest.mark.slow

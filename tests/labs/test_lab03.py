@@ -5,10 +5,9 @@ import pytest
 
 from .notebooks import (
     LABS,
-    error_outputs,
+    assert_ran_cleanly,
     execute,
     outputs_text,
-    stderr_texts,
 )
 
 SOURCE = LABS / "03_routing_hotness.py"
@@ -35,12 +34,7 @@ def executed():
 
 @pytest.mark.slow
 def test_runs_without_errors_or_warnings_and_fast(executed):
-    nb, seconds = executed
-    assert not error_outputs(nb)
-    stderr = stderr_texts(nb)
-    # e.g. "Out of range float values are not JSON compliant" from a FigureWidget fed a NaN
-    assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
-    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+    assert_ran_cleanly(executed)
 
 
 @pytest.mark.slow

@@ -5,16 +5,13 @@ import pytest
 
 from .notebooks import (
     LABS,
-    error_outputs,
+    assert_ran_cleanly,
     execute,
     outputs_text,
-    stderr_texts,
 )
 
 SOURCE = LABS / "07_near_data_experts.py"
 NOTEBOOK = LABS / "07_near_data_experts.ipynb"
-
-
 
 
 def test_structure():
@@ -32,11 +29,7 @@ def executed():
 
 @pytest.mark.slow
 def test_runs_without_errors_or_warnings_and_fast(executed):
-    nb, seconds = executed
-    assert not error_outputs(nb)
-    stderr = stderr_texts(nb)
-    assert not any("Traceback" in s or "Warning" in s for s in stderr), stderr
-    assert seconds < 60, f"Run All took {seconds:.1f} s at the default sizes"
+    assert_ran_cleanly(executed)
 
 
 @pytest.mark.slow
