@@ -25,7 +25,7 @@ from ..offload.hardware import load_profile
 from ..offload.placement import POLICIES, Placement, place_layers
 from ..routing import RoutingTrace, tokens_per_expert
 from .monde import crossover_figure, placement_grid_figure, policy_times_figure, tokens_placement_figure
-from .panels import _copy_into
+from .panels import _check_update_values, _copy_into, _set_quietly
 from .sparsity import _TEMPLATE
 
 __all__ = ["MoNDEPanel", "MoNDEView", "GPU_PROFILES", "NEAR_PROFILES", "LINK_OPTIONS", "P_MIXTRAL", "D_MIXTRAL"]
@@ -190,24 +190,10 @@ class MoNDEPanel:
         trace = values.get("trace", self.controls["trace"].value)
         if trace not in self.traces:
             raise ValueError(f"trace: expected one of {list(self.traces)}, got {trace!r}")
-        opts = self.options(trace)
-        for name, value in values.items():
-            if name not in opts:
-                raise TypeError(f"update: unexpected argument {name!r}; expected some of {list(opts)}")
-            if isinstance(value, bool) or value not in opts[name]:
-                raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
-        self._busy = True
-        try:
-            self.controls["trace"].value = trace
-        finally:
-            self._busy = False
+        _check_update_values(values, self.options(trace))
+        _set_quietly(self, {"trace": trace})
         self._sync_batches(trace)
-        self._busy = True
-        try:
-            for name, value in values.items():
-                self.controls[name].value = value
-        finally:
-            self._busy = False
+        _set_quietly(self, values)
         view = self.compute(**self.values())
         self.status.value = (f"<div style='padding:6px 10px;color:#111827'>{html.escape(view.summary)} "
                              f"<span style='color:#6b7280'>({view.elapsed_s * 1000:.0f} ms)</span></div>")

@@ -233,12 +233,7 @@ class SparsityPanel:
         if self._busy:
             return
         if change["owner"] is self.controls["pattern"]:
-            self._busy = True
-            try:
-                for name, value in _PRESETS[change["new"]].items():
-                    self.controls[name].value = value
-            finally:
-                self._busy = False
+            _set_quietly(self, _PRESETS[change["new"]])
         self.update()
 
     def values(self) -> dict[str, Any]:
@@ -278,18 +273,8 @@ class SparsityPanel:
         TypeError, ValueError
             For an unknown name or a value no widget offers.
         """
-        opts = self.options()
-        for name, value in values.items():
-            if name not in opts:
-                raise TypeError(f"update: unexpected argument {name!r}; expected some of {list(opts)}")
-            if value not in opts[name] or isinstance(value, bool):
-                raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
-        self._busy = True
-        try:
-            for name, value in values.items():
-                self.controls[name].value = value
-        finally:
-            self._busy = False
+        _check_update_values(values, self.options())
+        _set_quietly(self, values)
         settings = self.values()
         self._sync_enabled(settings["pattern"])
         view = self.compute(**settings)
@@ -509,6 +494,26 @@ def _metadata_figure(pattern: str, c: Any, args: dict[str, Any]) -> go.Figure:
             subtitle="+ one row index per window and kept row · blue: bits[1:0] first position, "
                      "amber: bits[3:2] second")
     return metadata_word_figure(word, title=f"Word 0x{word:08X} · row 0, columns 0–31")
+
+
+def _check_update_values(values: dict, opts: dict) -> None:
+    """Reject an ``update(**values)`` argument no widget has, or a value the widget does not offer."""
+    for name, value in values.items():
+        if name not in opts:
+            raise TypeError(f"update: unexpected argument {name!r}; expected some of {list(opts)}")
+        if isinstance(value, bool) or value not in opts[name]:
+            raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
+
+
+def _set_quietly(panel, values: dict) -> None:
+    """Set ``panel.controls[name].value`` for each item without triggering the panel's callbacks
+    (they return early while ``panel._busy``)."""
+    panel._busy = True
+    try:
+        for name, value in values.items():
+            panel.controls[name].value = value
+    finally:
+        panel._busy = False
 
 
 def _copy_into(fw: go.FigureWidget, fig: go.Figure, *, width: int | None = None) -> None:

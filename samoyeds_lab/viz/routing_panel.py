@@ -30,7 +30,7 @@ from ..routing import (
     tokens_per_expert,
     transition_matrix,
 )
-from .panels import _copy_into
+from .panels import _check_update_values, _copy_into, _set_quietly
 from .routing import (
     coactivation_heatmap,
     hotness_heatmap,
@@ -301,25 +301,11 @@ class RoutingPanel:
         trace = values.get("trace", self.controls["trace"].value)
         if trace not in self.traces:
             raise ValueError(f"trace: expected one of {list(self.traces)}, got {trace!r}")
-        opts = self.options(trace)
-        for name, value in values.items():
-            if name not in opts:
-                raise TypeError(f"update: unexpected argument {name!r}; expected some of {list(opts)}")
-            if isinstance(value, bool) or value not in opts[name]:
-                raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
+        _check_update_values(values, self.options(trace))
         if trace != self.controls["trace"].value:
-            self._busy = True
-            try:
-                self.controls["trace"].value = trace
-            finally:
-                self._busy = False
+            _set_quietly(self, {"trace": trace})
         self._sync_trace_widgets(trace)
-        self._busy = True
-        try:
-            for name, value in values.items():
-                self.controls[name].value = value
-        finally:
-            self._busy = False
+        _set_quietly(self, values)
         view = self.compute(**self.values(), previous=self.last)
         self._show(view, self.last)
         self.last = view
