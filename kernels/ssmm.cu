@@ -32,6 +32,16 @@
 // Epilogues (runtime `epilogue`): 0 plain (out[p, r] = acc), 1 SiLU·up (out = silu(acc) · up[p, r]),
 // 2 scatter-add (out[scatter_idx[p], r] += scale[p] · acc, atomics; SENTINEL scatter ids skipped).
 //
+// Hopper (sm_90a only): ssmm_wg_{f16,bf16} run the same loads, flushes and epilogues with one warpgroup
+// instead of four independent warps: per k-step, WG_FRAGS_M x wgmma.mma_async.sp.m64n64k32 with A (the
+// compressed weight) in registers - per warp exactly the mma.sp m16n8k32 A fragment and metadata register
+// of rows 16·warp.. of each 64-row slab - and B (the gathered tokens) read by the tensor cores straight
+// from the swizzled B stage through a shared-memory matrix descriptor: the B stage layout
+// b_off(tok, chunk) IS the K-major 64-byte-swizzle canonical layout (64-byte rows, 16-byte chunks XOR
+// (row >> 1) & 3, 8-row groups 512 B apart), so nothing is re-laid out. The shared-memory base is
+// rounded up to SMEM_ALIGN so the swizzle phase the hardware derives from address bits matches b_off.
+// Whether this beats the mma.sp path on H100 is decided by `samoyeds-lab bench kernels`, not assumed.
+//
 // Tails: any rows / crows (rows past the end are zero values with 0x4 metadata, never stored), any
 // cols that is a multiple of 4 (the last k-step is zero-filled), any number of positions (0 and 1
 // included). Tile constants arrive as -D defines from samoyeds_lab/tiles.py (the defaults below are the
@@ -83,6 +93,13 @@
 #define M_STAGE_BYTES ((BLOCK_M / MMA_M) * 16 * 4)  // [BLOCK_M/16 tiles][16 words]
 #define STAGE_BYTES (A_STAGE_BYTES + B_STAGE_BYTES + M_STAGE_BYTES)
 #define PAD_WORD 0x44444444u
+// wgmma (sm_90a) path
+#define WG_M 64                                     // rows of one wgmma.m64nNk32 (4 warps x 16)
+#define WG_FRAGS_M (BLOCK_M / WG_M)                 // wgmma row slabs per block and k-step
+#define WG_FRAGS_N (BLOCK_N / MMA_N)                // n8 column blocks of one m64n(BLOCK_N)k32 accumulator
+#define B_ROW_BYTES (MMA_K * 2)                     // one token's K-step in the B stage (= the 64 B swizzle row)
+#define B_SBO (8 * B_ROW_BYTES)                     // descriptor stride byte offset: 8-row groups of B
+#define SMEM_ALIGN 1024                             // shared base alignment of the wgmma path
 
 static_assert(BLOCK_K == MMA_K, "one pipeline stage is one m16n8k32 k-step");
 static_assert(MMA_M == 16 && MMA_N == 8 && MMA_K == 32, "m16n8k32 fragments are hard-coded below");
@@ -90,6 +107,9 @@ static_assert(BLOCK_M % (WARPS_M * MMA_M) == 0 && BLOCK_N % (WARPS_N * MMA_N) ==
 static_assert((BLOCK_M * 2) % THREADS == 0 && (BLOCK_N * 4) % THREADS == 0, "copy loops");
 static_assert(M_STAGE_BYTES / 16 <= THREADS, "one metadata chunk per thread");
 static_assert(STAGES >= 2, "cp.async pipeline needs >= 2 stages");
+static_assert(BLOCK_M % WG_M == 0 && THREADS == 128, "wgmma path: one warpgroup, 64-row slabs");
+static_assert(BLOCK_N == 64, "wgmma path: the m64n64k32 operand list below is written for BLOCK_N = 64");
+static_assert(STAGE_BYTES % 512 == 0 && A_STAGE_BYTES % 512 == 0, "B stages on 512 B (64 B swizzle atom) boundaries");
 
 // PTX ISA 8.5 (CUDA 12.5) introduced mma.sp::ordered_metadata; older toolchains only know plain .sp.
 #ifndef SAMOYEDS_ORDERED_METADATA
@@ -157,6 +177,65 @@ __device__ __forceinline__ void mma_sp_16832(float (&d)[4], const u32 (&a)[4], c
     }
 }
 
+// ------------------------------------------------------------------------------------------ sm_90a wgmma
+// Shared-memory matrix descriptor of a B stage: start address, LBO (unused for swizzled K-major: 1),
+// SBO = 512 B between 8-token groups, layout type 2 = 64-byte swizzle, base offset 0 (stages are aligned).
+__device__ __forceinline__ unsigned long long b_desc(u32 addr) {
+    return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) |
+           ((unsigned long long)((B_SBO & 0x3FFFF) >> 4) << 32) | (2ull << 62);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SAMOYEDS_WGMMA 1
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+#define WGMMA_SP_ASM(TYPES)                                                                                  \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"                                               \
+                 "wgmma.mma_async.sp.sync.aligned.m64n64k32.f32" TYPES " "                                   \
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                    \
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "          \
+                 "{%32, %33, %34, %35}, %36, %37, 0, p, 1, 1, 0;\n}\n"                                       \
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),  \
+                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),  \
+                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),  \
+                   "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),  \
+                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),  \
+                   "+f"(d[7][2]), "+f"(d[7][3])                                                              \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "r"(1))
+
+// D[64 x 64] += A(2:4, registers) · B(descriptor); d[j][q] = D[16·warp + g + 8·(q >> 1)][8j + 2t + (q & 1)].
+template <bool BF16>
+__device__ __forceinline__ void wgmma_sp_m64n64k32(float (&d)[WG_FRAGS_N][4], const u32 (&a)[4],
+                                                   unsigned long long desc, u32 e) {
+    if (BF16) WGMMA_SP_ASM(".bf16.bf16");
+    else WGMMA_SP_ASM(".f16.f16");
+}
+#else
+#define SAMOYEDS_WGMMA 0
+__device__ __forceinline__ void fence_proxy_async() {}
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_commit() {}
+__device__ __forceinline__ void wgmma_wait0() {}
+template <bool BF16>
+__device__ __forceinline__ void wgmma_sp_m64n64k32(float (&)[WG_FRAGS_N][4], const u32 (&)[4], unsigned long long,
+                                                   u32) {
+    __trap();  // never instantiated: ssmm_entry traps before reaching the wgmma path off sm_90a
+}
+#endif
+
+// Row of weight-tile fragment i (16 compressed rows) and first token of column fragment j (8 tokens).
+template <bool WG>
+__device__ __forceinline__ int frag_row(int wm, int warp, int i) {
+    return WG ? i * WG_M + warp * MMA_M : wm * WARP_TILE_M + i * MMA_M;
+}
+template <bool WG>
+__device__ __forceinline__ int frag_tok(int wn, int j) {
+    return WG ? j * MMA_N : wn * WARP_TILE_N + j * MMA_N;
+}
+
 template <bool BF16>
 __device__ __forceinline__ float to_float(u16 h) {
     if (BF16) return __uint_as_float(((u32)h) << 16);
@@ -219,14 +298,16 @@ __device__ __forceinline__ void apply_epilogue(const EpilogueArgs& ep, i64 p, in
 }
 
 // ------------------------------------------------------------------------------------------ main kernel
-template <bool BF16>
+template <bool BF16, bool WG>
 __device__ __forceinline__ void ssmm_body(
     const u16* __restrict__ values, const u32* __restrict__ meta, const unsigned char* __restrict__ row_index,
     const u16* __restrict__ x, int ldx, int x_rows, const int* __restrict__ token_idx,
     const int* __restrict__ tile_expert, const int* __restrict__ tile_start, const int* __restrict__ tile_count,
     int rows, int crows, int cols, int sel_n, int sel_m, int vector,
     int steps_per_split, float* __restrict__ workspace, i64 positions, const EpilogueArgs& ep) {
-    extern __shared__ __align__(16) unsigned char smem[];
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    // wgmma path: round the base up to SMEM_ALIGN (the host allocates SMEM_ALIGN extra bytes)
+    unsigned char* smem = smem_raw + (WG ? (SMEM_ALIGN - (smem_u32(smem_raw) & (SMEM_ALIGN - 1))) & (SMEM_ALIGN - 1) : 0);
     int* tok_s = (int*)(smem + STAGES * STAGE_BYTES);
     float* acc_s = (float*)(smem + STAGES * STAGE_BYTES + BLOCK_N * 4);
 
@@ -316,11 +397,13 @@ __device__ __forceinline__ void ssmm_body(
         }
     };
 
-    float acc[FRAGS_M][FRAGS_N][4];
+    constexpr int FM = WG ? WG_FRAGS_M : FRAGS_M;  // weight fragments (16 rows) per thread
+    constexpr int FN = WG ? WG_FRAGS_N : FRAGS_N;  // token fragments (8 tokens) per thread
+    float acc[FM][FN][4];
 #pragma unroll
-    for (int i = 0; i < FRAGS_M; ++i)
+    for (int i = 0; i < FM; ++i)
 #pragma unroll
-        for (int j = 0; j < FRAGS_N; ++j)
+        for (int j = 0; j < FN; ++j)
 #pragma unroll
             for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.0f;
 
@@ -335,6 +418,7 @@ __device__ __forceinline__ void ssmm_body(
     for (int ks = k_begin; ks < k_end; ++ks) {
         const int it = ks - k_begin;
         cp_async_wait<STAGES - 2>();
+        if (WG) fence_proxy_async();  // make this thread's shared writes visible to the tensor cores' async proxy
         __syncthreads();  // stage `it` landed for everyone; stage it-1 is free again
         {
             const int nk = ks + STAGES - 1;
@@ -346,38 +430,53 @@ __device__ __forceinline__ void ssmm_body(
         const u32 sb = sa + A_STAGE_BYTES;
         const u32* sm = (const u32*)(smem + stage * STAGE_BYTES + A_STAGE_BYTES + B_STAGE_BYTES);
 
-        u32 a[FRAGS_M][4], b[FRAGS_N][4], e[FRAGS_M];
+        if constexpr (WG) {
+            u32 a[WG_FRAGS_M][4], e[WG_FRAGS_M];
 #pragma unroll
-        for (int i = 0; i < FRAGS_M; ++i) {
-            const int row = wm * WARP_TILE_M + i * MMA_M + (lane & 15);
-            ldmatrix_x4(a[i], sa + a_off(row, lane >> 4));
-            // lane 4g+h (h = lane&1 for the lanes selector 0 reads) takes word 2g+h of its tile
-            e[i] = sm[(wm * FRAGS_M + i) * 16 + 2 * g + (lane & 1)];
+            for (int i = 0; i < WG_FRAGS_M; ++i) {
+                const int row = frag_row<true>(wm, warp, i) + (lane & 15);
+                ldmatrix_x4(a[i], sa + a_off(row, lane >> 4));
+                e[i] = sm[(frag_row<true>(wm, warp, i) / MMA_M) * 16 + 2 * g + (lane & 1)];
+            }
+            wgmma_fence();  // A registers and accumulators were written by ordinary instructions
+#pragma unroll
+            for (int i = 0; i < WG_FRAGS_M; ++i) wgmma_sp_m64n64k32<BF16>(acc[i], a[i], b_desc(sb), e[i]);
+            wgmma_commit();
+            wgmma_wait0();  // before the flush reads acc and before the next barrier frees this stage
+        } else {
+            u32 a[FRAGS_M][4], b[FRAGS_N][4], e[FRAGS_M];
+#pragma unroll
+            for (int i = 0; i < FRAGS_M; ++i) {
+                const int row = wm * WARP_TILE_M + i * MMA_M + (lane & 15);
+                ldmatrix_x4(a[i], sa + a_off(row, lane >> 4));
+                // lane 4g+h (h = lane&1 for the lanes selector 0 reads) takes word 2g+h of its tile
+                e[i] = sm[(wm * FRAGS_M + i) * 16 + 2 * g + (lane & 1)];
+            }
+#pragma unroll
+            for (int j = 0; j < FRAGS_N; ++j) {
+                const int tok = wn * WARP_TILE_N + j * MMA_N + (lane & 7);
+                ldmatrix_x4(b[j], sb + b_off(tok, lane >> 3));
+            }
+#pragma unroll
+            for (int i = 0; i < FRAGS_M; ++i)
+#pragma unroll
+                for (int j = 0; j < FRAGS_N; ++j) mma_sp_16832<BF16>(acc[i][j], a[i], b[j], e[i]);
         }
-#pragma unroll
-        for (int j = 0; j < FRAGS_N; ++j) {
-            const int tok = wn * WARP_TILE_N + j * MMA_N + (lane & 7);
-            ldmatrix_x4(b[j], sb + b_off(tok, lane >> 3));
-        }
-#pragma unroll
-        for (int i = 0; i < FRAGS_M; ++i)
-#pragma unroll
-            for (int j = 0; j < FRAGS_N; ++j) mma_sp_16832<BF16>(acc[i][j], a[i], b[j], e[i]);
 
         // End of a window (or of this split's K range): flush into dense-row shared accumulators.
         if ((ks + 1) % window_steps == 0 || ks + 1 == k_end) {
             const int w = ks / (row_index ? window_steps : 1);
 #pragma unroll
-            for (int i = 0; i < FRAGS_M; ++i) {
+            for (int i = 0; i < FM; ++i) {
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
-                    const int c = c0 + wm * WARP_TILE_M + i * MMA_M + g + 8 * half;
+                    const int c = c0 + frag_row<WG>(wm, warp, i) + g + 8 * half;
                     if (c >= crows) continue;
                     const int dense = row_index ? (c / sel_n) * sel_m + (int)row_index[(i64)w * crows + c] : c;
                     float* dst = acc_s + (dense - r0);
 #pragma unroll
-                    for (int j = 0; j < FRAGS_N; ++j) {
-                        const int n = wn * WARP_TILE_N + j * MMA_N + 2 * t;
+                    for (int j = 0; j < FN; ++j) {
+                        const int n = frag_tok<WG>(wn, j) + 2 * t;
                         dst[n * acc_ld] += acc[i][j][2 * half];
                         dst[(n + 1) * acc_ld] += acc[i][j][2 * half + 1];
                         acc[i][j][2 * half] = 0.0f;
@@ -416,8 +515,24 @@ __device__ __forceinline__ void finalize_body(const float* __restrict__ workspac
     }
 }
 
+// The wgmma entry points exist in every build (nvcc's host pass must see them) but only sm_90a builds
+// instantiate their body; elsewhere they trap (ops never launches them off Hopper).
+template <bool BF16, bool WG>
+__device__ __forceinline__ void ssmm_entry(
+    const u16* values, const u32* meta, const unsigned char* row_index, const u16* x, int ldx, int x_rows,
+    const int* token_idx, const int* tile_expert, const int* tile_start, const int* tile_count, int rows, int crows,
+    int cols, int sel_n, int sel_m, int vector, int steps_per_split, float* workspace, i64 positions,
+    const EpilogueArgs& ep) {
+    if constexpr (WG && !SAMOYEDS_WGMMA) {
+        __trap();
+    } else {
+        ssmm_body<BF16, WG>(values, meta, row_index, x, ldx, x_rows, token_idx, tile_expert, tile_start, tile_count,
+                            rows, crows, cols, sel_n, sel_m, vector, steps_per_split, workspace, positions, ep);
+    }
+}
+
 // ------------------------------------------------------------------------------------------ entry points
-#define SSMM_ENTRY(NAME, BF16)                                                                              \
+#define SSMM_ENTRY(NAME, BF16, WG)                                                                          \
     extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                             \
         const u16* values, const u32* meta, const unsigned char* row_index, const u16* x, int ldx,         \
         int x_rows, const int* token_idx, const int* tile_expert, const int* tile_start,                   \
@@ -425,7 +540,7 @@ __device__ __forceinline__ void finalize_body(const float* __restrict__ workspac
         int steps_per_split, float* workspace, long long positions, int epilogue, void* out, int ldo,     \
         int out_f32, const u16* up, const int* scatter_idx, const float* scale) {                         \
         EpilogueArgs ep{epilogue, out, ldo, out_f32, up, scatter_idx, scale};                              \
-        ssmm_body<BF16>(values, meta, row_index, x, ldx, x_rows, token_idx, tile_expert, tile_start,      \
+        ssmm_entry<BF16, WG>(values, meta, row_index, x, ldx, x_rows, token_idx, tile_expert, tile_start, \
                         tile_count, rows, crows, cols, sel_n, sel_m, vector, steps_per_split, workspace,  \
                         positions, ep);                                                                   \
     }                                                                                                       \
@@ -436,5 +551,7 @@ __device__ __forceinline__ void finalize_body(const float* __restrict__ workspac
         finalize_body<BF16>(workspace, splits, positions, rows, ep);                                       \
     }
 
-SSMM_ENTRY(ssmm_f16, false)
-SSMM_ENTRY(ssmm_bf16, true)
+SSMM_ENTRY(ssmm_f16, false, false)
+SSMM_ENTRY(ssmm_bf16, true, false)
+SSMM_ENTRY(ssmm_wg_f16, false, true)
+SSMM_ENTRY(ssmm_wg_bf16, true, true)

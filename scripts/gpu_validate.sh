@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The first job on a lent GPU (issue 7), prepared so that one device call does it all, in order of value:
-#   1. the one-warp mma.sp fragment/metadata layout test against the CPU emulator (settles the layouts),
+#   1. the one-warp mma.sp fragment/metadata layout test against the CPU emulator (settles the layouts) and,
+#      on Hopper, the one-warpgroup wgmma.sp test (fragments, metadata, descriptor, 64-byte swizzle),
 #   2. every kernel against the reference (-m gpu tests/kernels: awkward shapes, both dtypes, empty and
 #      padded experts, every epilogue, grouped, split-K),
 #   3. compute-sanitizer memcheck on a small case (where the runtime supports it),
-#   4. `samoyeds-lab bench kernels` at decode and prefill token counts (records: device, driver, versions).
+#   4. `samoyeds-lab bench kernels` at decode and prefill token counts (records: device, driver, versions;
+#      on Hopper also op ssmm_wg against baseline ssmm: the measurement kernel="auto" decides from).
 # Run from the repository root on a machine whose python3 has torch + CuPy (the device image does):
 #   OUT=/some/dir bash scripts/gpu_validate.sh            (BENCH_MODELS / BENCH_TOKENS to change the sweep)
 # Everything goes to $OUT (default build/gpu); the last lines printed are a short summary.

@@ -8,6 +8,7 @@ import torch
 
 from ..formats import compress_nm, compress_samoyeds
 from ..kernels import dense_mm, spmm, ssmm
+from ..kernels.build import device_arch
 from ..offload.hardware import load_profile
 from .kernels import make_record
 from .timing import environment_record
@@ -50,6 +51,7 @@ def run(shapes, tokens, dtype_name, *, profile, warmup, repeat, ops):
     driver = str(torch.version.cuda)
     versions = {k: str(v) for k, v in env.items()} if isinstance(env, dict) else {}
     g = torch.Generator(device="cuda").manual_seed(0)
+    hopper = device_arch() == "90a"
     recs = []
     for model, (d_model, d_ffn) in shapes.items():
         m, k = d_ffn, d_model  # up/gate projection: [d_ffn, d_model] · x
@@ -71,14 +73,19 @@ def run(shapes, tokens, dtype_name, *, profile, warmup, repeat, ops):
             if semi is not None and t >= 8:  # torch's 2:4 needs >= 8 (padded) columns
                 base["torch_24"] = _time(lambda: torch.mm(semi, xg.T), warmup, repeat)
             mine = {}
-            if "ssmm" in ops:
-                mine["ssmm"] = _time(lambda: ssmm(wsam, x, idx, backend="cupy"), warmup, repeat)
+            if "ssmm" in ops or ("ssmm_wg" in ops and hopper):
+                mine["ssmm"] = _time(lambda: ssmm(wsam, x, idx, backend="cupy", kernel="mma_sp"), warmup, repeat)
+            if "ssmm_wg" in ops and hopper:  # the wgmma path, also timed against the mma.sp path of the same run
+                mine["ssmm_wg"] = _time(lambda: ssmm(wsam, x, idx, backend="cupy", kernel="wgmma_sp"), warmup, repeat)
             if "spmm_24" in ops:
                 mine["spmm_24"] = _time(lambda: spmm(w24, xg, backend="cupy"), warmup, repeat)
             if "dense_mm" in ops:
                 mine["dense_mm"] = base["dense_mm"]
             for op, ms in mine.items():
-                for bname, bms in base.items():
+                bases = dict(base, ssmm=mine["ssmm"]) if op == "ssmm_wg" else base
+                for bname, bms in bases.items():
+                    if bname == op:
+                        continue
                     recs.append(make_record(device=device, driver=driver, versions=versions, op=op, model=model,
                                             m=m, k=k, tokens=t, dtype=dtype_name, ms=ms, baseline=bname,
                                             baseline_ms=bms, profile=prof))

@@ -32,8 +32,10 @@ MODEL_SHAPES: dict[str, tuple[int, int]] = {
 }
 #: Tokens per expert swept by the benchmark.
 TOKENS = (1, 8, 16, 64, 256, 1024, 4096)
-OPS = ("ssmm", "spmm_24", "dense_mm")
-BASELINES = ("torch_dense", "torch_24", "dense_mm")
+#: ``ssmm_wg`` is the sm_90a wgmma variant of ``ssmm`` (timed only on Hopper, also against ``ssmm`` itself:
+#: those records are what ``kernels.ops.choose_ssmm_kernel`` decides ``kernel="auto"`` from).
+OPS = ("ssmm", "ssmm_wg", "spmm_24", "dense_mm")
+BASELINES = ("torch_dense", "torch_24", "dense_mm", "ssmm")
 RECORD_KEYS = ("device", "driver", "versions", "op", "model", "m", "k", "tokens", "dtype", "ms", "baseline",
                "baseline_ms", "tflops", "roofline_ms", "date")
 _REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +43,7 @@ _REPO = Path(__file__).resolve().parents[2]
 
 #: Ops and baselines of the records → the op of :mod:`samoyeds_lab.bench.roofline` with the same HBM traffic
 #: and tensor-core work (one roofline formula for the whole project).
-ROOFLINE_OP = {"ssmm": "ssmm", "spmm_24": "spmm", "torch_24": "spmm", "dense_mm": "dense", "torch_dense": "dense"}
+ROOFLINE_OP = {"ssmm": "ssmm", "ssmm_wg": "ssmm", "spmm_24": "spmm", "torch_24": "spmm", "dense_mm": "dense", "torch_dense": "dense"}
 
 
 def _roofline_op(op: str) -> str:

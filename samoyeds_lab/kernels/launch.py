@@ -23,16 +23,25 @@ STAGE_BYTES = {
 STAGE_BYTES["spmm"] = STAGE_BYTES["ssmm"]
 
 
-def smem_bytes(kind: str, sel_n: int = 1, sel_m: int = 1) -> int:
+#: The wgmma (sm_90a) ssmm kernels round their shared-memory base up to this many bytes (``SMEM_ALIGN`` in
+#: kernels/ssmm.cu) so the 64-byte swizzle the tensor cores derive from address bits matches the B layout.
+SMEM_ALIGN = 1024
+
+
+def smem_bytes(kind: str, sel_n: int = 1, sel_m: int = 1, *, wgmma: bool = False) -> int:
     """Dynamic shared memory of one block: stages + token ids + the fp32 dense-row accumulator tile.
 
     ``sel_n:sel_m`` is the Samoyeds row selection (1:1 for plain 2:4 and dense): the accumulator tile
     holds ``BLOCK_M / sel_n · sel_m`` dense rows for ``BLOCK_N`` tokens, padded by ``ACC_PAD`` floats.
+    ``wgmma=True`` (``ssmm`` only) adds :data:`SMEM_ALIGN` bytes of alignment slack.
     """
     if kind not in STAGE_BYTES:
         raise ValueError(f"kind: expected one of {sorted(STAGE_BYTES)}, got {kind!r}")
+    if wgmma and kind != "ssmm":
+        raise ValueError(f"wgmma: only the 'ssmm' kernels have a wgmma variant, got kind={kind!r}")
     r_tile = tiles.BLOCK_M // sel_n * sel_m
-    return tiles.STAGES * STAGE_BYTES[kind] + tiles.BLOCK_N * 4 + tiles.BLOCK_N * (r_tile + ACC_PAD) * 4
+    return (tiles.STAGES * STAGE_BYTES[kind] + tiles.BLOCK_N * 4 + tiles.BLOCK_N * (r_tile + ACC_PAD) * 4
+            + (SMEM_ALIGN if wgmma else 0))
 
 
 @dataclass(frozen=True)
@@ -132,5 +141,5 @@ def check_grid(grid: tuple[int, ...]) -> tuple[int, int, int]:
     return g
 
 
-__all__ = ["STAGE_BYTES", "smem_bytes", "TokenTiles", "token_tiles", "SplitPlan", "split_plan", "GRID_LIMITS",
+__all__ = ["STAGE_BYTES", "SMEM_ALIGN", "smem_bytes", "TokenTiles", "token_tiles", "SplitPlan", "split_plan", "GRID_LIMITS",
            "check_grid"]

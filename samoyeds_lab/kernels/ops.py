@@ -17,6 +17,12 @@ Formulas (``W`` the dense weight ``[rows, cols]``, positions ``p`` of a token li
     epilogue="scatter_add": out[s[p], r] += scale[p] · ssmm[p, r]     s = scatter_idx (default idx)
 
 All products accumulate in fp32.
+
+``ssmm`` / ``ssmm_grouped`` take ``kernel=``: ``"mma_sp"`` (warp-level ``mma.sp`` m16n8k32, SM80+),
+``"wgmma_sp"`` (Hopper ``wgmma.mma_async.sp`` m64n64k32 with B read through a shared-memory descriptor,
+sm_90a only) or ``"auto"``: ``"mma_sp"`` unless recorded benchmarks of *this* GPU model
+(``data/bench/gpu_kernels*.json``, op ``ssmm_wg`` against baseline ``ssmm``) show the wgmma path faster
+at the nearest recorded tokens count — the choice is made by measurement, never assumed.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from .build import KernelUnavailableError, device_arch, load_module
 from .launch import check_grid, smem_bytes, split_plan, token_tiles
 
 BACKENDS = ("auto", "cupy", "reference")
+KERNELS = ("auto", "mma_sp", "wgmma_sp")
 EPILOGUES = {"plain": 0, "silu_mul": 1, "scatter_add": 2}
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -69,6 +76,69 @@ def _warn_once(msg: str) -> None:
     if msg not in _warned:
         _warned.add(msg)
         warnings.warn(f"samoyeds_lab.kernels: {msg}; using the torch reference", RuntimeWarning, stacklevel=4)
+
+
+def _check_kernel(kernel: object) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
+    return str(kernel)
+
+
+def _arch() -> str:
+    return device_arch()
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name()
+
+
+def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
+                       records: Sequence[dict] | None = None) -> str:
+    """``"wgmma_sp"`` or ``"mma_sp"`` for ``tokens`` positions per expert on ``device``, from measurements.
+
+    Uses the records of op ``ssmm_wg`` timed against baseline ``ssmm`` (the mma.sp path, same shapes, same
+    run) on the same device name and dtype; at the recorded tokens count nearest to ``tokens`` (log scale) the
+    wgmma path is chosen when the median of its time ratios over the recorded shapes is below 1.
+    Without such records: ``"mma_sp"``.
+
+    Parameters
+    ----------
+    records : sequence of dict, optional
+        Benchmark records (default: :func:`samoyeds_lab.bench.kernels.load_kernel_records`).
+    """
+    import math
+    import statistics
+
+    if records is None:
+        records = _recorded_kernel_records()
+    dt = dtype if isinstance(dtype, str) else {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
+    mine = [r for r in records if r.get("op") == "ssmm_wg" and r.get("baseline") == "ssmm"
+            and r.get("device") == device and r.get("dtype") == dt and r.get("baseline_ms", 0) > 0]
+    if not mine:
+        return "mma_sp"
+    t = max(int(tokens), 1)
+    near = min({int(r["tokens"]) for r in mine}, key=lambda v: (abs(math.log(max(v, 1)) - math.log(t)), v))
+    ratio = statistics.median(r["ms"] / r["baseline_ms"] for r in mine if int(r["tokens"]) == near)
+    return "wgmma_sp" if ratio < 1.0 else "mma_sp"
+
+
+@functools.lru_cache(maxsize=1)
+def _recorded_kernel_records() -> tuple[dict, ...]:
+    from ..bench.kernels import load_kernel_records
+
+    return tuple(load_kernel_records())
+
+
+def _resolve_kernel(kernel: str, tokens: int, dtype: torch.dtype) -> str:
+    """The kernel a CUDA call runs: an explicit ``"wgmma_sp"`` needs sm_90a (named error otherwise)."""
+    arch = _arch()
+    if kernel == "wgmma_sp":
+        if arch != "90a":
+            raise ValueError(f"kernel: 'wgmma_sp' needs a Hopper GPU (sm_90a); this GPU builds for sm_{arch}")
+        return kernel
+    if kernel == "auto" and arch == "90a":
+        return choose_ssmm_kernel(tokens, dtype, _device_name())
+    return "mma_sp"
 
 
 def _check_backend(backend: object) -> str:
@@ -255,6 +325,7 @@ def ssmm(
     scale: torch.Tensor | None = None,
     split_k: int | None = None,
     backend: str = "auto",
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """Sparse weight × tokens gathered by id (the Samoyeds SSMM), with a fused epilogue.
 
@@ -280,6 +351,8 @@ def ssmm(
     split_k : int, optional
         Number of K splits for the kernel (default: automatic, more splits for few tokens).
     backend : {"auto", "cupy", "reference"}
+    kernel : {"auto", "mma_sp", "wgmma_sp"}
+        Which CUDA kernel runs (see the module docstring); ignored by the reference backend.
 
     Returns
     -------
@@ -287,6 +360,7 @@ def ssmm(
         ``[positions, rows]`` (``plain``/``silu_mul``) or ``out`` (``scatter_add``).
     """
     backend = _check_backend(backend)
+    kernel = _check_kernel(kernel)
     w_dense_shape = reference.dense_of(weight).shape if isinstance(weight, torch.Tensor) else getattr(weight, "shape", None)
     if w_dense_shape is None:
         reference.dense_of(weight)  # raises the TypeError naming the formats
@@ -311,13 +385,16 @@ def ssmm(
             y32 = reference.ssmm(weight, x, idx, out_dtype=torch.float32)
         return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale)
     offsets = [0, positions]
-    return _ssmm_cupy([weight], x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=idx is not None)
+    return _ssmm_cupy([weight], x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=idx is not None,
+                      kernel=kernel)
 
 
-def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, *, gather=True):
+def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, *, gather=True,
+               kernel="auto"):
     w0 = weights[0]
     rows, cols = w0.shape
     positions = int(offsets[-1])
+    choice = _resolve_kernel(kernel, -(-positions // max(len(weights), 1)), x.dtype)  # before any early return
     if epilogue != "scatter_add":
         out = torch.empty(positions, rows, dtype=x.dtype, device=x.device)
     if positions == 0 or rows == 0:
@@ -335,6 +412,12 @@ def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, 
         row_index = torch.stack([w.row_index for w in weights]).contiguous() if isinstance(w0, SamoyedsWeight) else None
     crows = w0.values.shape[0]
     sel_n, sel_m, vector = (w0.n, w0.m, w0.vector) if isinstance(w0, SamoyedsWeight) else (1, 1, cols)
+    wg = choice == "wgmma_sp"
+    if wg and smem_bytes("ssmm", sel_n, sel_m, wgmma=True) > _smem_limit():
+        if kernel == "wgmma_sp":
+            raise ValueError(f"kernel: 'wgmma_sp' needs {smem_bytes('ssmm', sel_n, sel_m, wgmma=True)} B of shared "
+                             f"memory per block for {sel_n}:{sel_m}, the GPU has {_smem_limit()}")
+        wg = False
     tt = token_tiles(offsets)
     dev = x.device
     te, ts, tc = (t.to(dev) for t in (tt.expert, tt.start, tt.count))
@@ -349,11 +432,11 @@ def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, 
     upc = up.contiguous() if up is not None else None
     ep_args = (np.int32(EPILOGUES[epilogue]), _cp(out), np.int32(rows), np.int32(out.dtype == torch.float32),
                _cp(upc), _cp(sidx), _cp(sc))
-    fn = f"ssmm_{_dt(x)}"
+    fn = f"ssmm_wg_{_dt(x)}" if wg else f"ssmm_{_dt(x)}"
     args = (_cp(values), _cp(meta), _cp(row_index), _cp(x), np.int32(x.stride(0)), np.int32(x.shape[0]), _cp(tok),
             _cp(te), _cp(ts), _cp(tc), np.int32(rows), np.int32(crows), np.int32(cols), np.int32(sel_n),
             np.int32(sel_m), np.int32(vector), np.int32(plan.steps_per_split), _cp(ws), np.int64(positions)) + ep_args
-    _launch("ssmm", fn, (mblocks, len(tt), plan.splits), smem_bytes("ssmm", sel_n, sel_m), args)
+    _launch("ssmm", fn, (mblocks, len(tt), plan.splits), smem_bytes("ssmm", sel_n, sel_m, wgmma=wg), args)
     if plan.splits > 1:
         _finalize("ssmm", fn, positions * rows,
                   (_cp(ws), np.int32(plan.splits), np.int64(positions), np.int32(rows)) + ep_args)
@@ -373,6 +456,7 @@ def ssmm_grouped(
     routing_weights: torch.Tensor | None = None,
     split_k: int | None = None,
     backend: str = "auto",
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """All experts of a layer in one launch: position ``p`` of expert ``e``'s segment uses ``weights[e]``.
 
@@ -381,7 +465,7 @@ def ssmm_grouped(
     ``x[token_id[p]]`` (``x`` = ``[num_tokens, cols]`` hidden states); ``gather=False``: it reads
     ``x[p]`` (``x`` = ``[positions, cols]``, e.g. the SwiGLU activations of the previous stage).
 
-    Epilogues as in :func:`ssmm`; ``scatter_add`` adds ``routing_weights.flatten()[slot[p]] · y[p]``
+    Epilogues, ``split_k``, ``backend`` and ``kernel`` as in :func:`ssmm`; ``scatter_add`` adds ``routing_weights.flatten()[slot[p]] · y[p]``
     into ``out[token_id[p]]`` (``routing_weights`` = the router's ``[tokens, k]`` top-k weights,
     default 1; SENTINEL positions skipped).
 
@@ -391,6 +475,7 @@ def ssmm_grouped(
         ``[positions, rows]`` or ``out``.
     """
     backend = _check_backend(backend)
+    kernel = _check_kernel(kernel)
     if not isinstance(selection, TokenSelection):
         raise TypeError(f"selection: expected a TokenSelection, got {type(selection).__name__}")
     weights = list(weights)
@@ -432,7 +517,8 @@ def ssmm_grouped(
     tensors = [x] + [t for t in (up, out, scale) if t is not None] + [getattr(w, "values", x) for w in weights]
     if _use_cupy(backend, tensors, _sparse_unsupported(weights[0], x)):
         idx = ids.to(x.device) if gather else None
-        return _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=gather)
+        return _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=gather,
+                          kernel=kernel)
     # reference: expert by expert
     y32 = torch.zeros(positions, rows, dtype=torch.float32, device=x.device)
     for e, w in enumerate(weights):

@@ -25,11 +25,12 @@ __all__ = [
 ]
 
 #: One colour per op (model curves and measured points of the same op share it). Record op names of
-#: :mod:`samoyeds_lab.bench.kernels` (``spmm_24``, ``dense_mm``, ``torch_dense``, ``torch_24``) included.
+#: :mod:`samoyeds_lab.bench.kernels` (``ssmm_wg``, ``spmm_24``, ``dense_mm``, ``torch_dense``, ``torch_24``) included.
 KERNEL_COLORS: dict[str, str] = {
     "dense": "#6b7280",
     "spmm": "#2563eb",
     "ssmm": "#059669",
+    "ssmm_wg": "#0d9488",
     "spmm_24": "#2563eb",
     "dense_mm": "#374151",
     "torch_dense": "#9ca3af",

@@ -65,3 +65,60 @@ def test_nothing_recorded_yet_and_no_gpu_means_exit_2(capsys):
     assert bk.main(["--tokens", "1"]) == 2
     assert "GPU" in capsys.readouterr().out
     assert set(bk.MODEL_SHAPES["Mixtral-8x7B"]) == {4096, 14336} and bk.TOKENS == (1, 8, 16, 64, 256, 1024, 4096)
+
+
+# ------------------------------------------------------------------ kernel="auto": decided by measurement
+def _wg_records(device="NVIDIA H100 80GB HBM3", dtype="float16", ratios=None):
+    """SYNTHETIC ssmm_wg-vs-ssmm records: {tokens: [ms/baseline_ms per model]}."""
+    ratios = ratios or {1: [1.3, 1.2], 64: [1.1, 1.05], 1024: [0.8, 0.7, 1.1], 4096: [0.6, 0.65]}
+    out = []
+    for t, rs in ratios.items():
+        for i, r in enumerate(rs):
+            out.append(bk.make_record(device=device, driver="0", versions={}, op="ssmm_wg", model=f"m{i}", m=4096,
+                                      k=4096, tokens=t, dtype=dtype, ms=r, baseline="ssmm", baseline_ms=1.0,
+                                      profile=H100, date="2026-01-01"))
+    return out
+
+
+def test_choose_ssmm_kernel_follows_the_records():
+    from samoyeds_lab.kernels.ops import choose_ssmm_kernel
+
+    recs = _wg_records()
+    dev = "NVIDIA H100 80GB HBM3"
+    assert choose_ssmm_kernel(1, "float16", dev, recs) == "mma_sp"
+    assert choose_ssmm_kernel(16, "float16", dev, recs) == "mma_sp"  # nearest recorded: 64 (log scale), slower
+    assert choose_ssmm_kernel(700, "float16", dev, recs) == "wgmma_sp"  # nearest 1024: median 0.8 < 1
+    assert choose_ssmm_kernel(100_000, "float16", dev, recs) == "wgmma_sp"
+    assert choose_ssmm_kernel(0, "float16", dev, recs) == "mma_sp"
+    import torch
+
+    assert choose_ssmm_kernel(4096, torch.float16, dev, recs) == "wgmma_sp"
+    # only the same device model and dtype count; no records: the mma.sp path
+    assert choose_ssmm_kernel(4096, "float16", "NVIDIA H200", recs) == "mma_sp"
+    assert choose_ssmm_kernel(4096, "bfloat16", dev, recs) == "mma_sp"
+    assert choose_ssmm_kernel(4096, "float16", dev, []) == "mma_sp"
+    mixed = recs + [dict(r, baseline="torch_dense", ms=0.01) for r in recs]  # other baselines are ignored
+    assert choose_ssmm_kernel(16, "float16", dev, mixed) == "mma_sp"
+
+
+def test_auto_kernel_launches_what_the_records_chose(monkeypatch):
+    import torch
+
+    from samoyeds_lab.kernels import ops
+
+    from .test_launch import install_recorder, zero_samoyeds
+
+    w = zero_samoyeds(256, 256)
+    recs = tuple(_wg_records())
+    for arch, tokens, want in (("90a", 8, "ssmm_f16"), ("90a", 2048, "ssmm_wg_f16"), ("80", 2048, "ssmm_f16")):
+        rec = install_recorder(monkeypatch)
+        monkeypatch.setattr(ops, "_arch", lambda arch=arch: arch)
+        monkeypatch.setattr(ops, "_recorded_kernel_records", lambda: recs)
+        x = torch.zeros(tokens, 256, dtype=torch.float16)
+        ops.ssmm(w, x, torch.arange(tokens, dtype=torch.int32), backend="cupy")
+        assert rec.launches[0].fn == want, (arch, tokens)
+    # an explicit kernel wins over the records
+    rec = install_recorder(monkeypatch)
+    monkeypatch.setattr(ops, "_recorded_kernel_records", lambda: recs)
+    ops.ssmm(w, torch.zeros(8, 256, dtype=torch.float16), None, backend="cupy", kernel="wgmma_sp")
+    assert rec.launches[0].fn == "ssmm_wg_f16"

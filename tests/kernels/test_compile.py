@@ -24,6 +24,11 @@ from samoyeds_lab.kernels.build import (
 pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC from PyPI (cuda-bindings, nvidia-cuda-nvrtc) not installed")
 
 PROBE = Path(__file__).with_name("one_warp_mma_sp.cu")
+WG_PROBE = Path(__file__).with_name("one_warpgroup_wgmma_sp.cu")
+#: The Hopper-only path of ssmm.cu (entry points ssmm_wg_*): in the sm_90a PTX, never in the sm_80 PTX.
+WGMMA = ["wgmma.mma_async.sp.sync.aligned.m64n64k32.f32.f16.f16", "wgmma.mma_async.sp.sync.aligned.m64n64k32.f32.bf16.bf16",
+         "wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 0",
+         "fence.proxy.async.shared::cta"]
 EXPECT = {
     "ssmm": ["mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32",
              "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32",
@@ -37,7 +42,8 @@ EXPECT = {
                  "cp.async.cg.shared.global", "ldmatrix.sync.aligned.m8n8.x4.shared.b16"],
 }
 ENTRIES = {
-    "ssmm": ["ssmm_f16", "ssmm_bf16", "ssmm_f16_finalize", "ssmm_bf16_finalize"],
+    "ssmm": ["ssmm_f16", "ssmm_bf16", "ssmm_f16_finalize", "ssmm_bf16_finalize", "ssmm_wg_f16", "ssmm_wg_bf16",
+             "ssmm_wg_f16_finalize", "ssmm_wg_bf16_finalize"],
     "spmm": ["spmm_f16", "spmm_bf16", "spmm_f16_finalize", "spmm_bf16_finalize"],
     "dense_mm": ["dense_mm_f16", "dense_mm_bf16", "dense_mm_f16_finalize", "dense_mm_bf16_finalize"],
 }
@@ -56,6 +62,8 @@ def test_nvrtc_compiles_with_loader_options(name, arch):
         assert re.search(rf"\.entry {entry}\(", res.ptx), f"entry point {entry} missing"
     if name == "dense_mm":
         assert "mma.sp" not in res.ptx
+    for instr in WGMMA:  # the wgmma path exists in sm_90a builds only (elsewhere its entry points trap)
+        assert (instr in res.ptx) == (name == "ssmm" and arch == "90a"), f"{instr} in {name}.cu for sm_{arch}"
 
 
 @pytest.mark.parametrize("name", ["ssmm", "spmm"])
@@ -73,6 +81,15 @@ def test_one_warp_probe_compiles(arch):
         assert re.search(rf"mma\.sp::ordered_metadata\.sync\.aligned\.m16n8k32\.row\.col\.f32\.f16\.f16\.f32 .*, {sel};",
                          res.ptx) or f", {sel};" in res.ptx
     assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in res.ptx
+
+
+def test_one_warpgroup_probe_compiles():
+    res = compile_source(WG_PROBE, "90a")
+    for dt in ("f16", "bf16"):
+        for sel in ("0", "1"):
+            assert re.search(rf"wgmma\.mma_async\.sp\.sync\.aligned\.m64n64k32\.f32\.{dt}\.{dt}\s.*,\s*{sel},\s*p,"
+                             rf"\s*1,\s*1,\s*0;", res.ptx), f"probe {dt} selector {sel}"
+    assert res.ptx.count("wgmma.mma_async.sp") == 4 and "fence.proxy.async.shared::cta" in res.ptx
 
 
 def test_compile_error_carries_the_nvrtc_log(tmp_path):

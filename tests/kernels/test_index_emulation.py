@@ -26,6 +26,8 @@ exactly once by the finalize pass.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -35,6 +37,7 @@ from samoyeds_lab.formats import SENTINEL, TokenSelection, compress_nm, compress
 from samoyeds_lab.kernels import ops
 from samoyeds_lab.kernels.build import KERNEL_DIR
 from samoyeds_lab.reference.mma_sp import mma_sp_m16n8k32
+from samoyeds_lab.reference.wgmma import SmemDescriptor, k_major_offsets, load_k_major, wgmma_sp_m64nNk32
 
 from ..formats.helpers import random_samoyeds
 from .test_launch import _entry_params, check_args, cu_macros, install_recorder
@@ -49,6 +52,11 @@ A_STAGE_BYTES, B_STAGE_BYTES, M_STAGE_BYTES, STAGE_BYTES = (D[k] for k in ("A_ST
                                                                             "M_STAGE_BYTES", "STAGE_BYTES"))
 PAD_WORD = 0x44444444
 SENT = D["SENTINEL"]
+WG_M, WG_FRAGS_M, WG_FRAGS_N, B_SBO, SMEM_ALIGN = (D[k] for k in ("WG_M", "WG_FRAGS_M", "WG_FRAGS_N", "B_SBO",
+                                                                   "SMEM_ALIGN"))
+#: Shared-window address the replay gives ``smem_raw`` (16-byte aligned, deliberately not SMEM_ALIGN-aligned,
+#: so the wgmma path's round-up is exercised).
+RAW_BASE = 0x2A0
 
 #: The lines of kernels/ssmm.cu transcribed below (each must still be in the .cu, verbatim).
 TRANSCRIBED = [
@@ -128,11 +136,13 @@ TRANSCRIBED = [
     # window flush
     "if ((ks + 1) % window_steps == 0 || ks + 1 == k_end) {",
     "const int w = ks / (row_index ? window_steps : 1);",
-    "const int c = c0 + wm * WARP_TILE_M + i * MMA_M + g + 8 * half;",
+    "for (int i = 0; i < FM; ++i) {",
+    "const int c = c0 + frag_row<WG>(wm, warp, i) + g + 8 * half;",
     "if (c >= crows) continue;",
     "const int dense = row_index ? (c / sel_n) * sel_m + (int)row_index[(i64)w * crows + c] : c;",
     "float* dst = acc_s + (dense - r0);",
-    "const int n = wn * WARP_TILE_N + j * MMA_N + 2 * t;",
+    "for (int j = 0; j < FN; ++j) {",
+    "const int n = frag_tok<WG>(wn, j) + 2 * t;",
     "dst[n * acc_ld] += acc[i][j][2 * half];",
     "dst[(n + 1) * acc_ld] += acc[i][j][2 * half + 1];",
     "acc[i][j][2 * half] = 0.0f;",
@@ -163,6 +173,20 @@ TRANSCRIBED = [
     "for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {",
     "for (int z = 0; z < splits; ++z) v += workspace[z * total + i];",
     "apply_epilogue<BF16>(ep, i / rows, (int)(i % rows), v);",
+    # the wgmma (sm_90a) path
+    "unsigned char* smem = smem_raw + (WG ? (SMEM_ALIGN - (smem_u32(smem_raw) & (SMEM_ALIGN - 1))) & (SMEM_ALIGN - 1) : 0);",
+    "constexpr int FM = WG ? WG_FRAGS_M : FRAGS_M;",
+    "constexpr int FN = WG ? WG_FRAGS_N : FRAGS_N;",
+    "return WG ? i * WG_M + warp * MMA_M : wm * WARP_TILE_M + i * MMA_M;",
+    "return WG ? j * MMA_N : wn * WARP_TILE_N + j * MMA_N;",
+    "if (WG) fence_proxy_async();",
+    "const int row = frag_row<true>(wm, warp, i) + (lane & 15);",
+    "e[i] = sm[(frag_row<true>(wm, warp, i) / MMA_M) * 16 + 2 * g + (lane & 1)];",
+    "for (int i = 0; i < WG_FRAGS_M; ++i) wgmma_sp_m64n64k32<BF16>(acc[i], a[i], b_desc(sb), e[i]);",
+    "wgmma_wait0();  // before the flush reads acc and before the next barrier frees this stage",
+    "return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) |",
+    "((unsigned long long)((B_SBO & 0x3FFFF) >> 4) << 32) | (2ull << 62);",
+    "\"{%32, %33, %34, %35}, %36, %37, 0, p, 1, 1, 0;\\n}\\n\"",
     # swizzles
     "int a_off(int row, int chunk) { return row * 32 + ((chunk ^ ((row >> 2) & 1)) << 4); }",
     "int b_off(int tok, int chunk) { return tok * 64 + ((chunk ^ ((tok >> 1) & 3)) << 4); }",
@@ -180,6 +204,18 @@ def a_off(row, chunk):
 
 def b_off(tok, chunk):
     return tok * 64 + ((chunk ^ ((tok >> 1) & 3)) << 4)
+
+
+def frag_row(wg, wm, warp, i):
+    return i * WG_M + warp * MMA_M if wg else wm * WARP_TILE_M + i * MMA_M
+
+
+def frag_tok(wg, wn, j):
+    return j * MMA_N if wg else wn * WARP_TILE_N + j * MMA_N
+
+
+def b_desc(addr):
+    return ((addr & 0x3FFFF) >> 4) | (1 << 16) | (((B_SBO & 0x3FFFF) >> 4) << 32) | (2 << 62)
 
 
 # ------------------------------------------------------------------ global and shared memory models
@@ -310,6 +346,7 @@ class SsmmEmulator:
         if ws is not None:
             assert shape_ws == (launch.grid[2], int(args["positions"]), int(args["rows"]))
         assert launch.block == THREADS
+        self.wg = launch.fn.startswith("ssmm_wg_")
         for bz in range(launch.grid[2]):
             for by in range(launch.grid[1]):
                 for bx in range(launch.grid[0]):
@@ -323,8 +360,11 @@ class SsmmEmulator:
         has_ri, has_tok = not M["row_index"].null, not M["token_idx"].null
         grid_z = launch.grid[2]
         sh = Shared(launch.smem)
-        tok_base = STAGES * STAGE_BYTES
-        acc_base = STAGES * STAGE_BYTES + BLOCK_N * 4
+        wg = self.wg
+        # smem = smem_raw + (WG ? round-up : 0); offsets below are from smem_raw, addresses = RAW_BASE + offset
+        s0 = (SMEM_ALIGN - (RAW_BASE & (SMEM_ALIGN - 1))) & (SMEM_ALIGN - 1) if wg else 0
+        tok_base = s0 + STAGES * STAGE_BYTES
+        acc_base = s0 + STAGES * STAGE_BYTES + BLOCK_N * 4
 
         bm = bx
         expert = int(M["tile_expert"].read(by)[0])
@@ -379,7 +419,7 @@ class SsmmEmulator:
             written.append(dst)
 
         def load_stage(stage, ks):
-            sa = stage * STAGE_BYTES
+            sa = s0 + stage * STAGE_BYTES
             sb = sa + A_STAGE_BYTES
             smm = sb + B_STAGE_BYTES
             written: list[int] = []
@@ -434,7 +474,8 @@ class SsmmEmulator:
 
         dt = torch.bfloat16 if self.bf16 else torch.float16
         as_half = lambda u: torch.from_numpy(u.astype(np.int16)).view(dt)  # noqa: E731
-        acc = torch.zeros(4, FRAGS_M, FRAGS_N, 32, 4)  # [warp, i, j, lane, q]
+        FM, FN = (WG_FRAGS_M, WG_FRAGS_N) if wg else (FRAGS_M, FRAGS_N)
+        acc = torch.zeros(4, FM, FN, 32, 4)  # [warp, i, j, lane, q]
         lane = np.arange(32)
         g, t = lane >> 2, lane & 3
 
@@ -448,10 +489,12 @@ class SsmmEmulator:
                 assert (it + STAGES - 1) % STAGES != it % STAGES  # never overwrite the stage being read
                 load_stage((it + STAGES - 1) % STAGES, nk)
             stage = it % STAGES
-            sa = stage * STAGE_BYTES
+            sa = s0 + stage * STAGE_BYTES
             sb = sa + A_STAGE_BYTES
-            smw = (stage * STAGE_BYTES + A_STAGE_BYTES + B_STAGE_BYTES) // 4
-            for warp in range(THREADS // 32):
+            smw = (s0 + stage * STAGE_BYTES + A_STAGE_BYTES + B_STAGE_BYTES) // 4
+            if wg:
+                self._wgmma_step(sh, acc, sa, sb, smw, ldmatrix_x4, as_half, dt)
+            for warp in range(0 if wg else THREADS // 32):
                 wm, wn = warp // WARPS_N, warp % WARPS_N
                 a, e, b = [], [], []
                 for i in range(FRAGS_M):
@@ -476,18 +519,18 @@ class SsmmEmulator:
                 owner: dict[int, int] = {}
                 for warp in range(THREADS // 32):
                     wm, wn = warp // WARPS_N, warp % WARPS_N
-                    for i in range(FRAGS_M):
+                    for i in range(FM):
                         for half in range(2):
                             for ln in range(32):
-                                c = c0 + wm * WARP_TILE_M + i * MMA_M + int(g[ln]) + 8 * half
+                                c = c0 + frag_row(wg, wm, warp, i) + int(g[ln]) + 8 * half
                                 if c >= crows:
                                     continue
                                 dense = ((c // sel_n) * sel_m + int(M["row_index"].read(ri_off + w * crows + c)[0])
                                          if has_ri else c)
                                 assert 0 <= dense - r0 < r_tile, f"dense row {dense} outside this block's tile"
                                 assert dense < rows, f"compressed row {c} lands on dense row {dense} >= rows"
-                                for j in range(FRAGS_N):
-                                    n = wn * WARP_TILE_N + j * MMA_N + 2 * int(t[ln])
+                                for j in range(FN):
+                                    n = frag_tok(wg, wn, j) + 2 * int(t[ln])
                                     for dn, q in ((0, 2 * half), (1, 2 * half + 1)):
                                         fi = acc_base // 4 + (dense - r0) + (n + dn) * acc_ld
                                         sh.check(fi * 4, 4, acc_base, launch.smem, "acc_s flush")
@@ -514,6 +557,33 @@ class SsmmEmulator:
                 ws.writes[off] += 1
             else:
                 self._epilogue(P, p0 + n, r0 + rl, v)
+
+    def _wgmma_step(self, sh, acc, sa, sb, smw, ldmatrix_x4, as_half, dt):
+        """One k-step of the sm_90a path: per 64-row slab i, each warp's A fragment (ldmatrix) and metadata
+        register, B read through the kernel's descriptor by the wgmma emulator, then wgmma.mma_async.sp."""
+        lane = np.arange(32)
+        g = lane >> 2
+        desc = b_desc(RAW_BASE + sb)
+        assert SmemDescriptor.decode(desc).start_address == RAW_BASE + sb
+        window = np.concatenate([np.full(RAW_BASE, 0xFF, np.uint8), sh.b])  # the shared window from address 0
+        bt = load_k_major(window, desc, BLOCK_N, MMA_K)  # [tokens, K] bit patterns, as the tensor cores read them
+        # the descriptor must address exactly the B stage
+        offs = k_major_offsets(desc, BLOCK_N, MMA_K) - RAW_BASE
+        assert offs.min() >= sb and offs.max() < sb + B_STAGE_BYTES, "descriptor reads outside the B stage"
+        assert len(np.unique(offs // 2)) == BLOCK_N * MMA_K, "descriptor maps two elements to one address"
+        b = as_half(bt).T.contiguous()  # [K, N]
+        for i in range(WG_FRAGS_M):
+            a, e = [], []
+            for warp in range(THREADS // 32):
+                row = frag_row(True, 0, warp, i) + (lane & 15)
+                a.append(as_half(ldmatrix_x4(np.array([a_off(r, c) for r, c in zip(row, lane >> 4)]) + sa, sa, sb)))
+                widx = smw + (frag_row(True, 0, warp, i) // MMA_M) * 16 + 2 * g + (lane & 1)
+                sh.check(int(widx.min()) * 4, 4, sb + B_STAGE_BYTES, sa + STAGE_BYTES, "metadata register")
+                sh.check(int(widx.max()) * 4, 4, sb + B_STAGE_BYTES, sa + STAGE_BYTES, "metadata register")
+                e.append(torch.from_numpy(sh.w[widx].astype(np.int64)))
+            c = acc[:, i].permute(0, 2, 1, 3).reshape(4, 32, WG_FRAGS_N * 4)  # d[4j + q] of warp, lane
+            d = wgmma_sp_m64nNk32(torch.stack(a).to(dt), b, c, torch.stack(e), 0)
+            acc[:, i] = d.reshape(4, 32, WG_FRAGS_N, 4).permute(0, 2, 1, 3)
 
     def _epilogue(self, P, p, r, v):
         M, ldo = self.mem, P["ldo"]
@@ -574,9 +644,12 @@ def samoyeds_weight(rows, cols, n, m, vector, dtype, seed=0):
     return compress_samoyeds(int_dense(random_samoyeds(rows, cols, n, m, vector, dtype=dtype, seed=seed), seed), n, m, vector)
 
 
-def emulate(monkeypatch, call, *, bf16: bool, out_init=None, sms=132):
-    """Run ``call()`` (an ops.* call with backend="cupy") against the recorder; replay its launches."""
+def emulate(monkeypatch, call, *, bf16: bool, out_init=None, sms=132, arch="90a"):
+    """Run ``call()`` (an ops.* call with backend="cupy") against the recorder on a GPU of ``arch``; replay
+    its launches."""
     rec = install_recorder(monkeypatch, sms=sms)
+    monkeypatch.setattr(ops, "_arch", lambda: arch)
+    monkeypatch.setattr(ops, "_device_name", lambda: "NVIDIA H100 80GB HBM3")
     call()
     emu = SsmmEmulator(bf16, out_init)
     launches = [launch for launch in rec.launches if launch.module == "ssmm"]
@@ -601,13 +674,19 @@ def assert_written_once(emu, positions, rows):
 IDX_70 = torch.tensor([3, SENTINEL, 0, 10, 7, 7, SENTINEL, 1] * 8 + [2, 4, SENTINEL, 9, 5, 6], dtype=torch.int32)
 
 
+KERNELS = ["mma_sp", "wgmma_sp"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("split_k", [1, 2, None])
-def test_ssmm_1of2_v32_plain(monkeypatch, split_k):
+def test_ssmm_1of2_v32_plain(monkeypatch, split_k, kernel):
     """40 x 96, 1:2 rows per 32-wide window: 20 compressed rows (M tail in the second m16 tile), 3 windows."""
     w = samoyeds_weight(40, 96, 1, 2, 32, torch.float16)
     x = int_x(11, 96, torch.float16)
-    emu, launches = emulate(monkeypatch, lambda: ops.ssmm(w, x, IDX_70, split_k=split_k, backend="cupy"), bf16=False)
+    emu, launches = emulate(monkeypatch, lambda: ops.ssmm(w, x, IDX_70, split_k=split_k, backend="cupy", kernel=kernel),
+                            bf16=False)
     main = launches[0]
+    assert main.fn == {"mma_sp": "ssmm_f16", "wgmma_sp": "ssmm_wg_f16"}[kernel]
     assert main.grid[:2] == (1, 2) and main.grid[2] == {1: 1, 2: 2, None: 3}[split_k]
     assert emu.flushes == 2 * 3  # 2 token tiles x 3 windows
     want = ops.ssmm(w, x, IDX_70, backend="reference")
@@ -617,27 +696,30 @@ def test_ssmm_1of2_v32_plain(monkeypatch, split_k):
         assert (emu.mem["workspace"].writes == 1).all()  # every partial written exactly once
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_ssmm_2of4_v64_two_row_blocks_silu(monkeypatch, dtype):
+def test_ssmm_2of4_v64_two_row_blocks_silu(monkeypatch, dtype, kernel):
     """272 x 192, 2:4 rows per 64-wide window: 136 compressed rows = two row blocks, the second 8 rows."""
     w = samoyeds_weight(272, 192, 2, 4, 64, dtype, seed=3)
     x = int_x(11, 192, dtype, seed=4)
     idx = IDX_70[:9]
     y = ops.ssmm(w, x, idx, backend="reference")
-    emu, launches = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, split_k=1, backend="cupy"), bf16=dtype == torch.bfloat16)
+    emu, launches = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, split_k=1, backend="cupy", kernel=kernel),
+                            bf16=dtype == torch.bfloat16)
     assert launches[0].grid == (2, 1, 1)
     assert_written_once(emu, 9, 272)
     assert torch.equal(out_tensor(emu, y), y)
     up = int_x(9, 272, dtype, seed=5)
     want = ops.ssmm(w, x, idx, epilogue="silu_mul", up=up, backend="reference")
-    emu, _ = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, epilogue="silu_mul", up=up, split_k=3, backend="cupy"),
-                     bf16=dtype == torch.bfloat16)
+    emu, _ = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, epilogue="silu_mul", up=up, split_k=3, backend="cupy",
+                                                   kernel=kernel), bf16=dtype == torch.bfloat16)
     assert_written_once(emu, 9, 272)
     tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.float16 else dict(rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(out_tensor(emu, want).float(), want.float(), **tol)
 
 
-def test_plain_24_ragged_k_and_strided_x(monkeypatch):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_plain_24_ragged_k_and_strided_x(monkeypatch, kernel):
     """2:4 NMWeight through the same kernel (row_index NULL): 19 x 100 (kc = 50: scalar A loads, K tail
     zero-filled in the last k-step) with x a column slice of a wider, misaligned buffer (scalar B loads)."""
     g = torch.Generator().manual_seed(7)
@@ -649,15 +731,16 @@ def test_plain_24_ragged_k_and_strided_x(monkeypatch):
     assert x.stride(0) == 123 and x.data_ptr() % 16
     idx = torch.tensor([0, SENTINEL, 10, 4, 4], dtype=torch.int32)
     want = ops.ssmm(w, x, idx, backend="reference")
-    emu, launches = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, split_k=2, backend="cupy"), bf16=False)
+    emu, launches = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, split_k=2, backend="cupy", kernel=kernel), bf16=False)
     assert launches[0].args[4] == np.int32(123)
     assert_written_once(emu, 5, 19)
     assert torch.equal(out_tensor(emu, want), want)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("padded", [True, False])
 @pytest.mark.parametrize("split_k", [1, 2])
-def test_grouped_scatter_add_every_row_gets_its_scaled_sum(monkeypatch, padded, split_k):
+def test_grouped_scatter_add_every_row_gets_its_scaled_sum(monkeypatch, padded, split_k, kernel):
     """3 experts (one empty), 1:2 V=32, grouped gather → scatter-add into fp32 out with power-of-2 weights."""
     topk = torch.tensor([[0, 2], [2, 0], [0, 2], [2, 0], [0, 2]])
     sel = TokenSelection.from_topk(topk, 3, pad_to=8)
@@ -669,7 +752,7 @@ def test_grouped_scatter_add_every_row_gets_its_scaled_sum(monkeypatch, padded, 
                             backend="reference")
     emu, launches = emulate(monkeypatch, lambda: ops.ssmm_grouped(
         ws, x, sel, padded=padded, epilogue="scatter_add", out=out0.clone(), routing_weights=rw, split_k=split_k,
-        backend="cupy"), bf16=False, out_init=out0.clone())
+        backend="cupy", kernel=kernel), bf16=False, out_init=out0.clone())
     assert launches[0].grid[1] == 2  # experts 0 and 2; the empty expert 1 has no tile
     assert torch.equal(out_tensor(emu, want), want)
     ids = (sel.padded_token_ids if padded else sel.token_ids).tolist()
@@ -679,7 +762,8 @@ def test_grouped_scatter_add_every_row_gets_its_scaled_sum(monkeypatch, padded, 
     assert set(emu.adds) == {(t, r) for t in range(5) for r in range(48)}
 
 
-def test_grouped_gather_false_bf16_out_atomics(monkeypatch):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_grouped_gather_false_bf16_out_atomics(monkeypatch, kernel):
     """gather=False (x = per-position rows, e.g. SwiGLU activations) and a bf16 scatter target (CAS path)."""
     topk = torch.tensor([[1, 0], [1, 2], [0, 1]])
     sel = TokenSelection.from_topk(topk, 3, pad_to=tiles.TOKEN_PAD)
@@ -688,7 +772,7 @@ def test_grouped_gather_false_bf16_out_atomics(monkeypatch):
     out0 = torch.zeros(3, 32, dtype=torch.bfloat16)
     want = ops.ssmm_grouped(ws, h, sel, gather=False, epilogue="scatter_add", out=out0.clone(), backend="reference")
     emu, launches = emulate(monkeypatch, lambda: ops.ssmm_grouped(
-        ws, h, sel, gather=False, epilogue="scatter_add", out=out0.clone(), split_k=1, backend="cupy"),
+        ws, h, sel, gather=False, epilogue="scatter_add", out=out0.clone(), split_k=1, backend="cupy", kernel=kernel),
         bf16=True, out_init=out0.clone())
     assert launches[0].args[6] is None  # token_idx NULL: position p reads x row p
     assert launches[0].grid[1] == 3
@@ -700,14 +784,16 @@ def test_grouped_gather_false_bf16_out_atomics(monkeypatch):
         torch.testing.assert_close(got[t].float(), y[ps].sum(0), rtol=2e-2, atol=0.5)
 
 
-def test_grouped_plain_padding_rows_are_zero(monkeypatch):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_grouped_plain_padding_rows_are_zero(monkeypatch, kernel):
     """Padded positions (SENTINEL ids) are computed as zero rows and still written exactly once."""
     topk = torch.tensor([[0], [1], [1], [0], [1]])
     sel = TokenSelection.from_topk(topk, 2, pad_to=tiles.TOKEN_PAD)
     ws = [samoyeds_weight(24, 64, 1, 2, 32, torch.float16, seed=30 + e) for e in range(2)]
     x = int_x(5, 64, torch.float16, seed=31)
     want = ops.ssmm_grouped(ws, x, sel, backend="reference")
-    emu, _ = emulate(monkeypatch, lambda: ops.ssmm_grouped(ws, x, sel, split_k=2, backend="cupy"), bf16=False)
+    emu, _ = emulate(monkeypatch, lambda: ops.ssmm_grouped(ws, x, sel, split_k=2, backend="cupy", kernel=kernel),
+                     bf16=False)
     positions = int(sel.padded_offsets[-1])
     assert_written_once(emu, positions, 24)
     got = out_tensor(emu, want)
@@ -736,3 +822,49 @@ def test_emulator_catches_a_wrong_dense_row_formula(monkeypatch):
     monkeypatch.setattr(SsmmEmulator, "_block", shifted)
     emu, _ = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, split_k=1, backend="cupy"), bf16=False)
     assert not torch.equal(out_tensor(emu, want), want)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_emulator_catches_a_wrong_b_swizzle(monkeypatch, kernel):
+    """Both paths read B through the swizzle: with the XOR term dropped from b_off the replay must fail
+    (the wgmma path's descriptor then disagrees with how the stage was written)."""
+    w = samoyeds_weight(40, 96, 1, 2, 32, torch.float16)
+    x = int_x(11, 96, torch.float16)
+    idx = IDX_70[:16]
+    want = ops.ssmm(w, x, idx, backend="reference")
+    monkeypatch.setattr(sys.modules[__name__], "b_off", lambda tok, chunk: tok * 64 + (chunk << 4))
+    emu, _ = emulate(monkeypatch, lambda: ops.ssmm(w, x, idx, split_k=1, backend="cupy", kernel=kernel), bf16=False)
+    got = out_tensor(emu, want)
+    if kernel == "mma_sp":  # stores and ldmatrix loads agree with each other: no swizzle, same result
+        assert torch.equal(got, want)
+    else:  # the tensor cores apply the 64-byte swizzle from the descriptor regardless
+        assert not torch.equal(got, want)
+
+
+def test_wgmma_launch_shape_and_shared_memory(monkeypatch):
+    """The wgmma launch has the mma.sp grid and SMEM_ALIGN more bytes of shared memory."""
+    from samoyeds_lab.kernels.launch import SMEM_ALIGN as PY_ALIGN, smem_bytes
+
+    assert PY_ALIGN == SMEM_ALIGN
+    w = samoyeds_weight(40, 96, 1, 2, 32, torch.float16)
+    x = int_x(11, 96, torch.float16)
+    grids = {}
+    for kernel in KERNELS:
+        rec = install_recorder(monkeypatch)
+        monkeypatch.setattr(ops, "_arch", lambda: "90a")
+        ops.ssmm(w, x, IDX_70, split_k=2, backend="cupy", kernel=kernel)
+        grids[kernel] = [(launch.fn, launch.grid, launch.smem) for launch in rec.launches]
+    (f1, g1, s1), (f2, g2, s2) = grids["mma_sp"][0], grids["wgmma_sp"][0]
+    assert g1 == g2 and s2 == s1 + SMEM_ALIGN == smem_bytes("ssmm", 1, 2, wgmma=True)
+    assert grids["wgmma_sp"][1][0] == "ssmm_wg_f16_finalize"
+
+
+def test_wgmma_needs_hopper(monkeypatch):
+    install_recorder(monkeypatch)
+    monkeypatch.setattr(ops, "_arch", lambda: "80")
+    w = samoyeds_weight(40, 96, 1, 2, 32, torch.float16)
+    x = int_x(11, 96, torch.float16)
+    with pytest.raises(ValueError, match="kernel: 'wgmma_sp' needs a Hopper GPU"):
+        ops.ssmm(w, x, IDX_70, backend="cupy", kernel="wgmma_sp")
+    with pytest.raises(ValueError, match="kernel: expected one of"):
+        ops.ssmm(w, x, IDX_70, backend="cupy", kernel="wgmma")

@@ -97,6 +97,8 @@ def install_recorder(monkeypatch, sms: int = SMS, smem_limit: int = H100_SMEM) -
     monkeypatch.setattr(ops, "_cp", _fake_cp)
     monkeypatch.setattr(ops, "_launch", launch)
     monkeypatch.setattr(ops, "_finalize", finalize)
+    monkeypatch.setattr(ops, "_arch", lambda: "90a")  # an H100: kernel="auto" consults the recorded choice
+    monkeypatch.setattr(ops, "_device_name", lambda: "NVIDIA H100 80GB HBM3")
     return rec
 
 

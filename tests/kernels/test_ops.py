@@ -22,6 +22,17 @@ from samoyeds_lab.formats import SENTINEL, TokenSelection, compress_nm, compress
 from ..formats.helpers import random_24_rows, random_samoyeds
 
 TOL = {torch.float16: dict(rtol=2e-2, atol=2e-2), torch.bfloat16: dict(rtol=6e-2, atol=6e-2)}
+#: The two CUDA paths of ssmm: warp-level mma.sp (SM80+) and Hopper's wgmma.mma_async.sp (sm_90a only).
+SSMM_KERNELS = ["mma_sp", "wgmma_sp"]
+
+
+def _need_kernel(kernel: str) -> None:
+    """Skip (with the reason) a wgmma_sp case on a GPU that is not Hopper."""
+    if kernel == "wgmma_sp":
+        from samoyeds_lab.kernels.build import device_arch
+
+        if device_arch() != "90a":
+            pytest.skip(f"kernel='wgmma_sp' needs sm_90a (Hopper); this GPU builds for sm_{device_arch()}")
 
 
 def _w24(rows, cols, dtype, seed=0, device="cpu"):
@@ -134,22 +145,24 @@ def test_gpu_spmm_and_dense(dtype, rows, cols, tokens, split_k):
                                                   (256, 512, 2, 4, 128), (64, 256, 1, 4, 32)])
 @pytest.mark.parametrize("count", [0, 1, 7, 129])
 @pytest.mark.parametrize("epilogue", ["plain", "silu_mul", "scatter_add"])
-def test_gpu_ssmm(dtype, rows, cols, n, m, vector, count, epilogue):
+@pytest.mark.parametrize("kernel", SSMM_KERNELS)
+def test_gpu_ssmm(dtype, rows, cols, n, m, vector, count, epilogue, kernel):
+    _need_kernel(kernel)
     w = compress_samoyeds(random_samoyeds(rows, cols, n, m, vector, dtype=dtype, seed=rows + count).cuda(), n, m, vector)
     x = torch.randn(11, cols, device="cuda").to(dtype)
     idx = _ids(count, 11).cuda()
     y = reference.ssmm(w, x, idx, out_dtype=torch.float32)
     for split_k in (1, None):
         if epilogue == "plain":
-            got, want = K.ssmm(w, x, idx, split_k=split_k, backend="cupy"), y.to(dtype)
+            got, want = K.ssmm(w, x, idx, split_k=split_k, backend="cupy", kernel=kernel), y.to(dtype)
         elif epilogue == "silu_mul":
             up = torch.randn(count, rows, device="cuda").to(dtype)
-            got = K.ssmm(w, x, idx, epilogue="silu_mul", up=up, split_k=split_k, backend="cupy")
+            got = K.ssmm(w, x, idx, epilogue="silu_mul", up=up, split_k=split_k, backend="cupy", kernel=kernel)
             want = (F.silu(y) * up.float()).to(dtype)
         else:
             scale = torch.rand(count, device="cuda")
             got = K.ssmm(w, x, idx, epilogue="scatter_add", out=torch.zeros(11, rows, device="cuda"), scale=scale,
-                         split_k=split_k, backend="cupy")
+                         split_k=split_k, backend="cupy", kernel=kernel)
             want = torch.zeros(11, rows, device="cuda")
             K.ssmm(w, x, idx, epilogue="scatter_add", out=want, scale=scale, backend="reference")
         torch.testing.assert_close(got.float(), want.float(), **TOL[dtype])
@@ -158,20 +171,22 @@ def test_gpu_ssmm(dtype, rows, cols, n, m, vector, count, epilogue):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pad_to", [1, 64])
-def test_gpu_grouped_with_empty_experts(dtype, pad_to):
+@pytest.mark.parametrize("kernel", SSMM_KERNELS)
+def test_gpu_grouped_with_empty_experts(dtype, pad_to, kernel):
+    _need_kernel(kernel)
     g = torch.Generator().manual_seed(1)
     topk = torch.stack([torch.randperm(6, generator=g)[:2] for _ in range(70)]).clamp(max=4)  # experts 5: empty
     topk = torch.where(topk[:, :1] == topk[:, 1:], torch.stack([topk[:, 0], (topk[:, 0] + 1) % 5], 1), topk)
     sel = TokenSelection.from_topk(topk.cuda(), 6, pad_to=pad_to)
     ws = [compress_samoyeds(random_samoyeds(96, 256, 1, 2, 128, dtype=dtype, seed=e).cuda(), 1, 2, 128) for e in range(6)]
     x = torch.randn(70, 256, device="cuda").to(dtype)
-    got = K.ssmm_grouped(ws, x, sel, backend="cupy")
+    got = K.ssmm_grouped(ws, x, sel, backend="cupy", kernel=kernel)
     want = K.ssmm_grouped(ws, x, sel, backend="reference")
     torch.testing.assert_close(got, want, **TOL[dtype])
     rw = torch.rand(70, 2, device="cuda")
     h = torch.randn(got.shape[0], 256, device="cuda").to(dtype)
     o1 = K.ssmm_grouped(ws, h, sel, gather=False, epilogue="scatter_add", out=torch.zeros(70, 96, device="cuda"),
-                        routing_weights=rw, backend="cupy")
+                        routing_weights=rw, backend="cupy", kernel=kernel)
     o2 = K.ssmm_grouped(ws, h, sel, gather=False, epilogue="scatter_add", out=torch.zeros(70, 96, device="cuda"),
                         routing_weights=rw, backend="reference")
     torch.testing.assert_close(o1, o2, **TOL[dtype])
@@ -207,6 +222,65 @@ def test_gpu_one_warp_mma_sp_layout(dtype, sel):
     assert torch.equal(torch.from_numpy(cupy.asnumpy(d)), want)  # integer data: exact
 
 
+def _wg_probe_inputs(dtype, sel):
+    """Host side of the one-warpgroup probe: per-thread A / metadata / C registers, the 64-byte-swizzled B
+    stage image (as ssmm.cu lays it out) and the emulator's answer."""
+    import numpy as np
+
+    from samoyeds_lab.reference.wgmma import (SmemDescriptor, pack_wg_a, pack_wg_c, pack_wg_e, store_k_major,
+                                              wgmma_sp_m64nNk32)
+
+    g = torch.Generator().manual_seed(10 + sel)
+    pattern = random_24_rows(64, 32, g) != 0
+    w = compress_nm(torch.where(pattern, torch.randint(-3, 4, (64, 32), generator=g).float(), 0.0).to(dtype))
+    bmat = torch.randint(-3, 4, (32, 64), generator=g).to(dtype)
+    c = torch.randint(-3, 4, (64, 64), generator=g).float()
+    a, e, cc = pack_wg_a(w.values), pack_wg_e(w.sptc_metadata(), sel), pack_wg_c(c)
+    want = wgmma_sp_m64nNk32(a, bmat, cc, e, sel)
+    img = np.zeros(64 * 64, np.uint8)  # relative to a 1024-aligned base
+    store_k_major(img, SmemDescriptor(0, 16, 512, 0, "64B").encode(), bmat.T.contiguous())
+    regs = (a.contiguous().view(torch.int16).reshape(128, 8).numpy().view(np.uint32),
+            e.to(torch.int64).numpy().astype(np.uint32).reshape(128), cc.reshape(128, 32).numpy(), img.view(np.uint32))
+    return regs, want, (w, bmat, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sel", [0, 1])
+def test_one_warpgroup_probe_inputs(dtype, sel):
+    """CPU check of the Hopper probe's host side: the emulator's answer is the matmul, and the B image is
+    exactly kernels/ssmm.cu's b_off layout (the kernel's descriptor reads what its loads wrote)."""
+    from samoyeds_lab.reference.wgmma import pack_wg_c
+
+    (a32, e32, c32, img), want, (w, bmat, c) = _wg_probe_inputs(dtype, sel)
+    assert torch.equal(want, pack_wg_c(w.to_dense().float() @ bmat.float() + c))
+    assert a32.shape == (128, 4) and e32.shape == (128,) and c32.shape == (128, 32) and img.size == 64 * 64 // 4
+    h = img.view("uint16")
+    bt = bmat.T.contiguous().view(torch.int16).numpy().view("uint16")
+    for n in range(64):
+        for k in range(32):
+            assert h[(n * 64 + (((k // 8) ^ ((n >> 1) & 3)) << 4) + 2 * (k % 8)) // 2] == bt[n, k]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sel", [0, 1])
+def test_gpu_one_warpgroup_wgmma_sp_layout(dtype, sel):
+    """FIRST HOPPER JOB: one wgmma.mma_async.sp (A in registers, B through ssmm.cu's descriptor and 64-byte
+    swizzle) vs the CPU emulator reference.wgmma: fragment, metadata, descriptor and accumulator layouts."""
+    _need_kernel("wgmma_sp")
+    import cupy
+
+    from samoyeds_lab.kernels.build import device_arch, load_module
+
+    (a32, e32, c32, img), want, _ = _wg_probe_inputs(dtype, sel)
+    mod = load_module(Path(__file__).with_name("one_warpgroup_wgmma_sp.cu"), device_arch())
+    fn = mod.get_function(f"wgmma_sp_probe_{'bf16' if dtype == torch.bfloat16 else 'f16'}_s{sel}")
+    d = cupy.zeros((128, 32), dtype=cupy.float32)
+    fn((1,), (128,), (cupy.asarray(a32), cupy.asarray(e32), cupy.asarray(c32), cupy.asarray(img), d),
+       shared_mem=64 * 64 + 1024)
+    assert torch.equal(torch.from_numpy(cupy.asnumpy(d)).view(4, 32, 32), want)  # integer data: exact
+
+
 @pytest.mark.gpu
 def test_gpu_ldmatrix_probe():
     import cupy
@@ -236,7 +310,11 @@ def test_gpu_compute_sanitizer_memcheck(tmp_path):
         "w = compress_nm(random_24_rows(19, 100, torch.Generator().manual_seed(0)).half().cuda())\n"
         "x = torch.randn(7, 100, device='cuda').half()\n"
         "K.spmm(w, x, backend='cupy'); K.ssmm(w, x, torch.tensor([3, -1, 0], device='cuda'), backend='cupy')\n"
-        "K.dense_mm(w.to_dense(), x, backend='cupy'); torch.cuda.synchronize()\n")
+        "K.dense_mm(w.to_dense(), x, backend='cupy')\n"
+        "from samoyeds_lab.kernels.build import device_arch\n"
+        "if device_arch() == '90a':\n"
+        "    K.ssmm(w, x, torch.tensor([3, -1, 0], device='cuda'), backend='cupy', kernel='wgmma_sp', split_k=2)\n"
+        "torch.cuda.synchronize()\n")
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
                            str(script)], cwd=root, capture_output=True, text=True, timeout=600,
