@@ -39,9 +39,10 @@ from samoyeds_lab import kernels
 from samoyeds_lab.bench.kernels import MODEL_SHAPES, load_kernel_records
 from samoyeds_lab.bench.roofline import DEFAULT_TOKENS, OPS, expert_matrices, op_bytes, roofline, roofline_sweep
 from samoyeds_lab.reference.mma_sp import mma_sp_m16n8k32, pack_a, pack_b, pack_c, pack_e, unpack_d
+from samoyeds_lab.reference.wgmma import SmemDescriptor, load_b, unpack_wg_d, wgmma_sp_m64nNk32
 from samoyeds_lab.viz.kernel_panel import LivePanel, RooflinePanel, cpu_reference_records
 from samoyeds_lab.viz.kernels import cpu_timing_figure, roofline_figure, speedup_figure
-from samoyeds_lab.viz.mma_panel import MmaLanePanel, example_tile, lane_figures, lane_view
+from samoyeds_lab.viz.mma_panel import MmaLanePanel, example_tile, example_warpgroup, lane_figures, lane_view
 
 # False: small, fast defaults (Run All takes well under a minute on a 2-core CPU).
 # True: the CPU timings also use a 2048 x 4096 weight and 256 tokens (slower).
@@ -119,6 +120,30 @@ figs["registers"].show()
 
 # %%
 MmaLanePanel(tile, lane=5)
+
+# %% [markdown]
+# ### On Hopper: the same registers, a warpgroup at a time
+#
+# H100 has a second way to reach the Sparse Tensor Cores, `wgmma.mma_async.sp.m64nNk32`, issued by a
+# *warpgroup* (4 warps, 128 threads) and asynchronous. This project's `ssmm` has that path too
+# (`kernel="wgmma_sp"`, sm_90a only). Each warp keeps exactly the A and metadata registers above (warp
+# `w` owns rows `16w … 16w+15` of a 64-row slab); B, the gathered tokens, is *not* loaded into
+# registers: the tensor cores read it from shared memory through a 64-bit **matrix descriptor** (start
+# address, the stride between 8-row groups, a swizzle mode). The emulator `samoyeds_lab.reference.wgmma`
+# decodes descriptors the same way. Below, 64 tokens are written into shared memory in the kernel's
+# 64-byte-swizzled layout and one emulated instruction is checked against `A · B + C`. Which of the two
+# paths is faster on a given GPU is measured (`samoyeds-lab bench kernels`), not assumed.
+
+# %%
+wg = example_warpgroup(seed=0)
+desc = SmemDescriptor.decode(wg.desc)
+print(f"b-desc = 0x{wg.desc:016X}: start {desc.start_address} B, stride between 8-token groups "
+      f"{desc.stride_byte_offset} B, swizzle {desc.swizzle}")
+print("token 0..7, 16-byte chunk k -> byte address (the XOR with (token >> 1) & 3 is the swizzle):")
+for tok in range(8):
+    print(f"  token {tok}:", "  ".join(f"k{c * 8:>2}-{c * 8 + 7:<2} @{wg.offsets[tok, c * 8]:5d}" for c in range(4)))
+d = wgmma_sp_m64nNk32(wg.a, load_b(wg.smem, wg.desc, 64, wg.b.dtype), wg.c, wg.e, 0)
+print("emulated wgmma D == A·B + C exactly:", torch.equal(unpack_wg_d(d), wg.dense_a.float() @ wg.b.float() + wg.c_matrix))
 
 # %% [markdown]
 # ## 2. The roofline: how fast *can* an expert GEMM be?
@@ -235,6 +260,8 @@ LivePanel(MODEL_SHAPES, full_size=FULL_SIZE)
 # * `mma.sp.m16n8k32` is a warp-wide 16×8×32 multiply whose A operand is stored as 16×16 values plus
 #   2-bit positions; each lane holds 8 A values, 8 B values, 4 accumulators, and (two lanes per quad)
 #   one metadata register with 8 nibbles.
+# * Hopper's `wgmma.mma_async.sp` keeps the same A and metadata registers per warp but reads B from
+#   swizzled shared memory through a matrix descriptor; whether it beats `mma.sp` is a measurement.
 # * On a GPU, an expert GEMM with few tokens is limited by HBM bytes: the ceilings over dense are
 #   ≈1.78× for 2:4 and ≈3.5× for Samoyeds at decode; with thousands of tokens, 2× and 4× from the math.
 # * Ceilings are models. Measured results, when recorded, carry their device and date; CPU timings are

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import ipywidgets as widgets
+import numpy as np
 import plotly.graph_objects as go
 import torch
 
@@ -33,7 +34,7 @@ from .kernels import fragment_heatmap, register_table
 from .panels import _copy_into
 from .sparsity import _TEMPLATE
 
-__all__ = ["MmaTile", "LaneView", "example_tile", "lane_view", "lane_figures", "MmaLanePanel", "MMA_FIGURES"]
+__all__ = ["MmaTile", "WarpgroupTile", "LaneView", "example_tile", "example_warpgroup", "lane_view", "lane_figures", "MmaLanePanel", "MMA_FIGURES"]
 
 #: The figures of one lane view.
 MMA_FIGURES = ("a_dense", "a_stored", "b", "d", "registers")
@@ -85,6 +86,60 @@ def example_tile(seed: int = 0, dtype: torch.dtype = torch.float16) -> MmaTile:
     b = torch.randint(-3, 4, (MMA_K, MMA_N), generator=g).to(dtype)
     c = torch.randint(-3, 4, (MMA_M, MMA_N), generator=g).float()
     return MmaTile(values=nm.values, words=words, dense_a=dense_a, b=b, c=c)
+
+
+@dataclass(frozen=True)
+class WarpgroupTile:
+    """The operands of one ``wgmma.mma_async.sp.m64n64k32`` (A in registers, B through a descriptor).
+
+    Attributes
+    ----------
+    dense_a : torch.Tensor
+        ``[64, 32]`` 2:4 A; ``a`` ``[4, 32, 4, 2]`` and ``e`` ``[4, 32]`` its per-thread registers (warp ``w``:
+        rows ``16w … 16w+15``, each warp in the ``mma.sp.m16n8k32`` layout, selector 0).
+    b : torch.Tensor
+        ``[32, 64]`` B (64 gathered tokens' input features); ``smem`` the uint8 shared-memory image holding
+        it in the 64-byte-swizzled K-major layout of ``kernels/ssmm.cu``'s B stage, ``desc`` the 64-bit
+        descriptor the kernel builds for it (start 0, SBO 512 B), ``offsets`` ``[64 tokens, 32]`` the byte
+        address of every element.
+    c_matrix, c : torch.Tensor
+        fp32 ``[64, 64]`` accumulator input and its per-thread form ``[4, 32, 32]``.
+    """
+
+    dense_a: torch.Tensor
+    a: torch.Tensor
+    e: torch.Tensor
+    b: torch.Tensor
+    smem: np.ndarray
+    desc: int
+    offsets: np.ndarray
+    c_matrix: torch.Tensor
+    c: torch.Tensor
+
+
+def example_warpgroup(seed: int = 0, dtype: torch.dtype = torch.float16) -> WarpgroupTile:
+    """A readable random warpgroup tile (small integers: every product exact), B laid out as ssmm.cu does."""
+    from ..reference.wgmma import SmemDescriptor, k_major_offsets, pack_wg_a, pack_wg_c, pack_wg_e, store_k_major
+
+    seed = check_int("seed", seed, lo=0)
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(f"dtype: expected torch.float16 or torch.bfloat16, got {dtype}")
+    g = torch.Generator().manual_seed(seed)
+    m, n = 4 * MMA_M, 64
+    mag = torch.randint(1, 5, (m, MMA_K), generator=g).float()
+    sign = torch.where(torch.rand(m, MMA_K, generator=g) < 0.5, -1.0, 1.0)
+    keep = torch.rand(m, MMA_K // 4, 4, generator=g).argsort(-1)[..., :2]
+    mask = torch.zeros(m, MMA_K // 4, 4, dtype=torch.bool).scatter_(-1, keep, True).view(m, MMA_K)
+    dense_a = (mag * sign * mask).to(dtype)
+    nm = compress_nm(dense_a, n=2, m=4)
+    b = torch.randint(-3, 4, (MMA_K, n), generator=g).to(dtype)
+    c_matrix = torch.randint(-3, 4, (m, n), generator=g).float()
+    desc = SmemDescriptor(0, 16, 8 * MMA_K * 2, 0, "64B").encode()  # what ssmm.cu's b_desc builds
+    smem = np.zeros(n * MMA_K * 2, np.uint8)
+    store_k_major(smem, desc, b.T.contiguous())
+    return WarpgroupTile(dense_a=dense_a, a=pack_wg_a(nm.values), e=pack_wg_e(nm.sptc_metadata(), 0), b=b,
+                         smem=smem, desc=desc, offsets=k_major_offsets(desc, n, MMA_K), c_matrix=c_matrix,
+                         c=pack_wg_c(c_matrix))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def test_structure():
     src = SOURCE.read_text()
     # the lane view and the panels come from the library (tested in tests/viz), not from notebook code
     for needle in ("from samoyeds_lab.viz.mma_panel import", "from samoyeds_lab.viz.kernel_panel import",
-                   "load_kernel_records()", "MmaLanePanel(", "RooflinePanel(", "LivePanel(",
+                   "load_kernel_records()", "MmaLanePanel(", "example_warpgroup(", "RooflinePanel(", "LivePanel(",
                    "kernels.available()", "samoyeds-lab bench kernels"):
         assert needle in src, needle
     nb = jupytext.read(SOURCE)
@@ -53,6 +53,7 @@ def test_figures_panels_and_labels_are_displayed(executed):
     assert "samoyeds-lab" in banner and "backend" in banner
     text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
     assert "emulated D == A·B + C exactly: True" in text
+    assert "emulated wgmma D == A·B + C exactly: True" in text and "swizzle 64B" in text
     assert "model, not a measurement" in text
     figures = "\n".join(str(o.data.get("application/vnd.plotly.v1+json", ""))
                         for c in nb.cells if c.cell_type == "code" for o in c.outputs

@@ -195,3 +195,27 @@ def test_errors():
     with pytest.raises(ValueError, match="lane"):
         MmaLanePanel(lane=-1)
     assert isinstance(tile, MmaTile)
+
+
+def test_example_warpgroup_is_what_ssmm_cu_lays_out():
+    """The Lab 02 Hopper tile: registers per warp = the mma.sp layouts, B image = ssmm.cu's b_off layout,
+    the descriptor = ssmm.cu's b_desc for a B stage at address 0, and the emulated wgmma is A·B + C."""
+    from samoyeds_lab.reference.wgmma import SmemDescriptor, load_b, unpack_wg_d, wgmma_sp_m64nNk32
+    from samoyeds_lab.viz.mma_panel import example_warpgroup
+
+    for dtype in (torch.float16, torch.bfloat16):
+        wg = example_warpgroup(seed=3, dtype=dtype)
+        assert wg.desc == (0 | (1 << 16) | ((512 >> 4) << 32) | (2 << 62))  # b_desc(0)
+        assert SmemDescriptor.decode(wg.desc).swizzle == "64B"
+        for tok in range(64):
+            for k in range(32):
+                assert wg.offsets[tok, k] == tok * 64 + (((k // 8) ^ ((tok >> 1) & 3)) << 4) + 2 * (k % 8)
+        b = load_b(wg.smem, wg.desc, 64, dtype)
+        assert torch.equal(b, wg.b)
+        d = wgmma_sp_m64nNk32(wg.a, b, wg.c, wg.e, 0)
+        assert torch.equal(unpack_wg_d(d), wg.dense_a.float() @ wg.b.float() + wg.c_matrix)
+        assert ((wg.dense_a != 0).view(64, 8, 4).sum(-1) <= 2).all()
+    with pytest.raises(TypeError, match="dtype"):
+        example_warpgroup(dtype=torch.float32)
+    with pytest.raises(ValueError, match="seed"):
+        example_warpgroup(seed=-1)
