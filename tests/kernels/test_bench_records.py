@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 import pytest
 
 from samoyeds_lab.bench import kernels as bk
@@ -90,8 +92,6 @@ def test_choose_ssmm_kernel_follows_the_records():
     assert choose_ssmm_kernel(700, "float16", dev, recs) == "wgmma_sp"  # nearest 1024: median 0.8 < 1
     assert choose_ssmm_kernel(100_000, "float16", dev, recs) == "wgmma_sp"
     assert choose_ssmm_kernel(0, "float16", dev, recs) == "mma_sp"
-    import torch
-
     assert choose_ssmm_kernel(4096, torch.float16, dev, recs) == "wgmma_sp"
     # only the same device model and dtype count; no records: the mma.sp path
     assert choose_ssmm_kernel(4096, "float16", "NVIDIA H200", recs) == "mma_sp"
@@ -102,8 +102,6 @@ def test_choose_ssmm_kernel_follows_the_records():
 
 
 def test_auto_kernel_launches_what_the_records_chose(monkeypatch):
-    import torch
-
     from samoyeds_lab.kernels import ops
 
     from .test_launch import install_recorder, zero_samoyeds
@@ -122,3 +120,46 @@ def test_auto_kernel_launches_what_the_records_chose(monkeypatch):
     monkeypatch.setattr(ops, "_recorded_kernel_records", lambda: recs)
     ops.ssmm(w, torch.zeros(8, 256, dtype=torch.float16), None, backend="cupy", kernel="wgmma_sp")
     assert rec.launches[0].fn == "ssmm_wg_f16"
+
+
+# ------------------------------------------------------------------ the sweep's bookkeeping, on the CPU
+def _cpu_sweep(ops=bk.OPS, hopper=True, tokens=(1, 8), time_fn=None):
+    from samoyeds_lab.bench import _kernels_gpu as kg
+
+    clock = iter(range(1, 10_000))
+    return kg.sweep({"tiny": (256, 512)}, tokens, "float16", profile=H100, ops=ops,
+                    time_fn=time_fn or (lambda fn: float(next(clock))), device="cpu", backend="reference",
+                    hopper=hopper, identity={"device": "SYNTHETIC", "driver": "0", "versions": {}})
+
+
+def test_sweep_pairs_ops_with_baselines_on_the_same_tokens():
+    """No GPU: CPU tensors, reference backend, a fake clock. Checks which records exist, not any time."""
+    recs = _cpu_sweep()
+    pairs = {(r["op"], r["baseline"], r["tokens"]) for r in recs}
+    for t in (1, 8):
+        for op in ("ssmm", "ssmm_wg", "spmm_24", "dense_mm"):
+            assert (op, "torch_dense", t) in pairs
+        assert ("ssmm_wg", "ssmm", t) in pairs  # the measurement kernel="auto" decides from
+        assert ("ssmm", "ssmm", t) not in pairs and ("dense_mm", "dense_mm", t) not in pairs
+    assert all(r["m"] == 512 and r["k"] == 256 and r["device"] == "SYNTHETIC" for r in recs)
+    for r in recs:
+        bk.validate_record(r)
+    # an op's time is the same number in every record of it (timed once per tokens count)
+    by_op = {}
+    for r in recs:
+        by_op.setdefault((r["op"], r["tokens"]), set()).add(r["ms"])
+    assert all(len(v) == 1 for v in by_op.values())
+    # off Hopper the wgmma path is neither run nor recorded
+    assert not any(r["op"] == "ssmm_wg" for r in _cpu_sweep(hopper=False))
+    only_wg = {(r["op"], r["baseline"]) for r in _cpu_sweep(ops=("ssmm_wg",), tokens=(1,))}
+    assert ("ssmm_wg", "ssmm") in only_wg and not any(op == "ssmm" for op, _ in only_wg)
+
+
+def test_sweep_never_times_a_wrong_kernel(monkeypatch):
+    from samoyeds_lab.bench import _kernels_gpu as kg
+
+    timed = []
+    monkeypatch.setattr(kg, "ssmm", lambda w, x, idx, **kw: torch.zeros(idx.numel(), w.shape[0], dtype=x.dtype))
+    with pytest.raises(kg.KernelMismatchError, match="ssmm differs from the reference"):
+        _cpu_sweep(ops=("ssmm",), tokens=(8,), time_fn=lambda fn: timed.append(fn) or 1.0)
+    assert len(timed) == 2  # torch_dense and dense_mm were checked and timed; ssmm never was
