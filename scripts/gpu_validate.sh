@@ -9,6 +9,8 @@
 #      on Hopper also op ssmm_wg against baseline ssmm: the measurement kernel="auto" decides from).
 # Run from the repository root on a machine whose python3 has torch + CuPy (the device image does):
 #   OUT=/some/dir bash scripts/gpu_validate.sh            (BENCH_MODELS / BENCH_TOKENS to change the sweep)
+# A lent device runs one command for at most 10 minutes: split the job with STEPS, e.g.
+#   STEPS="layout kernels memcheck" bash scripts/gpu_validate.sh   then   STEPS=bench bash scripts/gpu_validate.sh
 # Everything goes to $OUT (default build/gpu); the last lines printed are a short summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +19,10 @@ mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-python3}
 summary=()
-step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, remember the outcome
+STEPS=${STEPS:-layout kernels memcheck bench}
+step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, remember the outcome (only the STEPS named)
   local name=$1 limit=$2; shift 2
+  case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
   local t0=$SECONDS
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?

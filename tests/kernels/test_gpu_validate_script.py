@@ -37,3 +37,18 @@ def test_gpu_validate_runs_every_step_and_summarises(tmp_path):
         assert "skipped" in log and "error" not in log.lower(), log[-2000:]
     assert "rc=2" in steps["bench"] and "GPU" in (tmp_path / "bench.log").read_text()
     assert (tmp_path / "env.log").exists() and (tmp_path / "kernels.xml").exists()
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="coreutils timeout missing")
+def test_gpu_validate_steps_select_what_runs(tmp_path):
+    """STEPS splits the job over several device calls (one call may run 10 minutes at most)."""
+    from samoyeds_lab.kernels import available
+
+    if available():
+        pytest.skip("a GPU is present: run the script itself")
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "STEPS": "memcheck"}
+    proc = subprocess.run(["bash", "scripts/gpu_validate.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ran = [line.split()[0] for line in proc.stdout.splitlines() if " rc=" in line]
+    assert ran == ["memcheck"] and not (tmp_path / "bench.log").exists()
