@@ -66,6 +66,15 @@ class MmaTile:
     c: torch.Tensor
 
 
+def _int_24(rows: int, g: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """``[rows, MMA_K]`` with two nonzeros per group of 4, each ±1…4 (exact products)."""
+    mag = torch.randint(1, 5, (rows, MMA_K), generator=g).float()
+    sign = torch.where(torch.rand(rows, MMA_K, generator=g) < 0.5, -1.0, 1.0)
+    keep = torch.rand(rows, MMA_K // 4, 4, generator=g).argsort(-1)[..., :2]
+    mask = torch.zeros(rows, MMA_K // 4, 4, dtype=torch.bool).scatter_(-1, keep, True).view(rows, MMA_K)
+    return (mag * sign * mask).to(dtype)
+
+
 def example_tile(seed: int = 0, dtype: torch.dtype = torch.float16) -> MmaTile:
     """A readable random tile: A's kept values, B and C are small integers, so every product is exact.
 
@@ -76,11 +85,7 @@ def example_tile(seed: int = 0, dtype: torch.dtype = torch.float16) -> MmaTile:
     if dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"dtype: expected torch.float16 or torch.bfloat16, got {dtype}")
     g = torch.Generator().manual_seed(seed)
-    mag = torch.randint(1, 5, (MMA_M, MMA_K), generator=g).float()
-    sign = torch.where(torch.rand(MMA_M, MMA_K, generator=g) < 0.5, -1.0, 1.0)
-    keep = torch.rand(MMA_M, MMA_K // 4, 4, generator=g).argsort(-1)[..., :2]
-    mask = torch.zeros(MMA_M, MMA_K // 4, 4, dtype=torch.bool).scatter_(-1, keep, True).view(MMA_M, MMA_K)
-    dense_a = (mag * sign * mask).to(dtype)
+    dense_a = _int_24(MMA_M, g, dtype)
     nm = compress_nm(dense_a, n=2, m=4)
     words = mma_metadata(nm.sptc_metadata())[0, 0]
     b = torch.randint(-3, 4, (MMA_K, MMA_N), generator=g).to(dtype)
@@ -126,11 +131,7 @@ def example_warpgroup(seed: int = 0, dtype: torch.dtype = torch.float16) -> Warp
         raise TypeError(f"dtype: expected torch.float16 or torch.bfloat16, got {dtype}")
     g = torch.Generator().manual_seed(seed)
     m, n = 4 * MMA_M, 64
-    mag = torch.randint(1, 5, (m, MMA_K), generator=g).float()
-    sign = torch.where(torch.rand(m, MMA_K, generator=g) < 0.5, -1.0, 1.0)
-    keep = torch.rand(m, MMA_K // 4, 4, generator=g).argsort(-1)[..., :2]
-    mask = torch.zeros(m, MMA_K // 4, 4, dtype=torch.bool).scatter_(-1, keep, True).view(m, MMA_K)
-    dense_a = (mag * sign * mask).to(dtype)
+    dense_a = _int_24(m, g, dtype)
     nm = compress_nm(dense_a, n=2, m=4)
     b = torch.randint(-3, 4, (MMA_K, n), generator=g).to(dtype)
     c_matrix = torch.randint(-3, 4, (m, n), generator=g).float()
