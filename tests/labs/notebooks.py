@@ -58,6 +58,23 @@ def outputs_text(cell) -> str:
     return "".join(out)
 
 
+def output_kinds(nb) -> list[str]:
+    """The MIME types of every displayed output of the code cells (one entry per output and type)."""
+    return [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if o.output_type in ("display_data", "execute_result") for k in o.data]
+
+
+def all_outputs_text(nb) -> str:
+    """The text of every code cell's outputs, joined."""
+    return "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+
+
+def assert_banner(nb) -> None:
+    """The first cell prints the device banner."""
+    banner = outputs_text(nb.cells[0])
+    assert "samoyeds-lab" in banner and "backend" in banner, banner
+
+
 def assert_lab_conventions(source: Path) -> None:
     """Device banner in the first cell, committed with small defaults, seeded."""
     nb = jupytext.read(source)

@@ -7,9 +7,11 @@ import pytest
 
 from .notebooks import (
     LABS,
+    all_outputs_text,
+    assert_banner,
     assert_ran_cleanly,
     execute,
-    outputs_text,
+    output_kinds,
 )
 
 SOURCE = LABS / "00_welcome.py"
@@ -42,10 +44,6 @@ def executed():
 PRESENT: dict[int, str] = {}
 
 
-def all_text(nb) -> str:
-    return "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
-
-
 def markdown_outputs(nb) -> list[str]:
     return [o.data["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
             if o.output_type == "display_data" and "text/markdown" in o.data]
@@ -59,10 +57,10 @@ def test_runs_without_errors_or_warnings_and_fast(executed):
 @pytest.mark.slow
 def test_banner_what_runs_where_and_the_kernel_api(executed):
     nb, _ = executed
-    assert "samoyeds-lab" in outputs_text(nb.cells[0]) and "backend" in outputs_text(nb.cells[0])
+    assert_banner(nb)
     what = markdown_outputs(nb)[0]
     assert "| what | runs on | module |" in what and "`samoyeds_lab.kernels`" in what
-    text = all_text(nb)
+    text = all_outputs_text(nb)
     m = re.search(r"max \|ssmm - dense\| = ([0-9.e+-]+), max \|reference - dense\| = ([0-9.e+-]+)", text)
     assert m and float(m.group(1)) < 1e-2 and float(m.group(2)) < 1e-4, text
     # no GPU figure claimed: either recorded ones with device and date, or the statement that there are none
@@ -72,13 +70,12 @@ def test_banner_what_runs_where_and_the_kernel_api(executed):
 @pytest.mark.slow
 def test_figure_and_export(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") == 1
     # set_notebook_renderer(): the figure also carries HTML, so a saved notebook keeps the plot
     assert "text/html" in next(o.data for c in nb.cells if c.cell_type == "code" for o in c.outputs
                                if "application/vnd.plotly.v1+json" in o.get("data", {}))
-    text = all_text(nb)
+    text = all_outputs_text(nb)
     assert re.search(r"saved \S+bytes_per_format\.html \(\d+\.\d MB, opens offline\)", text)
     assert "needs the 'kaleido' package" in text or "needs a Chrome/Chromium" in text or "saved the PNG too" in text
 
@@ -104,6 +101,6 @@ def test_runs_the_fast_tests_and_shows_the_table(executed):
     html = [o.data["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
             if o.output_type == "execute_result" and "text/html" in o.data and "<table>" in o.data["text/html"]]
     assert len(html) == 1 and "all passed" in html[0]
-    m = re.search(r"'formats': (\d+) passed in [\d.]+ s", all_text(nb))
+    m = re.search(r"'formats': (\d+) passed in [\d.]+ s", all_outputs_text(nb))
     assert m and int(m.group(1)) >= 100  # tests/formats + tests/reference
     assert "tests/formats/" in html[0] and "tests/reference/" in html[0]

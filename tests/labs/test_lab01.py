@@ -6,8 +6,10 @@ import pytest
 
 from .notebooks import (
     LABS,
+    assert_banner,
     assert_ran_cleanly,
     execute,
+    output_kinds,
     outputs_text,
 )
 
@@ -54,9 +56,7 @@ def test_exercises_report_unsolved_stubs_and_solved_solutions(executed):
 @pytest.mark.slow
 def test_figures_and_panel_are_displayed(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") >= 8
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the SparsityPanel
-    banner = outputs_text(nb.cells[0])
-    assert "samoyeds-lab" in banner and "backend" in banner
+    assert_banner(nb)

@@ -7,9 +7,11 @@ import pytest
 
 from .notebooks import (
     LABS,
+    all_outputs_text,
+    assert_banner,
     assert_ran_cleanly,
     execute,
-    outputs_text,
+    output_kinds,
 )
 
 SOURCE = LABS / "02_sparse_tensor_cores.py"
@@ -45,13 +47,11 @@ def test_runs_without_errors_or_warnings_and_fast(executed):
 @pytest.mark.slow
 def test_figures_panels_and_labels_are_displayed(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") >= 5
     assert kinds.count("application/vnd.jupyter.widget-view+json") >= 3  # lane, roofline and live panels
-    banner = outputs_text(nb.cells[0])
-    assert "samoyeds-lab" in banner and "backend" in banner
-    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert_banner(nb)
+    text = all_outputs_text(nb)
     assert "emulated D == A·B + C exactly: True" in text
     assert "emulated wgmma D == A·B + C exactly: True" in text and "swizzle 64B" in text
     assert "model, not a measurement" in text

@@ -7,9 +7,11 @@ import pytest
 
 from .notebooks import (
     LABS,
+    all_outputs_text,
+    assert_banner,
     assert_ran_cleanly,
     execute,
-    outputs_text,
+    output_kinds,
 )
 
 SOURCE = LABS / "04_moe_layer.py"
@@ -38,13 +40,11 @@ def test_runs_without_errors_or_warnings_and_fast(executed):
 @pytest.mark.slow
 def test_figures_checks_and_panel_are_displayed(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") >= 10
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the MoELayerPanel
-    banner = outputs_text(nb.cells[0])
-    assert "samoyeds-lab" in banner and "backend" in banner
-    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert_banner(nb)
+    text = all_outputs_text(nb)
     assert "the router decides as in the shipped trace of this text: True" in text
     # the step-by-step block equals MoEBlock.forward for every backend (fp32 rounding)
     diffs = re.findall(r"backend '(\w+)'\s*: max \|diff\| vs step by step = ([0-9.e+-]+)", text)

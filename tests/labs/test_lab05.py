@@ -5,9 +5,11 @@ import pytest
 
 from .notebooks import (
     LABS,
+    all_outputs_text,
+    assert_banner,
     assert_ran_cleanly,
     execute,
-    outputs_text,
+    output_kinds,
 )
 
 SOURCE = LABS / "05_sparsity_accuracy.py"
@@ -39,12 +41,10 @@ def test_runs_without_errors_and_fast(executed):
 @pytest.mark.slow
 def test_recorded_and_live_results_are_shown(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") >= 7  # scale, error, mask, table, 2 scatters, live
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the AccuracyPanel
-    text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    text = all_outputs_text(nb)
     assert "the shipped one" in text, "the recorded sweep was run on another checkpoint: regenerate it"
     assert text.count("live Samoyeds V=128") == 2
-    banner = outputs_text(nb.cells[0])
-    assert "samoyeds-lab" in banner and "backend" in banner
+    assert_banner(nb)

@@ -5,9 +5,10 @@ import pytest
 
 from .notebooks import (
     LABS,
+    all_outputs_text,
     assert_ran_cleanly,
     execute,
-    outputs_text,
+    output_kinds,
 )
 
 SOURCE = LABS / "06_data_aware_offloading.py"
@@ -34,11 +35,10 @@ def test_runs_without_errors_or_warnings_and_fast(executed):
 @pytest.mark.slow
 def test_figures_numbers_and_panel_are_displayed(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") >= 4
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the SiDAPanel
-    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    text = all_outputs_text(nb)
     for needle in ("shipped predictions agree with the live run: True", "belady: hits 1, misses 5",
                    "ms per token (model) by tokens per batch", "one expert load over 64 GB/s"):
         assert needle in text, needle

@@ -5,9 +5,11 @@ import pytest
 
 from .notebooks import (
     LABS,
+    all_outputs_text,
+    assert_banner,
     assert_ran_cleanly,
     execute,
-    outputs_text,
+    output_kinds,
 )
 
 SOURCE = LABS / "07_near_data_experts.py"
@@ -35,13 +37,11 @@ def test_runs_without_errors_or_warnings_and_fast(executed):
 @pytest.mark.slow
 def test_figures_numbers_and_panel_are_displayed(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") >= 8
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the MoNDEPanel
-    banner = outputs_text(nb.cells[0])
-    assert "samoyeds-lab" in banner and "backend" in banner
-    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert_banner(nb)
+    text = all_outputs_text(nb)
     for needle in ("crossover n* (tokens per expert)", "exact vs all_gpu", "GFLOP/s (fp32 expert matmuls)",
                    "crossover: measured", "outputs equal the one-device forward (checked)", "-core CPU"):
         assert needle in text, needle

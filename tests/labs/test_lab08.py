@@ -6,8 +6,10 @@ import pytest
 
 from .notebooks import (
     LABS,
+    assert_banner,
     assert_ran_cleanly,
     execute,
+    output_kinds,
     outputs_text,
 )
 
@@ -40,8 +42,7 @@ def test_runs_without_errors_and_fast(executed):
 @pytest.mark.slow
 def test_three_ways_with_provenance(executed):
     nb, _ = executed
-    kinds = [k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type in ("display_data", "execute_result") for k in o.data]
+    kinds = output_kinds(nb)
     assert kinds.count("application/vnd.plotly.v1+json") >= 5  # table, side by side, policies, curve, records
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the budget panel
     text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
@@ -51,5 +52,4 @@ def test_three_ways_with_provenance(executed):
     for label in ("live,", "measured,", "model:", "recorded 20"):
         assert label in text
     assert "No GPU kernel results have been recorded yet" in text or "Recorded GPU kernel results:" in text
-    banner = outputs_text(nb.cells[0])
-    assert "samoyeds-lab" in banner and "backend" in banner
+    assert_banner(nb)
