@@ -107,9 +107,11 @@ static_assert(BLOCK_M % (WARPS_M * MMA_M) == 0 && BLOCK_N % (WARPS_N * MMA_N) ==
 static_assert((BLOCK_M * 2) % THREADS == 0 && (BLOCK_N * 4) % THREADS == 0, "copy loops");
 static_assert(M_STAGE_BYTES / 16 <= THREADS, "one metadata chunk per thread");
 static_assert(STAGES >= 2, "cp.async pipeline needs >= 2 stages");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // constraints of the wgmma path only (other builds never run it)
 static_assert(BLOCK_M % WG_M == 0 && THREADS == 128, "wgmma path: one warpgroup, 64-row slabs");
 static_assert(BLOCK_N == 64, "wgmma path: the m64n64k32 operand list below is written for BLOCK_N = 64");
 static_assert(STAGE_BYTES % 512 == 0 && A_STAGE_BYTES % 512 == 0, "B stages on 512 B (64 B swizzle atom) boundaries");
+#endif
 
 // PTX ISA 8.5 (CUDA 12.5) introduced mma.sp::ordered_metadata; older toolchains only know plain .sp.
 #ifndef SAMOYEDS_ORDERED_METADATA
