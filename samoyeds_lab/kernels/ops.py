@@ -137,8 +137,14 @@ def _resolve_kernel(kernel: str, tokens: int, dtype: torch.dtype) -> str:
             raise ValueError(f"kernel: 'wgmma_sp' needs a Hopper GPU (sm_90a); this GPU builds for sm_{arch}")
         return kernel
     if kernel == "auto" and arch == "90a":
-        return choose_ssmm_kernel(tokens, dtype, _device_name())
+        return _auto_choice(max(int(tokens), 1), str(dtype).removeprefix("torch."), _device_name())
     return "mma_sp"
+
+
+@functools.lru_cache(maxsize=4096)
+def _auto_choice(tokens: int, dtype: str, device: str) -> str:
+    # once per (tokens, dtype, device) and process: MoE layers call ssmm per expert and layer
+    return choose_ssmm_kernel(tokens, dtype, device, _recorded_kernel_records())
 
 
 def _check_backend(backend: object) -> str:

@@ -99,6 +99,7 @@ def install_recorder(monkeypatch, sms: int = SMS, smem_limit: int = H100_SMEM) -
     monkeypatch.setattr(ops, "_finalize", finalize)
     monkeypatch.setattr(ops, "_arch", lambda: "90a")  # an H100: kernel="auto" consults the recorded choice
     monkeypatch.setattr(ops, "_device_name", lambda: "NVIDIA H100 80GB HBM3")
+    ops._auto_choice.cache_clear()  # kernel="auto" decisions are cached per process; tests patch the records
     return rec
 
 
