@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference, tiles
-from .._checks import INT_DTYPES, check_tensor
+from .._checks import INT_DTYPES, check_int, check_tensor
 from ..formats import SENTINEL, NMWeight, SamoyedsWeight, TokenSelection
 from ..formats.sptc import mma_metadata
 from .build import KernelUnavailableError, device_arch, load_module
@@ -109,6 +109,11 @@ def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
     import math
     import statistics
 
+    tokens = check_int("tokens", tokens, lo=0)
+    if not isinstance(device, str):
+        raise TypeError(f"device: expected the GPU's name as a str, got {type(device).__name__}")
+    if dtype not in ("float16", "bfloat16", torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype: expected float16 or bfloat16 (str or torch dtype), got {dtype!r}")
     if records is None:
         records = _recorded_kernel_records()
     dt = dtype if isinstance(dtype, str) else {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))

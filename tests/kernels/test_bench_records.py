@@ -99,6 +99,14 @@ def test_choose_ssmm_kernel_follows_the_records():
     assert choose_ssmm_kernel(4096, "float16", dev, []) == "mma_sp"
     mixed = recs + [dict(r, baseline="torch_dense", ms=0.01) for r in recs]  # other baselines are ignored
     assert choose_ssmm_kernel(16, "float16", dev, mixed) == "mma_sp"
+    with pytest.raises(ValueError, match="tokens"):
+        choose_ssmm_kernel(-1, "float16", dev, recs)
+    with pytest.raises(TypeError, match="tokens"):
+        choose_ssmm_kernel(8.5, "float16", dev, recs)
+    with pytest.raises(ValueError, match="dtype"):
+        choose_ssmm_kernel(8, torch.float32, dev, recs)
+    with pytest.raises(TypeError, match="device"):
+        choose_ssmm_kernel(8, "float16", 0, recs)
 
 
 def test_auto_kernel_launches_what_the_records_chose(monkeypatch):
