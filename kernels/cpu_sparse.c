@@ -1,0 +1,483 @@
+/* cpu_sparse.c — the CPU kernels of samoyeds-lab: sparse expert GEMMs straight from the compressed operand.
+ *
+ * One source, compiled three ways by samoyeds_lab/kernels/cpu.py with the machine's C compiler
+ * (never downloaded; cached on disk):
+ *   SL_ISA=512 : AVX-512 F/BW/VL + AVX512_BF16   (-mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mfma -mf16c)
+ *   SL_ISA=2   : AVX2 + FMA + F16C               (-mavx2 -mfma -mf16c)
+ *   SL_ISA=0   : portable C                       (any compiler, any CPU: aarch64 included)
+ *
+ * What is computed (W the dense [rows, K] weight the operand stands for, xg the gathered tokens):
+ *     y[t, r] += sum_k W[r, k] * xg[t, k]       fp32 accumulation, y [T, rows] fp32 (zeroed by the caller)
+ * The dense W is never built: every 2:4 group contributes its two kept values times the two x columns
+ * named by its metadata.
+ *
+ * The CPU layout of the operand (built once per weight by cpu.py, see its docstring) is cut into
+ * 32-column *units* (8 groups of 4 columns, 16 kept values):
+ *   vals  [crows, upr*16]  kept values; natural order, except the AVX-512 bf16 layout, which interleaves
+ *                          the two units of each pair at 2-value granularity (pair lane j holds value
+ *                          (j&1)|((j>>2)<<1) of unit (j>>1)&1) so that one broadcast 64-bit metadata word
+ *                          decodes to the 32 gather indices of the pair in two instructions.
+ *   meta  [crows, upr]     one uint32 per unit: bits 2g..2g+1 = first kept position of group g,
+ *                          bits 16+2g..17+2g = second kept position (the same 4 bits per group as the
+ *                          format's metadata, in another order).
+ *   rsel  [crows, W]       Samoyeds only: per V-window, which row of its m-group the compressed row stands
+ *                          for (the format's row_index, transposed so a row's windows are contiguous).
+ * Windows of a compressed row are visited grouped by candidate row (all windows of candidate 0 of a
+ * K-block, then candidate 1, ...), so one set of accumulators serves a whole run of windows and is reduced
+ * once per run: no per-window routing of partial sums.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if SL_ISA > 0
+#include <immintrin.h>
+#endif
+
+#ifndef SL_ISA
+#define SL_ISA 0
+#endif
+
+#define SL_TB 4        /* tokens per block (their x slices stay in L1)                    */
+#define SL_RB 32       /* compressed rows per block (their weights stay in L2)            */
+#ifndef SL_KCOLS
+#define SL_KCOLS 4096  /* columns per K-block for 16-bit x (2048 for fp32 x): 4 tokens x ~ 32 KB */
+#endif
+
+enum { SL_F32 = 0, SL_F16 = 1, SL_BF16 = 2 };
+
+typedef struct {
+    const void *vals;      /* [crows, upr*16] CPU layout                                  */
+    const uint32_t *meta;  /* [crows, upr]                                                */
+    const uint8_t *rsel;   /* [crows, W] candidate row per window, or NULL (plain 2:4)    */
+    const void *x;         /* [T, ldx] gathered tokens, 64-byte aligned rows, zero padded */
+    float *y;              /* [T, ldy] fp32 output (accumulated into)                     */
+    int64_t crows, rows, upr, upw, nwin, n, m;
+    int64_t vdtype, xdtype, T, ldx, ldy, nthreads, pair_layout;
+} sl_args;
+
+/* ------------------------------------------------------------------------------------------ helpers */
+static inline float sl_half_to_float(uint16_t h) {
+    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, f = h & 0x3ff, bits;
+    if (e == 0) {
+        if (f == 0) {
+            bits = s;
+        } else { /* subnormal */
+            int sh = 0;
+            while (!(f & 0x400)) { f <<= 1; sh++; }
+            f &= 0x3ff;
+            bits = s | ((uint32_t)(113 - sh) << 23) | (f << 13);
+        }
+    } else if (e == 31) {
+        bits = s | 0x7f800000u | (f << 13);
+    } else {
+        bits = s | ((e + 112) << 23) | (f << 13);
+    }
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+static inline float sl_bf16_to_float(uint16_t b) {
+    uint32_t bits = (uint32_t)b << 16;
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+static inline float sl_load_val(const void *vals, int64_t i, int64_t vdtype) {
+    if (vdtype == SL_F32) return ((const float *)vals)[i];
+    if (vdtype == SL_F16) return sl_half_to_float(((const uint16_t *)vals)[i]);
+    return sl_bf16_to_float(((const uint16_t *)vals)[i]);
+}
+
+/* The dense row a compressed row c stands for in a window whose candidate code is r. */
+static inline int64_t sl_dense_row(const sl_args *a, int64_t c, int64_t r) {
+    return a->rsel ? (c / a->n) * a->m + r : c;
+}
+
+/* Bit masks of the windows [w0, w0+nw) (nw <= 64) of compressed row c whose candidate is r, r < m. */
+static inline void sl_window_masks(const sl_args *a, int64_t c, int64_t w0, int64_t nw, int64_t m, uint64_t *masks) {
+    for (int64_t r = 0; r < m; ++r) masks[r] = 0;
+    if (!a->rsel) {
+        masks[0] = nw >= 64 ? ~0ull : ((1ull << nw) - 1);
+        return;
+    }
+    const uint8_t *rs = a->rsel + c * a->nwin + w0;
+#if SL_ISA >= 512
+    const __mmask64 live = nw >= 64 ? ~0ull : ((1ull << nw) - 1);
+    const __m512i v = _mm512_maskz_loadu_epi8(live, rs);
+    for (int64_t r = 0; r < m; ++r) masks[r] = _mm512_mask_cmpeq_epi8_mask(live, v, _mm512_set1_epi8((char)r));
+#else
+    for (int64_t w = 0; w < nw; ++w) masks[rs[w]] |= 1ull << w;
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------ portable */
+/* One run of windows (all of candidate r in one K-block) for tb tokens, scalar. */
+static void sl_run_portable(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
+                            float *acc) {
+    (void)pf;
+    const int64_t upw = a->upw;
+    for (int64_t t = 0; t < tb; ++t) acc[t] = 0.f;
+    for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+        for (int64_t u = (w0 + __builtin_ctzll(bits)) * upw, ue = u + upw; u < ue && u < a->upr; ++u) {
+            const uint32_t md = a->meta[c * a->upr + u];
+            const int64_t vbase = (c * a->upr + u) * 16, cbase = u * 32;
+            for (int v = 0; v < 16; ++v) {
+                const int g = v >> 1, s = v & 1;
+                const int64_t col = cbase + 4 * g + ((md >> (s * 16 + 2 * g)) & 3);
+                const float wv = sl_load_val(a->vals, vbase + v, a->vdtype);
+                for (int64_t t = 0; t < tb; ++t) {
+                    const int64_t xi = (t0 + t) * a->ldx + col;
+                    const float xv = a->xdtype == SL_F32 ? ((const float *)a->x)[xi]
+                                                         : sl_load_val(a->x, xi, a->xdtype);
+                    acc[t] += wv * xv;
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ AVX2 */
+#if SL_ISA == 2
+static inline __m256 sl_vals8(const void *vals, int64_t i, int64_t vdtype) {
+    if (vdtype == SL_F32) return _mm256_loadu_ps((const float *)vals + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)vals + i));
+    if (vdtype == SL_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* fp32 x; per unit two halves of 8 values, each gathered from 16 columns (two ymm) by two vpermps. */
+static void sl_run_avx2(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
+                        float *out) {
+    (void)pf;
+    const int64_t upw = a->upw;
+    const __m256i three = _mm256_set1_epi32(3);
+    const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
+    const __m256i sh0 = _mm256_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22);
+    const __m256i sh1 = _mm256_setr_epi32(8, 24, 10, 26, 12, 28, 14, 30);
+    __m256 acc[SL_TB];
+    for (int t = 0; t < SL_TB; ++t) acc[t] = _mm256_setzero_ps();
+    const float *x = (const float *)a->x;
+    for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+        for (int64_t u = (w0 + __builtin_ctzll(bits)) * upw, ue = u + upw; u < ue && u < a->upr; ++u) {
+            const __m256i md = _mm256_set1_epi32((int)a->meta[c * a->upr + u]);
+            const int64_t vbase = (c * a->upr + u) * 16, cbase = u * 32;
+            for (int h = 0; h < 2; ++h) {
+                const __m256i s = _mm256_srlv_epi32(md, h ? sh1 : sh0);
+                const __m256i idx = _mm256_add_epi32(_mm256_and_si256(s, three), base);
+                const __m256 wv = sl_vals8(a->vals, vbase + 8 * h, a->vdtype);
+                for (int64_t t = 0; t < tb; ++t) {
+                    const float *xp = x + (t0 + t) * a->ldx + cbase + 16 * h;
+                    const __m256 ga = _mm256_permutevar8x32_ps(_mm256_load_ps(xp), idx);
+                    const __m256 gb = _mm256_permutevar8x32_ps(_mm256_load_ps(xp + 8), idx);
+                    acc[t] = _mm256_fmadd_ps(wv, _mm256_blend_ps(ga, gb, 0xF0), acc[t]);
+                }
+            }
+        }
+    }
+    for (int64_t t = 0; t < tb; ++t) {
+        __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+        q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_add_ss(q, _mm_movehdup_ps(q));
+        out[t] = _mm_cvtss_f32(q);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------ AVX-512 */
+#if SL_ISA >= 512
+/* Four named accumulators (GCC keeps arrays of vectors in memory across loops; named ones stay in
+ * registers). Tokens and chains share them: TB=1 uses four chains of token 0 (rotated after each step, a
+ * register rename), TB=2 two chains per token, TB=3/4 one per token. SL_STEP(G) feeds one product per
+ * token, G(t) being the gathered operand of token t. */
+#define SL_STEP(OP, WV, G)                                                                 \
+    do {                                                                                   \
+        if (TB == 1) {                                                                     \
+            acc0 = OP(acc0, WV, G(0));                                                     \
+            const __m512 r_ = acc0; acc0 = acc1; acc1 = acc2; acc2 = acc3; acc3 = r_;      \
+        } else if (TB == 2) {                                                              \
+            acc0 = OP(acc0, WV, G(0));                                                     \
+            acc2 = OP(acc2, WV, G(1));                                                     \
+            const __m512 r_ = acc0; acc0 = acc1; acc1 = r_;                                \
+            const __m512 q_ = acc2; acc2 = acc3; acc3 = q_;                                \
+        } else {                                                                           \
+            acc0 = OP(acc0, WV, G(0));                                                     \
+            acc1 = OP(acc1, WV, G(1));                                                     \
+            acc2 = OP(acc2, WV, G(2));                                                     \
+            if (TB == 4) acc3 = OP(acc3, WV, G(3));                                        \
+        }                                                                                  \
+    } while (0)
+
+#define SL_FINISH(out)                                                                     \
+    do {                                                                                   \
+        if (TB == 1) {                                                                     \
+            out[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))); \
+        } else if (TB == 2) {                                                              \
+            out[0] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));                      \
+            out[1] = _mm512_reduce_add_ps(_mm512_add_ps(acc2, acc3));                      \
+        } else {                                                                           \
+            out[0] = _mm512_reduce_add_ps(acc0);                                           \
+            out[1] = _mm512_reduce_add_ps(acc1);                                           \
+            out[2] = _mm512_reduce_add_ps(acc2);                                           \
+            if (TB == 4) out[3] = _mm512_reduce_add_ps(acc3);                              \
+        }                                                                                  \
+    } while (0)
+
+static inline __m512 sl_fma(__m512 acc, __m512 w, __m512 g) { return _mm512_fmadd_ps(w, g, acc); }
+static inline __m512 sl_dp(__m512 acc, __m512i w, __m512i g) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)g); }
+static inline __m512 sl_vals16(const void *vals, int64_t i, int64_t vdtype) {
+    if (vdtype == SL_F32) return _mm512_loadu_ps((const float *)vals + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)vals + i));
+    if (vdtype == SL_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+
+/* fp32 x (fp32 / fp16 / bf16 values, natural layout): one vpermt2ps + FMA per unit and token. */
+static inline __attribute__((always_inline)) void sl_f32x_body(const sl_args *a, int64_t c, int64_t w0,
+                                                               uint64_t wmask, int64_t t0, const int TB, const char **pf,
+                                                               float *out) {
+    const int64_t upw = a->upw, upr = a->upr, ldx = a->ldx;
+    const __m512i three = _mm512_set1_epi32(3);
+    const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    const __m512i sh = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const char *pfp = pf ? *pf : NULL;
+    const float *x = (const float *)a->x + t0 * ldx;
+    const uint32_t *meta = a->meta + c * upr;
+    for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+        int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
+        const int64_t ue = u + upw < upr ? u + upw : upr;
+        for (; u < ue; ++u) {
+            const __m512i s = _mm512_srlv_epi32(_mm512_set1_epi32((int)meta[u]), sh);
+            const __m512i idx = _mm512_ternarylogic_epi32(s, three, base, 0xEA); /* (s & 3) | base */
+            const __m512 wv = sl_vals16(a->vals, (c * upr + u) * 16, a->vdtype);
+            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += a->vdtype == SL_F32 ? 64 : 32; }
+            const float *xp = x + u * 32;
+#define SL_G(t) _mm512_permutex2var_ps(_mm512_load_ps(xp + (t) * ldx), idx, _mm512_load_ps(xp + (t) * ldx + 16))
+            SL_STEP(sl_fma, wv, SL_G);
+#undef SL_G
+        }
+    }
+    if (pf) *pf = pfp;
+    SL_FINISH(out);
+}
+
+/* bf16 x and values (pair layout): per unit pair one vpermt2w + one vdpbf16ps per token; a lone unit
+ * (V % 64 == 32, or the last unit of a row) one masked vpermw + vdpbf16ps on natural-order values. */
+static inline __attribute__((always_inline)) void sl_bf16_body(const sl_args *a, int64_t c, int64_t w0,
+                                                               uint64_t wmask, int64_t t0, const int TB, const char **pf,
+                                                               float *out) {
+    const int64_t upw = a->upw, upr = a->upr, ldx = a->ldx;
+    const __m512i three = _mm512_set1_epi16(3);
+    /* pair lane j: slot j%4 of the broadcast qword, shift 2*(j>>2); base 32*((j>>1)&1) + 4*(j>>2) */
+    const __m512i psh = _mm512_set_epi16(14, 14, 14, 14, 12, 12, 12, 12, 10, 10, 10, 10, 8, 8, 8, 8,
+                                         6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
+    const __m512i pbase = _mm512_set_epi16(60, 60, 28, 28, 56, 56, 24, 24, 52, 52, 20, 20, 48, 48, 16, 16,
+                                           44, 44, 12, 12, 40, 40, 8, 8, 36, 36, 4, 4, 32, 32, 0, 0);
+    /* lone unit lane j (j < 16): slot j%2 of the broadcast dword, shift 2*(j>>1); base 4*(j>>1) */
+    const __m512i ssh = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         14, 14, 12, 12, 10, 10, 8, 8, 6, 6, 4, 4, 2, 2, 0, 0);
+    const __m512i sbase = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                           28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const char *pfp = pf ? *pf : NULL;
+    const uint16_t *x = (const uint16_t *)a->x + t0 * ldx;
+    const uint16_t *vals = (const uint16_t *)a->vals + c * upr * 16;
+    const uint32_t *meta = a->meta + c * upr;
+    for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+        int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
+        const int64_t ue = u + upw < upr ? u + upw : upr;
+        for (; u + 1 < ue; u += 2) {
+            uint64_t mq;
+            memcpy(&mq, meta + u, 8);
+            const __m512i s = _mm512_srlv_epi16(_mm512_set1_epi64((int64_t)mq), psh);
+            const __m512i idx = _mm512_ternarylogic_epi32(s, three, pbase, 0xEA); /* (s & 3) | base */
+            const __m512i wv = _mm512_loadu_si512((const void *)(vals + u * 16));
+            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += 64; } /* one line ahead per line consumed */
+            const uint16_t *xp = x + u * 32;
+#define SL_G(t) _mm512_permutex2var_epi16(_mm512_load_si512((const void *)(xp + (t) * ldx)), idx, \
+                                          _mm512_load_si512((const void *)(xp + (t) * ldx + 32)))
+            SL_STEP(sl_dp, wv, SL_G);
+#undef SL_G
+        }
+        if (u < ue) { /* a lone unit */
+            const __m512i s = _mm512_srlv_epi16(_mm512_set1_epi32((int)meta[u]), ssh);
+            const __m512i idx = _mm512_ternarylogic_epi32(s, three, sbase, 0xEA);
+            const __m512i wv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(vals + u * 16)));
+            const uint16_t *xp = x + u * 32;
+#define SL_G(t) _mm512_maskz_permutexvar_epi16(0x0000FFFFu, idx, _mm512_load_si512((const void *)(xp + (t) * ldx)))
+            SL_STEP(sl_dp, wv, SL_G);
+#undef SL_G
+        }
+    }
+    if (pf) *pf = pfp;
+    SL_FINISH(out);
+}
+
+static void sl_run_512_f32x(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
+                            float *out) {
+    switch (tb) {
+        case 1: sl_f32x_body(a, c, w0, wmask, t0, 1, pf, out); break;
+        case 2: sl_f32x_body(a, c, w0, wmask, t0, 2, pf, out); break;
+        case 3: sl_f32x_body(a, c, w0, wmask, t0, 3, pf, out); break;
+        default: sl_f32x_body(a, c, w0, wmask, t0, 4, pf, out); break;
+    }
+}
+
+/* TB (tokens) is a compile-time constant in every instance of the bodies. */
+static void sl_run_512_bf16(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
+                            float *out) {
+    switch (tb) {
+        case 1: sl_bf16_body(a, c, w0, wmask, t0, 1, pf, out); break;
+        case 2: sl_bf16_body(a, c, w0, wmask, t0, 2, pf, out); break;
+        case 3: sl_bf16_body(a, c, w0, wmask, t0, 3, pf, out); break;
+        default: sl_bf16_body(a, c, w0, wmask, t0, 4, pf, out); break;
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------ driver */
+typedef void (*sl_run_fn)(const sl_args *, int64_t, int64_t, uint64_t, int64_t, int64_t, const char **, float *);
+
+static sl_run_fn sl_pick(const sl_args *a) {
+    (void)a;
+#if SL_ISA >= 512
+    if (a->xdtype == SL_BF16) return sl_run_512_bf16;
+    if (a->xdtype == SL_F32) return sl_run_512_f32x;
+#elif SL_ISA >= 2
+    if (a->xdtype == SL_F32) return sl_run_avx2;
+#endif
+    return sl_run_portable;
+}
+
+/* Software prefetch distance (bytes of values ahead). The windows of a row are visited grouped by
+ * candidate, an order the hardware prefetchers do not follow. */
+#ifndef SL_PF_BYTES
+#define SL_PF_BYTES 16384
+#endif
+
+typedef struct {
+    const sl_args *a;
+    int64_t c0, c1;
+    int status;
+} sl_job;
+
+static void *sl_worker(void *p) {
+    sl_job *job = (sl_job *)p;
+    const sl_args *a = job->a;
+    const int64_t m = a->rsel ? a->m : 1;
+    const int64_t kcols = a->xdtype == SL_F32 ? SL_KCOLS / 2 : SL_KCOLS;
+    int64_t wpk = kcols / (a->upw * 32);
+    if (!a->rsel) wpk = 1; /* plain 2:4: one window per row; K-blocks cut the row into units instead */
+    if (wpk < 1) wpk = 1;
+    if (wpk > 64) wpk = 64;
+    const int64_t nkb = (a->nwin + wpk - 1) / wpk;
+    const sl_run_fn run = sl_pick(a);
+    const int64_t esz = a->vdtype == SL_F32 ? 4 : 2;
+    /* prefetch distance: about SL_PF_BYTES of the operand ahead */
+    const int64_t kb_bytes = wpk * a->upw * 16 * esz;
+    const int64_t pf_rows = (SL_PF_BYTES + kb_bytes - 1) / kb_bytes;
+    float part[SL_TB];
+    uint64_t masks[256];
+    for (int64_t cb = job->c0; cb < job->c1; cb += SL_RB) {
+        const int64_t ce = cb + SL_RB < job->c1 ? cb + SL_RB : job->c1;
+        for (int64_t t0 = 0; t0 < a->T; t0 += SL_TB) {
+            const int64_t tb = a->T - t0 < SL_TB ? a->T - t0 : SL_TB;
+            for (int64_t kb = 0; kb < nkb; ++kb) {
+                const int64_t w0 = kb * wpk, nw = a->nwin - w0 < wpk ? a->nwin - w0 : wpk;
+                for (int64_t c = cb; c < ce; ++c) {
+                    /* prefetch the same K-block of the row pf_rows ahead, a line per line consumed */
+                    const char *pfp = NULL;
+                    if (t0 == 0 && c + pf_rows < a->crows) {
+                        pfp = (const char *)a->vals + ((c + pf_rows) * a->upr + w0 * a->upw) * 16 * esz;
+                        const char *mt = (const char *)(a->meta + (c + pf_rows) * a->upr + w0 * a->upw);
+                        for (int64_t i = 0; i < nw * a->upw * 4; i += 64) __builtin_prefetch(mt + i, 0, 3);
+                    }
+                    sl_window_masks(a, c, w0, nw, m, masks);
+                    for (int64_t r = 0; r < m; ++r) {
+                        if (!masks[r]) continue;
+                        run(a, c, w0, masks[r], t0, tb, pfp ? &pfp : NULL, part);
+                        const int64_t dr = sl_dense_row(a, c, r);
+                        for (int64_t t = 0; t < tb; ++t) a->y[(t0 + t) * a->ldy + dr] += part[t];
+                    }
+                }
+            }
+        }
+    }
+    job->status = 0;
+    return NULL;
+}
+
+/* y[T, rows] += W x^T over compressed rows; returns 0 on success. Threads split the compressed rows in
+ * contiguous ranges aligned to m-groups (n compressed rows), so no two threads write one output row. */
+int sl_gemm(const sl_args *a) {
+    if (a->T <= 0 || a->crows <= 0) return 0;
+    int64_t nt = a->nthreads < 1 ? 1 : (a->nthreads > 64 ? 64 : a->nthreads);
+    const int64_t unit = a->rsel ? a->n : 1;
+    const int64_t groups = a->crows / unit;
+    if (nt > groups) nt = groups;
+    sl_job jobs[64];
+    pthread_t th[64];
+    for (int64_t i = 0; i < nt; ++i) {
+        jobs[i].a = a;
+        jobs[i].c0 = groups * i / nt * unit;
+        jobs[i].c1 = groups * (i + 1) / nt * unit;
+        jobs[i].status = 0;
+    }
+    int64_t started = 0;
+    for (int64_t i = 1; i < nt; ++i) {
+        if (pthread_create(&th[i], NULL, sl_worker, &jobs[i]) != 0) break;
+        started = i;
+    }
+    for (int64_t i = started + 1; i < nt; ++i) sl_worker(&jobs[i]); /* threads that could not start */
+    sl_worker(&jobs[0]);
+    int status = jobs[0].status;
+    for (int64_t i = 1; i <= started; ++i) {
+        pthread_join(th[i], NULL);
+        status |= jobs[i].status;
+    }
+    for (int64_t i = started + 1; i < nt; ++i) status |= jobs[i].status;
+    return status;
+}
+
+/* Decompress compressed rows [c0, c1) into dense rows of out ([rows, ldo] in the value dtype, rows that
+ * these compressed rows stand for are fully written, zeros included). For the tile-by-tile dense path. */
+int sl_decompress(const sl_args *a, int64_t c0, int64_t c1, void *out, int64_t ldo, int64_t row0) {
+    const int64_t esz = a->vdtype == SL_F32 ? 4 : 2;
+    const int64_t m = a->rsel ? a->m : 1, n = a->rsel ? a->n : 1;
+    const int64_t K = a->upr * 32 < ldo ? a->upr * 32 : ldo;
+    /* zero the dense rows of the groups covered */
+    for (int64_t g = c0 / n; g < (c1 + n - 1) / n; ++g)
+        memset((char *)out + ((g * m) - row0) * ldo * esz, 0, (size_t)(m * ldo * esz));
+    for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t u = 0; u < a->upr; ++u) {
+            const int64_t w = u / a->upw;
+            const int64_t r = a->rsel ? a->rsel[c * a->nwin + w] : 0;
+            const int64_t dr = sl_dense_row(a, c, r) - row0;
+            const uint32_t md = a->meta[c * a->upr + u];
+            for (int v = 0; v < 16; ++v) {
+                const int g = v >> 1, s = v & 1;
+                const int64_t col = u * 32 + 4 * g + ((md >> (s * 16 + 2 * g)) & 3);
+                if (col >= K) continue;
+                int64_t src = (c * a->upr + u) * 16 + v;
+                if (a->pair_layout) { /* where the pair layout put value v of unit u */
+                    const int64_t uw = u % a->upw, ue = (w + 1) * a->upw < a->upr ? (w + 1) * a->upw : a->upr;
+                    const int64_t p = uw & 1, first = u - p;
+                    if (p == 1 || u + 1 < ue)
+                        src = (c * a->upr + first) * 16 + ((v & 1) | (p << 1) | ((v >> 1) << 2));
+                }
+                if (esz == 4)
+                    ((float *)out)[dr * ldo + col] = ((const float *)a->vals)[src];
+                else
+                    ((uint16_t *)out)[dr * ldo + col] = ((const uint16_t *)a->vals)[src];
+            }
+        }
+    }
+    return 0;
+}
+
+int sl_isa(void) { return SL_ISA; }
