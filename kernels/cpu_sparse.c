@@ -412,6 +412,7 @@ static void *sl_worker(void *p) {
     return NULL;
 }
 
+
 /* y[T, rows] += W x^T over compressed rows; returns 0 on success. Threads split the compressed rows in
  * contiguous ranges aligned to m-groups (n compressed rows), so no two threads write one output row. */
 int sl_gemm(const sl_args *a) {
@@ -421,20 +422,37 @@ int sl_gemm(const sl_args *a) {
     const int64_t groups = a->crows / unit;
     if (nt > groups) nt = groups;
     sl_job jobs[64];
+#ifndef _OPENMP
     pthread_t th[64];
+#endif
     for (int64_t i = 0; i < nt; ++i) {
         jobs[i].a = a;
         jobs[i].c0 = groups * i / nt * unit;
         jobs[i].c1 = groups * (i + 1) / nt * unit;
         jobs[i].status = 0;
     }
+    void *(*work)(void *) = sl_worker;
+#ifdef _OPENMP
+    /* Built with -fopenmp, this library shares the OpenMP runtime torch has already loaded (libgomp.so.1),
+     * so its workers are torch's own threads: no thread start per call, and no torch threads left spinning
+     * beside ours after a torch op. */
+    if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+        for (int64_t i = 0; i < nt; ++i) work(&jobs[i]);
+    } else {
+        work(&jobs[0]);
+    }
+    int status = 0;
+    for (int64_t i = 0; i < nt; ++i) status |= jobs[i].status;
+    return status;
+#else
     int64_t started = 0;
     for (int64_t i = 1; i < nt; ++i) {
-        if (pthread_create(&th[i], NULL, sl_worker, &jobs[i]) != 0) break;
+        if (pthread_create(&th[i], NULL, work, &jobs[i]) != 0) break;
         started = i;
     }
-    for (int64_t i = started + 1; i < nt; ++i) sl_worker(&jobs[i]); /* threads that could not start */
-    sl_worker(&jobs[0]);
+    for (int64_t i = started + 1; i < nt; ++i) work(&jobs[i]); /* threads that could not start */
+    work(&jobs[0]);
     int status = jobs[0].status;
     for (int64_t i = 1; i <= started; ++i) {
         pthread_join(th[i], NULL);
@@ -442,6 +460,7 @@ int sl_gemm(const sl_args *a) {
     }
     for (int64_t i = started + 1; i < nt; ++i) status |= jobs[i].status;
     return status;
+#endif
 }
 
 /* Decompress compressed rows [c0, c1) into dense rows of out ([rows, ldo] in the value dtype, rows that

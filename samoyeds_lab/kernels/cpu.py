@@ -144,6 +144,20 @@ def cache_dir() -> Path:
     return Path(base) / "samoyeds-lab" / "cpu"
 
 
+@functools.lru_cache(maxsize=None)
+def _has_openmp(cc: str) -> bool:
+    """True when ``cc -fopenmp`` builds a shared library (gcc does; Apple clang without libomp does not)."""
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "omp.c"
+        src.write_text("#include <omp.h>\nint f(void) { return omp_get_max_threads(); }\n")
+        try:
+            proc = subprocess.run([cc, "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(Path(d) / "omp.so")],
+                                  capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return proc.returncode == 0
+
+
 @dataclass(frozen=True)
 class CpuBuild:
     """One compiled ISA path: the loaded library, where it came from and how long it took."""
@@ -176,6 +190,9 @@ def build(isa: str) -> CpuBuild:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = cc
+    # OpenMP where the compiler has it: the library then shares torch's OpenMP runtime (see the C source)
+    if _has_openmp(cc):
+        flags = flags + ["-fopenmp"]
     key = hashlib.sha256(src + json.dumps([flags, version, platform.machine()]).encode()).hexdigest()[:16]
     out = cache_dir() / f"cpu_sparse_{isa}_{key}.so"
     with _build_lock:
@@ -395,7 +412,8 @@ def _args(op: CpuOperand, xg: torch.Tensor | None, y: torch.Tensor | None, threa
 def kernel_gemm(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.Tensor | None = None, *,
                 isa: str | None = None, threads: int | None = None) -> torch.Tensor:
     """``y [len(idx), rows] = x[idx] @ dense(weight)ᵀ`` in fp32 by the CPU kernel of ``isa`` (default: this
-    machine's path). ``idx`` holds valid row ids only (no SENTINEL; the caller drops those)."""
+    machine's path). ``idx`` holds valid row ids only (no SENTINEL; the caller drops those).
+    """
     isa = isa or cpu_path().isa
     if isa == "none":
         raise ValueError("isa: no CPU kernel can run here (cpu_path() is 'none'); use dense_tiles")

@@ -4,10 +4,16 @@ Every op has one signature for both backends:
 
 * ``"cupy"``: the CUDA kernels of ``kernels/*.cu`` (SM80+ GPU, CuPy, NVRTC); torch tensors are handed
   over through DLPack (zero-copy) and the kernels run on torch's current stream.
+* ``"cpu"``: the CPU kernels of ``kernels/cpu_sparse.c`` (:mod:`samoyeds_lab.kernels.cpu`: AVX-512,
+  AVX2 or portable C, computed from the compressed operand, fp16/bf16/fp32), CPU tensors, 2:4
+  ``NMWeight`` and ``SamoyedsWeight`` (``vector % 32 == 0``).
 * ``"reference"``: the pure-torch references of :mod:`samoyeds_lab.reference` (any device, any format).
 * ``"auto"`` (default): ``"cupy"`` when it can run this call (CUDA tensors, a supported weight format,
-  fp16/bf16), else ``"reference"``. CPU users see exactly the reference behaviour. On a GPU older than
-  SM80 (or without CuPy) it warns once, in one line, and uses the reference.
+  fp16/bf16); on CPU tensors with a format the CPU kernels take, the CPU kernel or — where recorded
+  measurements of this CPU (or the built-in defaults) say the kernel is slower than torch's dense path at
+  that many tokens — the tile-by-tile dense path (:func:`samoyeds_lab.kernels.cpu.cpu_choice` says which
+  and why); else ``"reference"``. On a GPU older than SM80 (or without CuPy) it warns once, in one line,
+  and uses the reference.
 
 Formulas (``W`` the dense weight ``[rows, cols]``, positions ``p`` of a token list)::
 
@@ -43,7 +49,7 @@ from ..formats.sptc import mma_metadata
 from .build import KernelUnavailableError, device_arch, load_module
 from .launch import check_grid, smem_bytes, split_plan, token_tiles
 
-BACKENDS = ("auto", "cupy", "reference")
+BACKENDS = ("auto", "cupy", "cpu", "reference")
 KERNELS = ("auto", "mma_sp", "wgmma_sp")
 EPILOGUES = {"plain": 0, "silu_mul": 1, "scatter_add": 2}
 _HALF = (torch.float16, torch.bfloat16)
@@ -182,6 +188,46 @@ def _use_cupy(backend: str, tensors: Sequence[torch.Tensor], unsupported: str | 
         _warn_once(f"this call is not supported by the kernels ({unsupported})")
         return False
     return True
+
+
+def _cpu_mode(backend: str, weight: object, x: torch.Tensor, tensors: Sequence[torch.Tensor], tokens: int) -> str | None:
+    """``"kernel"`` / ``"dense"`` when the CPU path runs this call, None for the reference (or CUDA).
+
+    An explicit ``backend="cpu"`` always runs the kernel (or dense tiles where no kernel can be built);
+    it raises for CUDA tensors or a format the CPU kernels do not take.
+    """
+    from . import cpu
+
+    if backend in ("reference", "cupy"):
+        return None
+    on_cpu = all(t.device.type == "cpu" for t in tensors)
+    why = cpu.cpu_unsupported(weight)
+    if backend == "cpu":
+        if not on_cpu:
+            raise ValueError("backend: 'cpu' needs CPU tensors, got tensors on "
+                             + ", ".join(sorted({str(t.device) for t in tensors})))
+        if why is not None:
+            raise ValueError(f"backend: 'cpu' does not support this call: {why}")
+        return "kernel" if cpu.cpu_path().isa != "none" else "dense"
+    if not on_cpu or why is not None:
+        return None
+    return cpu.cpu_choice(weight, tokens, x.dtype).mode
+
+
+def _cpu_products(mode: str, weight, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """fp32 ``[positions, rows]`` products on the CPU path; SENTINEL positions give zero rows."""
+    from . import cpu
+
+    fn = cpu.kernel_gemm if mode == "kernel" else cpu.dense_tiles
+    if idx is None:
+        return fn(weight, x, None)
+    valid = idx != SENTINEL
+    if bool(valid.all()):
+        return fn(weight, x, idx)
+    y = torch.zeros(idx.numel(), weight.shape[0], dtype=torch.float32)
+    if bool(valid.any()):
+        y[valid] = fn(weight, x, idx[valid])
+    return y
 
 
 # ----------------------------------------------------------------------------------------- operands
@@ -361,7 +407,7 @@ def ssmm(
         (routing weights; default 1).
     split_k : int, optional
         Number of K splits for the kernel (default: automatic, more splits for few tokens).
-    backend : {"auto", "cupy", "reference"}
+    backend : {"auto", "cupy", "cpu", "reference"}
     kernel : {"auto", "mma_sp", "wgmma_sp"}
         Which CUDA kernel runs (see the module docstring); ignored by the reference backend.
 
@@ -389,6 +435,10 @@ def ssmm(
     tensors = [x] + [t for t in (token_idx, up, out, scatter_idx, scale) if t is not None]
     if isinstance(weight, (NMWeight, SamoyedsWeight)):
         tensors.append(weight.values)
+    mode = _cpu_mode(backend, weight, x, tensors, positions)
+    if mode is not None:
+        y32 = _cpu_products(mode, weight, x, idx)
+        return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale)
     if not _use_cupy(backend, tensors, _sparse_unsupported(weight, x)):
         if idx is None:
             y32 = reference.spmm(weight, x, out_dtype=torch.float32)
@@ -526,6 +576,20 @@ def ssmm_grouped(
             raise ValueError(f"routing_weights: only used by epilogue='scatter_add', got it with epilogue={epilogue!r}")
     _check_epilogue(epilogue, positions, rows, x.dtype, x.device, up, out, scatter_idx, scale)
     tensors = [x] + [t for t in (up, out, scale) if t is not None] + [getattr(w, "values", x) for w in weights]
+    counts = [offsets[e + 1] - offsets[e] for e in range(len(weights))]
+    mode = _cpu_mode(backend, weights[0], x, tensors, max(counts, default=0))
+    if mode is not None:  # expert by expert on the CPU kernels (each expert decides kernel / dense tiles)
+        y32 = torch.zeros(positions, rows, dtype=torch.float32)
+        for e, w in enumerate(weights):
+            a, b = offsets[e], offsets[e + 1]
+            if a == b:
+                continue
+            m_e = mode if backend == "cpu" else _cpu_mode(backend, w, x, tensors, b - a)
+            if gather:
+                y32[a:b] = _cpu_products(m_e, w, x, ids[a:b].to(torch.int64))
+            else:
+                y32[a:b] = _cpu_products(m_e, w, x[a:b], None)
+        return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale)
     if _use_cupy(backend, tensors, _sparse_unsupported(weights[0], x)):
         idx = ids.to(x.device) if gather else None
         return _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=gather,
@@ -555,6 +619,12 @@ def spmm(weight: object, x: torch.Tensor, *, split_k: int | None = None, backend
     rows, cols = (int(s) for s in reference.dense_of(weight).shape) if isinstance(weight, torch.Tensor) else weight.shape
     _check_x(x, cols)
     tensors = [x] + ([weight.values] if isinstance(weight, NMWeight) else [])
+    if isinstance(weight, NMWeight):
+        mode = _cpu_mode(backend, weight, x, tensors, x.shape[0])
+        if mode is not None:
+            return _cpu_products(mode, weight, x, None).to(x.dtype)
+    elif backend == "cpu":
+        _cpu_mode(backend, weight, x, tensors, x.shape[0])  # raises the named error
     if not _use_cupy(backend, tensors, _sparse_unsupported(weight, x)):
         return reference.spmm(weight, x)
     tokens = x.shape[0]
@@ -601,6 +671,10 @@ def dense_mm(
     elif cols % 4 or weight.stride(-1) != 1 or x.stride(-1) != 1:
         unsupported = "cols must be a multiple of 4 and weight/x unit-stride along K"
     tensors = [weight, x] + ([token_idx] if token_idx is not None else [])
+    if backend == "cpu":
+        if any(t.device.type != "cpu" for t in tensors):
+            raise ValueError("backend: 'cpu' needs CPU tensors")
+        backend = "reference"  # the dense baseline on a CPU is torch's own GEMM
     if not _use_cupy(backend, tensors, unsupported):
         return reference.spmm(weight, x) if idx is None else reference.ssmm(weight, x, idx)
     positions = x.shape[0] if idx is None else idx.numel()
