@@ -30,6 +30,9 @@ class DeviceInfo:
         Hopper's ``wgmma.mma_async.sp`` path (compute capability 9.0) usable.
     reasons : tuple[str, ...]
         Why each fast path is unavailable (empty when everything is on).
+    cpu_isa : str
+        The CPU kernels' instruction-set path (``avx512`` / ``avx2`` / ``portable`` / ``none``, see
+        :func:`samoyeds_lab.kernels.cpu.cpu_path`); ``cpu_reason`` says why.
     """
 
     backend: str
@@ -43,6 +46,8 @@ class DeviceInfo:
     cpu: str
     threads: int
     reasons: tuple[str, ...] = field(default=())
+    cpu_isa: str = "none"
+    cpu_reason: str = "not probed"
 
     def banner(self) -> str:
         """A few lines saying which backend runs, and why the GPU paths are on or off."""
@@ -50,7 +55,8 @@ class DeviceInfo:
             cc = ".".join(map(str, self.compute_capability or ()))
             head = f"samoyeds-lab · backend: CuPy kernels on {self.gpu_name} (compute capability {cc})"
         else:
-            head = "samoyeds-lab · backend: CPU reference (pure torch; GPU figures are shown as recorded)"
+            kern = f"CPU kernels ({self.cpu_isa})" if self.cpu_isa != "none" else "CPU reference (pure torch)"
+            head = f"samoyeds-lab · backend: {kern} · GPU figures are shown as recorded or modelled"
         lines = [
             head,
             f"  Sparse Tensor Cores (mma.sp, SM80+): {'yes' if self.sptc else 'no'}"
@@ -58,6 +64,7 @@ class DeviceInfo:
             f"  torch {self.torch_version} (CUDA {'yes' if self.torch_cuda else 'no'}) · "
             f"cupy {self.cupy_version or 'not installed'} · CPU: {self.cpu}, {self.threads} threads",
         ]
+        lines.append(f"  CPU path: {self.cpu_isa} — {self.cpu_reason}")
         lines += [f"  why not: {r}" for r in self.reasons]
         return "\n".join(lines)
 
@@ -112,6 +119,14 @@ def device_info() -> DeviceInfo:
         torch_cuda = bool(torch.cuda.is_available())
     except Exception:
         torch_cuda = False
+    try:
+        from .kernels.cpu import cpu_path
+
+        cp = cpu_path()
+        cpu_isa, cpu_reason = cp.isa, cp.reason + (
+            "" if cp.compile_s is None else (" (cached build)" if cp.cached else f" (built in {cp.compile_s:.1f} s)"))
+    except Exception as exc:  # never raises: a broken compiler is a reason, not a crash
+        cpu_isa, cpu_reason = "none", f"CPU kernels unavailable: {exc!s:.160}"
     return DeviceInfo(
         backend="cupy" if sptc else "reference",
         gpu_name=name,
@@ -124,4 +139,6 @@ def device_info() -> DeviceInfo:
         cpu=platform.processor() or platform.machine(),
         threads=torch.get_num_threads(),
         reasons=tuple(reasons),
+        cpu_isa=cpu_isa,
+        cpu_reason=cpu_reason,
     )

@@ -51,7 +51,8 @@ def test_without_cupy(probe):
     info = probe(None)
     assert info.backend == "reference" and not info.sptc and not info.sm90a
     assert "CuPy not installed" in info.banner()
-    assert "backend: CPU reference" in info.banner()
+    assert "backend: CPU" in info.banner()
+    assert f"CPU path: {info.cpu_isa}" in info.banner() and info.cpu_isa in ("avx512", "avx2", "portable", "none")
 
 
 def test_cupy_without_driver(probe):

@@ -1,7 +1,8 @@
 """GPU kernels (``kernels/*.cu`` loaded as CuPy RawModules) behind one API with a CPU reference fallback.
 
 ``spmm``, ``ssmm``, ``ssmm_grouped`` and ``dense_mm`` take and return torch tensors and pick the
-backend per call (``backend="auto" | "cupy" | "reference"``, see :mod:`samoyeds_lab.kernels.ops`);
+backend per call (``backend="auto" | "cupy" | "cpu" | "reference"``; ``cpu``: the CPU kernels of
+:mod:`samoyeds_lab.kernels.cpu`, see :mod:`samoyeds_lab.kernels.ops`);
 ``ssmm`` / ``ssmm_grouped`` also the CUDA path (``kernel="auto" | "mma_sp" | "wgmma_sp"``, the last on
 Hopper only; ``auto`` follows recorded measurements, :func:`choose_ssmm_kernel`).
 :mod:`samoyeds_lab.kernels.build` owns the NVRTC options and the compile cache;
@@ -10,9 +11,11 @@ Hopper only; ``auto`` follows recorded measurements, :func:`choose_ssmm_kernel`)
 """
 
 from .build import KernelCompileError, KernelUnavailableError, compile_source, nvrtc_options
+from .cpu import CpuChoice, CpuPath, cpu_choice, cpu_path
 from .ops import BACKENDS, EPILOGUES, KERNELS, available, choose_ssmm_kernel, dense_mm, spmm, ssmm, ssmm_grouped
 
 __all__ = [
     "spmm", "ssmm", "ssmm_grouped", "dense_mm", "available", "compile_source", "nvrtc_options",
+    "cpu_path", "cpu_choice", "CpuPath", "CpuChoice",
     "BACKENDS", "EPILOGUES", "KERNELS", "choose_ssmm_kernel", "KernelCompileError", "KernelUnavailableError",
 ]

@@ -473,3 +473,78 @@ def _torch_tile(weight: NMWeight | SamoyedsWeight, c0: int, c1: int) -> torch.Te
     part = SamoyedsWeight(weight.values[c0:c1], weight.positions[c0:c1], weight.row_index[:, c0:c1], n, m,
                           weight.vector, ((c1 - c0) // n * m, weight.shape[1]))
     return part.to_dense()
+
+
+# ----------------------------------------------------------------------------------------- auto choice
+#: Recorded CPU benchmarks (``samoyeds-lab bench cpu``) that ``backend="auto"`` follows.
+RECORDS = Path(__file__).resolve().parents[2] / "data" / "bench" / "cpu_kernels.json"
+
+
+@dataclass(frozen=True)
+class CpuChoice:
+    """What ``backend="auto"`` runs on the CPU for one call: ``mode`` ``"kernel"`` or ``"dense"`` (tiles)."""
+
+    mode: str
+    reason: str
+
+
+def weight_kind(weight: object) -> str:
+    """``"samoyeds"`` or ``"2:4"`` (the record key of a weight the CPU kernels take)."""
+    return "samoyeds" if isinstance(weight, SamoyedsWeight) else "2:4"
+
+
+@functools.lru_cache(maxsize=4)
+def _records(path: str) -> tuple[dict, ...]:
+    p = Path(path)
+    if not p.exists():
+        return ()
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return ()
+    recs = data.get("records", []) if isinstance(data, dict) else []
+    return tuple(r for r in recs if isinstance(r, dict) and r.get("op") == "gemm")
+
+
+def cpu_records(path: str | os.PathLike | None = None) -> list[dict]:
+    """The recorded per-call CPU timings (``op == "gemm"``) of :data:`RECORDS` (or ``path``); ``[]`` if none."""
+    return list(_records(str(path or RECORDS)))
+
+
+def cpu_choice(weight: object, tokens: int, dtype: torch.dtype = torch.bfloat16, *,
+               records: list[dict] | None = None) -> CpuChoice:
+    """Kernel or dense tiles for ``tokens`` positions on this CPU, and why.
+
+    Follows the recorded measurements of this CPU model and ISA path (same weight kind and dtype, the
+    recorded token count nearest to ``tokens`` on a log scale, the thread count nearest to torch's): the
+    dense tiles are taken where they were measured faster than the kernel. Without a record: the kernel.
+    """
+    import math
+
+    path = cpu_path()
+    if path.isa == "none":
+        return CpuChoice("dense", f"no CPU kernel here ({path.reason})")
+    recs = cpu_records() if records is None else records
+    dt = str(dtype).removeprefix("torch.")
+    kind = weight_kind(weight)
+    mine = [r for r in recs if r.get("cpu") == path.cpu and r.get("isa") == path.isa and r.get("kind") == kind
+            and r.get("dtype") == dt and r.get("kernel_ms") and r.get("tiles_ms")]
+    if not mine:
+        return CpuChoice("kernel", f"{path.isa} kernel (no recorded {kind} {dt} measurement of this CPU)")
+    th = torch.get_num_threads()
+    near_th = min({int(r["threads"]) for r in mine}, key=lambda v: (abs(v - th), v))
+    mine = [r for r in mine if int(r["threads"]) == near_th]
+    t = max(int(tokens), 1)
+    near = min({int(r["tokens"]) for r in mine}, key=lambda v: (abs(math.log(v) - math.log(t)), v))
+    at = [r for r in mine if int(r["tokens"]) == near]
+    k = sorted(r["kernel_ms"] for r in at)[len(at) // 2]
+    d = sorted(r["tiles_ms"] for r in at)[len(at) // 2]
+    if d < k:
+        return CpuChoice("dense", f"dense tiles: recorded {d:.2f} ms vs kernel {k:.2f} ms at {near} tokens "
+                                  f"({path.isa}, {near_th} threads, {r_date(at)})")
+    return CpuChoice("kernel", f"{path.isa} kernel: recorded {k:.2f} ms vs dense tiles {d:.2f} ms at {near} tokens "
+                               f"({near_th} threads, {r_date(at)})")
+
+
+def r_date(recs: list[dict]) -> str:
+    return str(recs[0].get("date", "undated"))
