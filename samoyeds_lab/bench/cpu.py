@@ -1,0 +1,209 @@
+"""CPU benchmark of the sparse expert kernels: ours vs torch's fastest dense path, side by side, measured.
+
+``samoyeds-lab bench cpu`` (and the labs' live panels) time, for one expert matrix and every token count,
+in one run and on the same gathered tokens:
+
+* ``dense``   — torch's ``F.linear`` on the *pruned* weight stored dense, in fp32, bf16 and fp16; the fastest
+  of the three at that token count is the baseline (``dense_best``);
+* ``samoyeds`` / ``2:4`` — our CPU kernel on the compressed operand (:func:`samoyeds_lab.kernels.cpu.kernel_gemm`),
+  and the tile-by-tile dense path on the same operand (``tiles``, what ``backend="auto"`` falls back to);
+* ``reference`` — the pure-torch reference (it rebuilds the dense weight per call), once per shape at the
+  smallest token count (it does not depend on tokens);
+
+with the last-level cache flushed (a ~96 MB read) before every timed call; medians with min/max. Beside
+them: this machine's measured read bandwidth (:func:`read_bandwidth`) and the byte ceiling (the time to
+read the operand's bytes at that bandwidth). Absolute times belong to the device they were measured on
+(every record carries it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_int
+
+#: Expert shapes of the benchmark: (name, rows, cols).
+SHAPES = (
+    ("mixtral-8x7b w1/w3 (gate/up)", 14336, 4096),
+    ("mixtral-8x7b w2 (down)", 4096, 14336),
+    ("qwen1.5-moe-a2.7b expert gate/up", 1408, 2048),
+)
+TOKENS = (1, 2, 4, 8, 16, 64, 256)
+DENSE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FLUSH_BYTES = 96 * 2**20
+
+_flush_buf: torch.Tensor | None = None
+
+
+def flush_cache() -> None:
+    """Read ~96 MB (3× a 32 MB L3) so that no operand is still cached when the next call is timed."""
+    global _flush_buf
+    if _flush_buf is None:
+        _flush_buf = torch.ones(FLUSH_BYTES // 4)
+    float(_flush_buf.sum())
+
+
+@contextmanager
+def threads(n: int | None):
+    """Run with torch (and so the CPU kernels) on ``n`` threads, then restore."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def time_flushed(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, flush: bool = True) -> dict[str, float]:
+    """Median / min / max milliseconds of ``fn`` over ``repeat`` calls, the cache flushed before each."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        if flush:
+            flush_cache()
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return {"ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "repeat": repeat}
+
+
+def read_bandwidth(nbytes: int = 1 << 30, *, repeat: int = 5) -> float:
+    """This machine's read bandwidth in GB/s: ``torch.sum`` over ``nbytes`` of fp32 (median of ``repeat``)."""
+    nbytes = check_int("nbytes", nbytes, lo=1 << 20, hi=1 << 34)
+    a = torch.ones(nbytes // 4)
+    float(a.sum())
+    t = time_flushed(lambda: float(a.sum()), repeat=repeat, warmup=0, flush=False)
+    return nbytes / (t["ms"] * 1e-3) / 1e9
+
+
+def cpu_device() -> dict[str, object]:
+    """CPU model, ISA flags relevant to the kernels, the chosen path, versions and date."""
+    import os
+
+    from ..kernels import cpu as ck
+
+    path = ck.cpu_path()
+    flags = sorted(f for f in ck.cpu_flags() if f.startswith(("avx", "fma", "f16c", "amx", "asimd", "sve", "neon")))
+    return {
+        "cpu": path.cpu, "cores": os.cpu_count(), "machine": platform.machine(), "isa": path.isa,
+        "isa_reason": path.reason, "flags": flags, "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def make_weights(rows: int, cols: int, *, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                 patterns: Sequence[str] = ("samoyeds", "2:4")) -> dict[str, object]:
+    """A random expert matrix pruned per pattern (magnitude; Samoyeds 1:2 V=128): ``{pattern: weight}``."""
+    from ..prune import sparsify
+
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(rows, cols, generator=g) * cols ** -0.5).to(dtype)
+    out: dict[str, object] = {}
+    for p in patterns:
+        out[p] = sparsify(w, "samoyeds", method="magnitude", n=1, m=2, vector=128) if p == "samoyeds" \
+            else sparsify(w, p, method="magnitude")
+    return out
+
+
+def bench_expert(rows: int, cols: int, tokens: Iterable[int] = TOKENS, *, nthreads: int | None = None,
+                 dtype: torch.dtype = torch.bfloat16, patterns: Sequence[str] = ("samoyeds", "2:4"),
+                 repeat: int = 5, dense_dtypes: Sequence[torch.dtype] = DENSE_DTYPES, tiles: bool = True,
+                 reference: bool = True, bandwidth: float | None = None, name: str = "", seed: int = 0,
+                 flush: bool = True, weights: dict | None = None) -> list[dict]:
+    """Records for one expert shape: per token count and path, the median time and its range.
+
+    Every record has ``op="gemm"``, ``kind`` (``samoyeds`` / ``2:4`` / ``dense`` / ``reference``), ``rows``,
+    ``cols``, ``tokens``, ``threads``, ``dtype``, ``ms`` / ``min_ms`` / ``max_ms`` and, for the kernels,
+    ``kernel_ms``, ``tiles_ms``, ``dense_ms`` (the fastest dense dtype in the same run, named in
+    ``dense_dtype``), ``speedup`` (dense_ms / kernel_ms), ``bytes``, ``gbps`` and the byte ceiling
+    ``ceiling_ms`` at ``bandwidth`` GB/s.
+    """
+    from ..kernels import cpu as ck
+    from ..reference import spmm as ref_spmm
+
+    rows = check_int("rows", rows, lo=1)
+    cols = check_int("cols", cols, lo=4)
+    toks = [check_int("tokens", t, lo=1, hi=1 << 16) for t in tokens]
+    weights = weights if weights is not None else make_weights(rows, cols, dtype=dtype, seed=seed, patterns=patterns)
+    dense_w = next(iter(weights.values())).to_dense()  # the pruned weight, dense (any pattern is fine for time)
+    dev = cpu_device()
+    out: list[dict] = []
+    with threads(nthreads):
+        th = torch.get_num_threads()
+        dense_by_dt = {dt: dense_w.to(dt) for dt in dense_dtypes}
+        g = torch.Generator().manual_seed(seed + 1)
+        for T in toks:
+            x = torch.randn(T, cols, generator=g).to(dtype)
+            xs = {dt: x.to(dt) for dt in dense_dtypes}
+            dense = {}
+            for dt in dense_dtypes:
+                wd, xd = dense_by_dt[dt], xs[dt]
+                dense[dt] = time_flushed(lambda: F.linear(xd, wd), repeat=repeat, flush=flush)
+            best_dt = min(dense, key=lambda d: dense[d]["ms"])
+            for dt in dense_dtypes:
+                out.append({"op": "gemm", "kind": "dense", "name": name, "rows": rows, "cols": cols, "tokens": T,
+                            "threads": th, "dtype": str(dt).removeprefix("torch."),
+                            "bytes": dense_w.numel() * torch.finfo(dt).bits // 8, **dense[dt], **dev})
+            for p, w in weights.items():
+                k = time_flushed(lambda: ck.kernel_gemm(w, x), repeat=repeat, flush=flush)
+                t = time_flushed(lambda: ck.dense_tiles(w, x), repeat=max(1, repeat // 2), flush=flush) if tiles else None
+                nb = w.nbytes
+                rec = {"op": "gemm", "kind": p, "name": name, "rows": rows, "cols": cols, "tokens": T, "threads": th,
+                       "dtype": str(dtype).removeprefix("torch."), **k, "kernel_ms": k["ms"],
+                       "tiles_ms": t["ms"] if t else None, "dense_ms": dense[best_dt]["ms"],
+                       "dense_dtype": str(best_dt).removeprefix("torch."), "speedup": dense[best_dt]["ms"] / k["ms"],
+                       "bytes": nb, "gbps": nb / (k["ms"] * 1e-3) / 1e9, **dev}
+                if bandwidth:
+                    rec["bandwidth_gbps"] = bandwidth
+                    rec["ceiling_ms"] = nb / (bandwidth * 1e9) * 1e3
+                    rec["dense_ceiling_ms"] = dense_w.numel() * 2 / (bandwidth * 1e9) * 1e3
+                    rec["bandwidth_fraction"] = rec["gbps"] / bandwidth
+                out.append(rec)
+            if reference and T == toks[0]:
+                w = weights.get("samoyeds", next(iter(weights.values())))
+                r = time_flushed(lambda: ref_spmm(w, x), repeat=max(1, min(repeat, 3)), flush=flush)
+                out.append({"op": "gemm", "kind": "reference", "name": name, "rows": rows, "cols": cols, "tokens": T,
+                            "threads": th, "dtype": str(dtype).removeprefix("torch."), **r, **dev})
+    return out
+
+
+def bench_cpu(shapes: Sequence[tuple[str, int, int]] = SHAPES, tokens: Iterable[int] = TOKENS, *,
+              thread_counts: Sequence[int] = (1, 2), repeat: int = 5, dtype: torch.dtype = torch.bfloat16,
+              progress: Callable[[str], None] | None = None) -> dict:
+    """The whole recorded benchmark: every shape × thread count × token count (see :func:`bench_expert`)."""
+    bw = {n: _bw(n) for n in thread_counts}
+    recs: list[dict] = []
+    for name, rows, cols in shapes:
+        weights = make_weights(rows, cols, dtype=dtype)
+        for n in thread_counts:
+            if progress:
+                progress(f"{name} {rows}x{cols}, {n} thread(s)")
+            recs += bench_expert(rows, cols, tokens, nthreads=n, dtype=dtype, repeat=repeat, bandwidth=bw[n],
+                                 name=name, weights=weights)
+    return {"device": cpu_device(), "read_bandwidth_gbps": {str(k): v for k, v in bw.items()},
+            "method": "medians of `repeat` calls, min/max beside; ~96 MB read before every timed call; dense baseline "
+                      "= fastest of F.linear fp32/bf16/fp16 on the pruned weight stored dense, same tokens, same run",
+            "records": recs}
+
+
+def _bw(n: int) -> float:
+    with threads(n):
+        return read_bandwidth()
+
+
+def summary_rows(result: dict, *, kind: str = "samoyeds", name: str | None = None, nthreads: int | None = None) -> list[dict]:
+    """Kernel records of one kind (and shape name / thread count), in token order: what the README table shows."""
+    recs = [r for r in result["records"] if r.get("kind") == kind and (name is None or r.get("name") == name)
+            and (nthreads is None or r.get("threads") == nthreads)]
+    return sorted(recs, key=lambda r: (r["name"], r["threads"], r["tokens"]))
