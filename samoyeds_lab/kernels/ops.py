@@ -201,6 +201,12 @@ def _cpu_mode(backend: str, weight: object, x: torch.Tensor, tensors: Sequence[t
     if backend in ("reference", "cupy"):
         return None
     on_cpu = all(t.device.type == "cpu" for t in tensors)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        # the C kernels are not differentiable: auto takes the reference (which is), "cpu" says so
+        if backend == "cpu":
+            raise ValueError("backend: 'cpu' kernels are not differentiable and an input requires grad; "
+                             "use backend='reference' (or 'auto') or torch.no_grad()")
+        return None
     why = cpu.cpu_unsupported(weight)
     if backend == "cpu":
         if not on_cpu:

@@ -236,17 +236,20 @@ class SwiGLUExperts(nn.Module):
     def forward_samoyeds(
         self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, *, pad_to: int = 64
     ) -> torch.Tensor:
-        """Dual-side sparse path: compressed weights × selected tokens, ``pad_to``-padded segments.
+        """Dual-side sparse path: compressed weights × selected tokens, with the kernels' fused epilogues.
 
-        Per expert ``e`` with padded token ids ``P_e`` (SENTINEL-padded to a multiple of ``pad_to``)::
+        Per expert ``e`` with token ids ``P_e`` (SENTINEL-padded to a multiple of ``pad_to`` on a GPU, where
+        kernel tiles are that tall; unpadded on the CPU, whose kernels take any token count)::
 
-            g = ssmm(Gate_e, x, P_e)      u = ssmm(Up_e, x, P_e)          [|P_e|, I]
-            h = silu(g) ⊙ u                                               (SENTINEL rows: 0)
-            d = ssmm(Down_e, h, arange(|P_e|))                            [|P_e|, H]
-            y[t] += w_{t,j} · d[row of (t, j)]                            real rows only
+            u = ssmm(Up_e, x, P_e)                                        [|P_e|, I]
+            h = ssmm(Gate_e, x, P_e, epilogue="silu_mul", up=u)           silu(x Gateᵀ) ⊙ u   (SENTINEL rows: 0)
+            ssmm(Down_e, h, None, epilogue="scatter_add", out=y32,
+                 scatter_idx=P_e, scale=w[P_e])                           y[t] += w_{t,j} · (h Downᵀ)[row of (t, j)]
 
-        An inference path: gradients reach ``x`` and ``topk_weights`` but not the expert parameters (the
-        compressed operands are frozen copies); train with ``"grouped"``.
+        ``y`` accumulates in fp32 and is returned in ``x.dtype``. An inference path: gradients reach ``x`` and
+        ``topk_weights`` (through the reference products, which ``backend="auto"`` uses when a gradient is
+        needed) but not the expert parameters (the compressed operands are frozen copies); train with
+        ``"grouped"``.
 
         Raises
         ------
@@ -256,8 +259,9 @@ class SwiGLUExperts(nn.Module):
         _check_routing(x, topk_ids, topk_weights, self.hidden)
         self._check_compressed()
         ssmm = _ssmm_impl()
-        sel = TokenSelection.from_topk(topk_ids, self.num_experts, pad_to=pad_to)
-        out = torch.zeros_like(x)
+        pad = 1 if x.device.type == "cpu" else pad_to
+        sel = TokenSelection.from_topk(topk_ids, self.num_experts, pad_to=pad)
+        out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         flat_w = topk_weights.reshape(-1)
         bounds = sel.padded_offsets.tolist()
         counts = sel.counts.tolist()
@@ -266,14 +270,13 @@ class SwiGLUExperts(nn.Module):
             if counts[e] == 0:
                 continue
             ptok = sel.padded_token_ids[bounds[e]: bounds[e + 1]]
-            g = ssmm(self.compressed["gate"][e], x, ptok)
+            pslot = sel.padded_slot_ids[bounds[e]: bounds[e + 1]].long()
+            scale = torch.where(pslot >= 0, flat_w[pslot.clamp(min=0)].to(torch.float32),
+                                torch.zeros((), device=x.device))
             u = ssmm(self.compressed["up"][e], x, ptok)
-            h = F.silu(g) * u
-            d = ssmm(self.compressed["down"][e], h, torch.arange(h.shape[0], device=x.device))
-            real = ptok != SENTINEL
-            pslot = sel.padded_slot_ids[bounds[e]: bounds[e + 1]][real].long()
-            out.index_add_(0, ptok[real].long(), d[real] * flat_w[pslot].to(x.dtype).unsqueeze(1))
-        return out
+            h = ssmm(self.compressed["gate"][e], x, ptok, epilogue="silu_mul", up=u)
+            ssmm(self.compressed["down"][e], h, None, epilogue="scatter_add", out=out, scatter_idx=ptok, scale=scale)
+        return out.to(x.dtype)
 
     # ------------------------------------------------------------------ sparsify
     def _param_stamp(self) -> tuple:

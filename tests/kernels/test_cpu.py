@@ -269,3 +269,15 @@ def test_build_is_cached_on_disk_across_processes(tmp_path):
     assert (isa1, cached1, isa2, cached2) == ("portable", "False", "portable", "True")
     assert float(s1) < 30
     assert list((tmp_path / "cpu").glob("cpu_sparse_portable_*.so"))
+
+
+def test_gradients_take_the_reference_and_cpu_says_why():
+    w = _ws(8, 128, torch.float32)
+    x = torch.randn(3, 128, requires_grad=True)
+    y = K.ssmm(w, x, None)  # auto: the reference, so x gets its gradient
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, w.to_dense().sum(0).expand(3, -1))
+    with pytest.raises(ValueError, match="backend: 'cpu' kernels are not differentiable"):
+        K.ssmm(w, x, None, backend="cpu")
+    with torch.no_grad():
+        _close32(K.ssmm(w, x, None, backend="cpu"), reference.spmm(w, x.detach(), out_dtype=torch.float32))
