@@ -1,4 +1,4 @@
-"""Command line: ``samoyeds-lab doctor | bench formats|cache|kernels|roofline | trace | accuracy | lab | train-tiny | train-sida``."""
+"""Command line: ``samoyeds-lab doctor | bench formats|cache|kernels|roofline|cpu | trace | accuracy | lab | train-tiny | train-sida``."""
 
 from __future__ import annotations
 
@@ -112,6 +112,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
 _DELEGATED = {
     ("bench", "kernels"): ("samoyeds_lab.bench.kernels", "main"),
     ("bench", "roofline"): ("samoyeds_lab.bench.roofline", "main"),
+    ("bench", "cpu"): ("samoyeds_lab.bench.cpu", "main"),
     ("train-sida",): ("samoyeds_lab.offload.predictor", "main"),
 }
 
@@ -135,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("doctor", help="say which backend runs here and why")
     p.set_defaults(func=_cmd_doctor)
     p = sub.add_parser("bench", help="run a benchmark suite and print / record the results")
-    p.add_argument("suite", choices=["formats", "cache", "kernels", "roofline"],
+    p.add_argument("suite", choices=["formats", "cache", "kernels", "roofline", "cpu"],
                    help="formats: prune + compress an expert weight on the CPU; cache: expert-cache simulator "
                         "accesses/s per policy; kernels: SpTC kernels vs "
                         "cuBLAS / torch 2:4 on an SM80+ GPU (`samoyeds-lab bench kernels --help`); roofline: the "
-                        "modelled ceilings of dense / 2:4 / Samoyeds expert GEMMs on a GPU profile")
+                        "modelled ceilings of dense / 2:4 / Samoyeds expert GEMMs on a GPU profile; cpu: our CPU kernels vs "
+                        "torch's fastest dense path, measured (`samoyeds-lab bench cpu --help`)")
     p.add_argument("--rows", type=int, default=14336)
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=5)

@@ -32,9 +32,9 @@ from .._checks import check_int
 
 #: Expert shapes of the benchmark: (name, rows, cols).
 SHAPES = (
-    ("mixtral-8x7b w1/w3 (gate/up)", 14336, 4096),
-    ("mixtral-8x7b w2 (down)", 4096, 14336),
-    ("qwen1.5-moe-a2.7b expert gate/up", 1408, 2048),
+    ("mixtral-8x7b-w1", 14336, 4096),      # gate/up (w1/w3)
+    ("mixtral-8x7b-w2", 4096, 14336),      # down
+    ("qwen1.5-moe-a2.7b-w1", 1408, 2048),  # one routed expert's gate/up
 )
 TOKENS = (1, 2, 4, 8, 16, 64, 256)
 DENSE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -207,3 +207,102 @@ def summary_rows(result: dict, *, kind: str = "samoyeds", name: str | None = Non
     recs = [r for r in result["records"] if r.get("kind") == kind and (name is None or r.get("name") == name)
             and (nthreads is None or r.get("threads") == nthreads)]
     return sorted(recs, key=lambda r: (r["name"], r["threads"], r["tokens"]))
+
+
+# ----------------------------------------------------------------------------------------- command line
+def _positive(name: str, lo: int = 1, hi: int = 1 << 20):
+    def parse(v: str) -> int:
+        import argparse
+
+        try:
+            i = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: expected an int, got {v!r}") from None
+        if not lo <= i <= hi:
+            raise argparse.ArgumentTypeError(f"{name}: expected an int in [{lo}, {hi}], got {i}")
+        return i
+    return parse
+
+
+def format_table(result: dict) -> str:
+    """A text table: per shape, threads and tokens, kernel vs fastest dense, ratio and bandwidth."""
+    lines = [f"{'shape':<36} {'thr':>3} {'T':>4} {'kind':<9} {'kernel ms':>10} {'range':>15} {'tiles ms':>9} "
+             f"{'dense ms':>9} {'dtype':<9} {'ratio':>6} {'GB/s':>6} {'ceil ms':>8}"]
+    for r in result["records"]:
+        if r["kind"] not in ("samoyeds", "2:4"):
+            continue
+        tiles = f"{r['tiles_ms']:.2f}" if r.get("tiles_ms") else "-"
+        lines.append(f"{r['name'][:36]:<36} {r['threads']:>3} {r['tokens']:>4} {r['kind']:<9} {r['kernel_ms']:>10.2f} "
+                     f"{r['min_ms']:>7.2f}-{r['max_ms']:<7.2f} {tiles:>9} {r['dense_ms']:>9.2f} "
+                     f"{r['dense_dtype']:<9} {r['speedup']:>5.2f}x {r['gbps']:>6.1f} {r.get('ceiling_ms', 0):>8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``samoyeds-lab bench cpu``: the recorded CPU benchmark (kernels and a Mixtral-shaped MoE layer)."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="samoyeds-lab bench cpu", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tokens", type=_positive("--tokens", 1, 4096), nargs="+", default=list(TOKENS))
+    p.add_argument("--threads", type=_positive("--threads", 1, 256), nargs="+", default=[1, 2])
+    p.add_argument("--repeat", type=_positive("--repeat", 1, 100), default=5)
+    p.add_argument("--shapes", nargs="+", default=[s[0] for s in SHAPES], metavar="NAME",
+                   help="expert shapes by name (default: all of " + "; ".join(s[0] for s in SHAPES) + ")")
+    p.add_argument("--size", nargs=2, type=_positive("--size", 4, 1 << 16), metavar=("ROWS", "COLS"),
+                   help="one custom expert shape instead of --shapes")
+    p.add_argument("--out", default=None, help="write the kernel records here (e.g. data/bench/cpu_kernels.json)")
+    p.add_argument("--layer", action="store_true", help="also time a Mixtral-shaped MoE layer (builds 24 experts "
+                   "matrices, ~2 min)")
+    p.add_argument("--layer-out", default=None, help="write the layer records here (data/bench/cpu_moe_layer.json)")
+    p.add_argument("--layer-shape", nargs=4, type=_positive("--layer-shape", 1, 1 << 16),
+                   metavar=("H", "I", "E", "K"), help="layer shape instead of Mixtral-8x7B's 4096 14336 8 2")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    try:
+        args = p.parse_args(argv)
+        if args.size:
+            shapes = [(f"custom {args.size[0]}x{args.size[1]}", args.size[0], args.size[1])]
+        else:
+            known = {s[0]: s for s in SHAPES}
+            bad = [s for s in args.shapes if s not in known]
+            if bad:
+                raise ValueError(f"--shapes: expected names from {sorted(known)}, got {bad}")
+            shapes = [known[s] for s in args.shapes]
+        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        result = bench_cpu(shapes, args.tokens, thread_counts=args.threads, repeat=args.repeat, progress=say)
+        print(format_table(result))
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")
+            print(f"wrote {out}")
+        if args.layer or args.layer_out or args.layer_shape:
+            from .cpu_layer import MIXTRAL, bench_layer
+
+            shape = MIXTRAL if not args.layer_shape else ("custom layer", *args.layer_shape)
+            if shape[4] > shape[3]:
+                raise ValueError(f"--layer-shape: expected K <= E, got K={shape[4]}, E={shape[3]}")
+            recs = []
+            from .cpu_layer import make_layer
+
+            experts = make_layer(shape[1], shape[2], shape[3])
+            for n in args.threads:
+                recs += bench_layer(experts, shape=shape, nthreads=n, repeat=args.repeat, progress=say)
+            for r in recs:
+                print(f"layer {r['threads']}t {r['tokens']:>4} tokens {r['backend']:<9} {r['ms']:9.2f} ms "
+                      f"({r['ms_per_token']:.2f} ms/token, {r.get('speedup_vs_grouped', 1):.2f}x vs grouped)")
+            if args.layer_out:
+                out = Path(args.layer_out)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"device": cpu_device(), "records": recs}, indent=1) + "\n")
+                print(f"wrote {out}")
+    except SystemExit:
+        raise
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        if "--debug" in (argv or sys.argv[1:]):
+            raise
+        print(f"samoyeds-lab bench cpu: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
