@@ -8,9 +8,13 @@ Notation for one expert :math:`e` with :math:`n_e` routed tokens and :math:`P_e`
     T_{gpu}(n)  &= \underbrace{[\lnot\,resident]\,\frac{P b}{B_{link}}}_{transfer}
                  + \underbrace{\max\Big(\frac{2 n P}{F_{gpu}\,\eta},\ \frac{P b}{B_{hbm}}\Big)}_{compute}\\
     T_{near}(n) &= \underbrace{\frac{2 n d\, b_{act}}{B_{link}}}_{transfer}
-                 + \underbrace{\max\Big(\frac{P b}{B_{int}},\ \frac{2 n P}{F_{ndp}\,\eta}\Big)}_{compute}
+                 + \underbrace{\max\Big(\frac{W_{near}}{B_{int}},\ \frac{2 n P}{F_{ndp}\,\eta}\Big)}_{compute}
 
-(the GPU compute term is a roofline: weights are read from HBM at least once.) With ``overlap=True``
+(the GPU compute term is a roofline: weights are read from HBM at least once.) :math:`W_{near}` is the
+bytes the near-data compute reads per expert: :math:`P b` for dense weights, or the compressed operand's
+bytes (``near_bytes``; e.g. a Samoyeds 1:2 V=128 operand is ≈28 % of the bf16 bytes) when the near side
+runs a sparse kernel straight from the compressed format; ``near_sparse=True`` then takes the near
+profile's ``fp16_sparse_tflops`` (the sparse kernel's dense-equivalent FLOP/s) as :math:`F_{ndp}`. With ``overlap=True``
 transfer and compute are pipelined and a path costs :math:`\max(transfer, compute)` instead of the sum.
 An expert with :math:`n = 0` tokens costs nothing on either path. A layer whose GPU and near-data work
 run concurrently (MoNDE's load balancing) costs :math:`\max(\sum_{e\in G} T_{gpu}, \sum_{e\notin G}
@@ -38,7 +42,11 @@ __all__ = [
     "layer_cost",
     "hot_set_placement",
     "crossover_tokens",
+    "CROSSOVER_METHODS",
 ]
+
+#: How :func:`crossover_tokens` finds :math:`n^*`.
+CROSSOVER_METHODS = ("closed_form", "brute_force")
 
 
 @dataclass(frozen=True)
@@ -240,13 +248,16 @@ def near_data_path_cost(
     bytes_per_act: float = 2.0,
     efficiency: float = 1.0,
     overlap: bool = False,
+    weight_bytes: float | None = None,
+    sparse: bool = False,
 ) -> PathCost:
     r"""Cost of computing an expert where its weights live (CXL near-data units or the host CPU).
 
     .. math::
 
         transfer = \frac{2 n d\, b_{act}}{B_{link}},\qquad
-        compute = \max\Big(\frac{P b}{B_{int}}, \frac{2 n P}{F_{ndp}\,\eta}\Big)
+        compute = \max\Big(\frac{W}{B_{int}}, \frac{2 n P}{F_{ndp}\,\eta}\Big),\qquad W = P b
+        \ \text{(dense) or the compressed operand's bytes}
 
     (activations cross the link there and back; the weights are streamed once from the device's
     internal memory). Both are 0 where ``n == 0``.
@@ -264,6 +275,14 @@ def near_data_path_cost(
         the bandwidth of the link profile it names in ``link``.
     bytes_per_act : float
         :math:`b_{act}` (2 for fp16 activations).
+    weight_bytes : float, optional
+        :math:`W`, bytes the near-data compute reads per expert call (all its matrices). Default
+        :math:`P b` (dense weights); for a sparse kernel working from the compressed operand pass those
+        bytes (e.g. the sum of :func:`samoyeds_lab.kernels.cpu.cpu_operand` ``(op).nbytes`` over the
+        expert's three projections).
+    sparse : bool
+        Use the near profile's ``fp16_sparse_tflops`` (the sparse kernel's measured dense-equivalent
+        FLOP/s, :math:`2 n P` counted on the dense shape) instead of ``fp16_tflops``.
     """
     near = _profile("near", near)
     n = _tokens("n_tokens", n_tokens)
@@ -272,23 +291,29 @@ def near_data_path_cost(
     b = _positive("bytes_per_param", bytes_per_param)
     ba = _positive("bytes_per_act", bytes_per_act)
     eta = _efficiency(efficiency)
+    W = P * b if weight_bytes is None else _positive("weight_bytes", weight_bytes)
+    flops = near.sparse_flops if sparse else near.flops
     bw = _link_bw(link, near)
     active = n > 0
     transfer = 2.0 * n * d * ba / bw
     compute = np.where(
-        active, np.maximum(P * b / near.memory_bandwidth, 2.0 * n * P / (near.flops * eta)), 0.0
+        active, np.maximum(W / near.memory_bandwidth, 2.0 * n * P / (flops * eta)), 0.0
     )
     total = np.maximum(transfer, compute) if overlap else transfer + compute
     return PathCost(_out(transfer), _out(compute), _out(total))
 
 
 # ----------------------------------------------------------------------------------------- layer
-def _both(n, P, gpu, near, d_model, link, b, b_act, resident, sparse, efficiency, overlap):
+def _both(n, P, gpu, near, d_model, link, b, b_act, resident, sparse, efficiency, overlap,
+          near_bytes=None, near_sparse=False):
+    if near_bytes is not None:
+        near_bytes = _positive("near_bytes", near_bytes)
     bw = _link_bw(link, gpu, near)
     g = gpu_path_cost(n, P, gpu, link=bw / 1e9, bytes_per_param=b, resident=resident,
                       sparse=sparse, efficiency=efficiency, overlap=overlap)
     m = near_data_path_cost(n, P, near, d_model=d_model, link=bw / 1e9, bytes_per_param=b,
-                            bytes_per_act=b_act, efficiency=efficiency, overlap=overlap)
+                            bytes_per_act=b_act, efficiency=efficiency, overlap=overlap,
+                            weight_bytes=near_bytes, sparse=near_sparse)
     return g, m
 
 
@@ -323,6 +348,8 @@ def layer_cost(
     sparse: bool = False,
     efficiency: float = 1.0,
     overlap: bool = False,
+    near_bytes: float | None = None,
+    near_sparse: bool = False,
 ) -> LayerCost:
     r"""Latency, throughput and GPU memory of one MoE layer for a batch.
 
@@ -354,6 +381,10 @@ def layer_cost(
     link, bytes_per_param, bytes_per_act, sparse, efficiency, overlap
         As in :func:`gpu_path_cost` / :func:`near_data_path_cost`; the default link is the slower
         of the two profiles' links.
+    near_bytes, near_sparse
+        :func:`near_data_path_cost`'s ``weight_bytes`` and ``sparse``: the bytes the near side reads per
+        expert (a compressed operand's, default :math:`P b`) and whether it runs at the near profile's
+        sparse-kernel FLOP/s. The GPU path is unchanged (it moves and reads :math:`P b`).
     """
     gpu = _profile("gpu", gpu)
     near = _profile("near", near)
@@ -370,11 +401,11 @@ def layer_cost(
         place = hot_set_placement(n, expert_params, gpu, near, d_model=d_model, resident=res,
                                   concurrent=concurrent, link=link, bytes_per_param=bytes_per_param,
                                   bytes_per_act=bytes_per_act, sparse=sparse, efficiency=efficiency,
-                                  overlap=overlap)
+                                  overlap=overlap, near_bytes=near_bytes, near_sparse=near_sparse)
     else:
         place = _mask("on_gpu", on_gpu, E, False) if on_gpu is not None else res.copy()
     g, m = _both(n, expert_params, gpu, near, d_model, link, bytes_per_param, bytes_per_act,
-                 res, sparse, efficiency, overlap)
+                 res, sparse, efficiency, overlap, near_bytes, near_sparse)
     z = np.zeros(E)
 
     def pick(pc: PathCost, mask: np.ndarray) -> PathCost:
@@ -406,6 +437,8 @@ def hot_set_placement(
     sparse: bool = False,
     efficiency: float = 1.0,
     overlap: bool = False,
+    near_bytes: float | None = None,
+    near_sparse: bool = False,
 ) -> np.ndarray:
     r"""MoNDE-style hot set: the placement minimising the layer time among "the h hottest on the GPU".
 
@@ -414,7 +447,7 @@ def hot_set_placement(
     ``max_on_gpu`` non-resident ones beyond the resident) the layer time is evaluated and the best
     prefix is returned as a bool mask of shape (E,). Exhaustive over prefixes, :math:`O(E^2)`; a
     heuristic for the max objective (optimal when ``concurrent=False``). Idle, non-resident experts
-    are never placed on the GPU.
+    are never placed on the GPU. Arguments as in :func:`layer_cost`.
     """
     gpu = _profile("gpu", gpu)
     near = _profile("near", near)
@@ -424,7 +457,7 @@ def hot_set_placement(
     E = n.shape[0]
     res = _mask("resident", resident, E, False)
     g, m = _both(n, expert_params, gpu, near, d_model, link, bytes_per_param, bytes_per_act,
-                 res, sparse, efficiency, overlap)
+                 res, sparse, efficiency, overlap, near_bytes, near_sparse)
     tg = np.broadcast_to(g.total, (E,))
     tm = np.broadcast_to(m.total, (E,))
     order = np.argsort(-(tm - tg), kind="stable")
@@ -455,22 +488,95 @@ def crossover_tokens(
     efficiency: float = 1.0,
     overlap: bool = False,
     max_tokens: int = 1 << 20,
+    near_bytes: float | None = None,
+    near_sparse: bool = False,
+    method: str = "closed_form",
 ) -> int | None:
     r"""Smallest token count :math:`n \ge 1` at which moving the weights to the GPU is no slower.
 
     .. math::
 
-        n^* = \min\{\, n \ge 1 : T_{gpu}(n) \le T_{near}(n) \,\}\quad(\text{non-resident expert})
+        n^* = \min\{\, n \in \{1, …, n_{max}\} : T_{gpu}(n) \le T_{near}(n) \,\}\quad(\text{non-resident expert})
 
-    Evaluated exactly for every integer ``1..max_tokens``; ``None`` if near data wins throughout.
-    Below :math:`n^*` compute near data, from :math:`n^*` on the expert is "hot".
+    ``None`` if near data wins throughout. Below :math:`n^*` compute near data, from :math:`n^*` on the
+    expert is "hot". With a compressed near side (``near_bytes`` < :math:`P b`, ``near_sparse``) the
+    near path reads fewer bytes, so :math:`n^*` moves (up, where the near side is bandwidth-bound).
+
+    Parameters
+    ----------
+    gpu, near, expert_params, d_model, link, bytes_per_param, bytes_per_act, sparse, efficiency, overlap
+        As in :func:`layer_cost`.
+    max_tokens : int
+        :math:`n_{max}`, the largest count considered.
+    near_bytes, near_sparse
+        As in :func:`layer_cost`.
+    method : {"closed_form", "brute_force"}
+        ``"closed_form"``: both path times are piecewise linear in :math:`n`; between the breakpoints of
+        their rooflines (:math:`n = C/k` for every constant term :math:`C` and slope :math:`k` that meet
+        in a ``max``) the difference :math:`T_{gpu} - T_{near} = \alpha + \beta n` is linear, so the first
+        integer with :math:`\alpha + \beta n \le 0` is :math:`\lceil -\alpha/\beta \rceil`; that integer and
+        its neighbours are then evaluated with the path-cost functions so the answer is exactly the brute
+        force's. ``"brute_force"``: every integer ``1..max_tokens`` evaluated (the reference).
     """
     gpu = _profile("gpu", gpu)
     near = _profile("near", near)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
         raise ValueError(f"max_tokens: expected an int >= 1, got {max_tokens!r}")
-    n = np.arange(1, int(max_tokens) + 1, dtype=np.float64)
-    g, m = _both(n, expert_params, gpu, near, d_model, link, bytes_per_param, bytes_per_act,
-                 False, sparse, efficiency, overlap)
-    wins = np.nonzero(np.asarray(g.total) <= np.asarray(m.total))[0]
-    return int(wins[0]) + 1 if wins.size else None
+    if not isinstance(method, str) or method not in CROSSOVER_METHODS:
+        raise ValueError(f"method: expected one of {CROSSOVER_METHODS}, got {method!r}")
+    nmax = int(max_tokens)
+
+    def diff(ns) -> np.ndarray:
+        """:math:`T_{gpu}(n) - T_{near}(n)` for a non-resident expert (validates every argument)."""
+        g, m = _both(np.asarray(ns, dtype=np.float64), expert_params, gpu, near, d_model, link,
+                     bytes_per_param, bytes_per_act, False, sparse, efficiency, overlap, near_bytes, near_sparse)
+        return np.asarray(g.total, dtype=np.float64) - np.asarray(m.total, dtype=np.float64)
+
+    if method == "brute_force":
+        wins = np.nonzero(diff(np.arange(1, nmax + 1)) <= 0)[0]
+        return int(wins[0]) + 1 if wins.size else None
+
+    cuts = _breakpoints(gpu, near, expert_params, d_model, link, bytes_per_param, bytes_per_act, sparse,
+                        efficiency, near_bytes, near_sparse)
+    edges = [1.0] + sorted(c for c in cuts if 1.0 < c < nmax) + [float(nmax)]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        a, b = max(1, math.ceil(lo)), min(nmax, math.floor(hi))
+        if a > b:
+            continue
+        f_lo, f_hi = diff([lo, hi if hi > lo else lo + 1.0])
+        slope = (f_hi - f_lo) / ((hi - lo) if hi > lo else 1.0)
+        if f_lo <= 0:
+            guess = a
+        elif slope < 0:
+            guess = max(a, math.ceil(lo - f_lo / slope))
+            if guess > b + 1:
+                continue
+        else:
+            continue
+        # NOTE: the linear solve is exact in real arithmetic; evaluating a few integers around it with the
+        # path-cost functions themselves makes the rounding agree with the brute force to the last bit.
+        ks = np.arange(max(a, guess - 2), min(b, guess + 2) + 1)
+        hit = np.nonzero(diff(ks) <= 0)[0] if ks.size else np.array([], dtype=np.int64)
+        if hit.size:
+            return int(ks[hit[0]])
+        rest = np.arange(min(b, guess + 2) + 1, b + 1)  # rounding pushed it past the window (never seen)
+        hit = np.nonzero(diff(rest) <= 0)[0] if rest.size else hit
+        if hit.size:
+            return int(rest[hit[0]])
+    return None
+
+
+def _breakpoints(gpu, near, P, d_model, link, b, b_act, sparse, efficiency, near_bytes, near_sparse) -> list[float]:
+    """Token counts where a ``max`` inside either path time switches branch (with or without overlap)."""
+    P = _positive("expert_params", P)
+    b = _positive("bytes_per_param", b)
+    eta = _efficiency(efficiency)
+    bw = _link_bw(link, gpu, near)
+    kg = 2.0 * P / ((gpu.sparse_flops if sparse else gpu.flops) * eta)  # GPU compute slope
+    cg, a = P * b / gpu.memory_bandwidth, P * b / bw  # HBM floor, weight transfer
+    W = P * b if near_bytes is None else _positive("near_bytes", near_bytes)
+    kn = 2.0 * P / ((near.sparse_flops if near_sparse else near.flops) * eta)  # near compute slope
+    km = 2.0 * _positive("d_model", d_model) * _positive("bytes_per_act", b_act) / bw  # activations
+    cm = W / near.memory_bandwidth
+    cuts = [cg / kg, a / kg, max(a, cg) / kg, cm / kn, cm / km]
+    return [c for c in cuts if math.isfinite(c)]

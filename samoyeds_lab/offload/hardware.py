@@ -19,6 +19,12 @@ Kinds and the fields each one requires (besides ``schema_version``, ``name``, ``
 ==============  =======================================================================================
 
 Optional everywhere: any numeric field above, ``link`` (name of the link profile), ``url``, ``notes``.
+For ``host`` and ``near_data`` profiles ``fp16_sparse_tflops`` is the *measured* dense-equivalent FLOP/s
+of a sparse kernel working from the compressed operand, which on a CPU may be below the dense rate (only
+GPU datasheets promise sparse ≥ dense).
+
+:func:`probe_host` measures this machine (read bandwidth, dense and sparse-kernel throughput) and
+returns a ``host`` profile whose ``source`` says it was probed, when and on which CPU.
 """
 
 from __future__ import annotations
@@ -209,7 +215,8 @@ def _validate(p: HardwareProfile, origin: str) -> None:
                 f"{origin}: field {f!r}: expected a finite number > 0 in {_UNITS[f]}, got {v!r}"
             )
     if (
-        p.fp16_tflops is not None
+        p.kind == "gpu"
+        and p.fp16_tflops is not None
         and p.fp16_sparse_tflops is not None
         and p.fp16_sparse_tflops < p.fp16_tflops
     ):
@@ -265,3 +272,160 @@ def load_profile(
     except json.JSONDecodeError as e:
         raise CorruptFileError(f"{path}: not valid JSON ({e})") from None
     return HardwareProfile.from_dict(data, origin=str(path))
+
+
+# ------------------------------------------------------------------------------------------------ probe
+def _physical_memory_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 16.0
+
+
+@dataclass(frozen=True)
+class HostProbe:
+    r"""What :func:`probe_host` measured (the profile keeps the rates; this keeps every number).
+
+    Attributes
+    ----------
+    profile : HardwareProfile
+        ``host`` profile: ``memory_bandwidth_gbs`` = read bandwidth, ``fp16_tflops`` = dense matmul
+        rate, ``fp16_sparse_tflops`` = sparse-kernel dense-equivalent rate, both in the probe's dtype.
+    read_bandwidth_gbs : float
+        ``torch.sum`` over ``bandwidth_bytes`` (:func:`samoyeds_lab.bench.cpu.read_bandwidth`).
+    dense_tflops, sparse_tflops : float
+        :math:`2 n \cdot rows \cdot cols / t` at ``compute_tokens`` tokens (dense FLOP counted for both).
+    dense_stream_gbs, sparse_stream_gbs : float
+        Bytes read per second by one-token calls, cache flushed: dense ``rows·cols·b`` and the compressed
+        operand's :attr:`~samoyeds_lab.kernels.cpu.CpuOperand.nbytes`.
+    dense_bytes, compressed_bytes : int
+    shape : tuple[int, int]
+    dtype, pattern, cpu, isa, date : str
+    threads, compute_tokens : int
+    """
+
+    profile: HardwareProfile
+    read_bandwidth_gbs: float
+    dense_tflops: float
+    sparse_tflops: float
+    dense_stream_gbs: float
+    sparse_stream_gbs: float
+    dense_bytes: int
+    compressed_bytes: int
+    shape: tuple
+    dtype: str
+    pattern: str
+    cpu: str
+    isa: str
+    date: str
+    threads: int
+    compute_tokens: int
+
+
+def probe_host(*, rows: int = 2048, cols: int = 2048, dtype=None, pattern: str = "samoyeds",
+               compute_tokens: int = 128, bandwidth_bytes: int = 1 << 28, repeats: int = 3,
+               threads: int | None = None, seed: int = 0, name: str | None = None) -> HostProbe:
+    """Measure this machine and return a ``host`` :class:`HardwareProfile` built from the measurements.
+
+    One random ``rows × cols`` matrix is pruned (``pattern``: ``"samoyeds"`` 1:2 with V=128, or ``"2:4"``;
+    magnitude) and timed three ways with the last-level cache flushed before every call
+    (:func:`samoyeds_lab.bench.cpu.time_flushed`): torch's dense ``F.linear`` on the pruned weight, and
+    the CPU sparse kernel (:func:`samoyeds_lab.kernels.cpu.kernel_gemm`) on the compressed operand, each at
+    1 token (bytes/s) and at ``compute_tokens`` tokens (FLOP/s); plus the read bandwidth.
+    A second or two on 2 cores at the defaults.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Matrix shape (multiples of 128 for ``"samoyeds"``, of 32 for ``"2:4"``).
+    dtype : torch.dtype, optional
+        ``torch.bfloat16`` (default), ``torch.float16`` or ``torch.float32``; the profile's
+        ``fp16_*`` fields hold the rates in this dtype.
+    compute_tokens : int
+        Tokens of the throughput probe (enough to be compute-bound).
+    bandwidth_bytes : int
+        Bytes summed by the read-bandwidth probe.
+    repeats : int
+        Timed repeats per probe (median).
+    threads : int, optional
+        Torch (and kernel) threads during the probe; default torch's current count.
+    name : str, optional
+        Profile name (default names the CPU and thread count).
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, pattern, dtype or counts (the message names the argument); no CPU kernel can run here.
+    """
+    import datetime as _dt
+
+    import torch
+    import torch.nn.functional as F
+
+    from .._checks import check_int
+    from ..bench.cpu import read_bandwidth, threads as _threads_ctx, time_flushed
+    from ..kernels import cpu as ck
+    from ..prune import sparsify
+
+    dtype = torch.bfloat16 if dtype is None else dtype
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"dtype: expected torch.bfloat16, torch.float16 or torch.float32, got {dtype!r}")
+    if not isinstance(pattern, str) or pattern not in ("samoyeds", "2:4"):
+        raise ValueError(f"pattern: expected 'samoyeds' or '2:4', got {pattern!r}")
+    unit = 128 if pattern == "samoyeds" else 32
+    rows = check_int("rows", rows, lo=unit)
+    cols = check_int("cols", cols, lo=unit)
+    for nm, v in (("rows", rows), ("cols", cols)):
+        if v % unit:
+            raise ValueError(f"{nm}: expected a multiple of {unit} for pattern {pattern!r}, got {v}")
+    compute_tokens = check_int("compute_tokens", compute_tokens, lo=1)
+    bandwidth_bytes = check_int("bandwidth_bytes", bandwidth_bytes, lo=1 << 20, hi=1 << 34)
+    repeats = check_int("repeats", repeats, lo=1)
+    if threads is not None:
+        threads = check_int("threads", threads, lo=1, hi=max(1, os.cpu_count() or 1) * 4)
+    path = ck.cpu_path()
+    if path.isa == "none":
+        raise ValueError(f"probe_host: no CPU sparse kernel can run on this machine ({path.reason})")
+    g = torch.Generator().manual_seed(check_int("seed", seed, lo=0))
+    w = (torch.randn(rows, cols, generator=g) * cols ** -0.5).to(dtype)
+    op = (sparsify(w, "samoyeds", method="magnitude", n=1, m=2, vector=128) if pattern == "samoyeds"
+          else sparsify(w, "2:4", method="magnitude"))
+    dense = op.to_dense().to(dtype).contiguous()
+    mdt = torch.float32 if dtype == torch.float16 else dtype  # fp16 GEMMs are slow on CPUs (as dense_tiles)
+    dense_m = dense.to(mdt)
+    x1 = torch.randn(1, cols, generator=g).to(dtype)
+    xn = torch.randn(compute_tokens, cols, generator=g).to(dtype)
+    with torch.no_grad(), _threads_ctx(threads):
+        nth = torch.get_num_threads()
+        bw = read_bandwidth(bandwidth_bytes, repeat=repeats)
+        ck.kernel_gemm(op, x1)  # builds the CPU layout once (not timed)
+        t_d1 = time_flushed(lambda: F.linear(x1.to(mdt), dense_m), repeat=repeats)["ms"] * 1e-3
+        t_s1 = time_flushed(lambda: ck.kernel_gemm(op, x1), repeat=repeats)["ms"] * 1e-3
+        t_dn = time_flushed(lambda: F.linear(xn.to(mdt), dense_m), repeat=repeats)["ms"] * 1e-3
+        t_sn = time_flushed(lambda: ck.kernel_gemm(op, xn), repeat=repeats)["ms"] * 1e-3
+    dense_bytes = rows * cols * dense_m.element_size()
+    comp = ck.cpu_operand(op).nbytes
+    flop = 2.0 * compute_tokens * rows * cols
+    dt_name = str(dtype).removeprefix("torch.")
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    cores = os.cpu_count() or 1
+    prof = HardwareProfile(
+        name=name or f"this host: {path.cpu}, {nth} thread{'s' if nth > 1 else ''} (probed)",
+        kind="host",
+        source=(f"probed on this machine by samoyeds_lab.offload.hardware.probe_host on {date}: {path.cpu}, "
+                f"{cores} cores, {nth} threads, CPU kernel path {path.isa}"),
+        fp16_tflops=flop / t_dn / 1e12,
+        fp16_sparse_tflops=flop / t_sn / 1e12,
+        memory_gb=round(_physical_memory_gb(), 3),
+        memory_bandwidth_gbs=bw,
+        notes=(f"MEASURED, not a datasheet. memory_bandwidth_gbs: torch.sum over {bandwidth_bytes / 2**20:.0f} MiB. "
+               f"fp16_tflops: torch F.linear ({str(mdt).removeprefix('torch.')}) on a pruned {rows}x{cols} "
+               f"{dt_name} matrix at {compute_tokens} tokens; fp16_sparse_tflops: the {path.isa} sparse kernel on "
+               f"its {pattern} operand ({comp / dense_bytes:.0%} of the dense bytes), dense-equivalent FLOP, same "
+               f"tokens. One-token streaming: dense {dense_bytes / t_d1 / 1e9:.1f} GB/s, sparse kernel "
+               f"{comp / t_s1 / 1e9:.1f} GB/s of compressed bytes. Medians of {repeats}, cache flushed; "
+               f"a shared machine makes these noisy."),
+    )
+    return HostProbe(prof, bw, flop / t_dn / 1e12, flop / t_sn / 1e12, dense_bytes / t_d1 / 1e9,
+                     comp / t_s1 / 1e9, int(dense_bytes), int(comp), (rows, cols), dt_name, pattern,
+                     path.cpu, path.isa, date, int(nth), compute_tokens)

@@ -12,6 +12,21 @@ This runs MoNDE's split for real on this machine and times it, so the cost model
 * both sides run **concurrently**; the results are scattered into the output in expert order, so the
   output equals :meth:`samoyeds_lab.moe.SwiGLUExperts.forward_grouped` on one device.
 
+**Compressed near-data experts.** When the experts have been sparsified
+(:meth:`~samoyeds_lab.moe.SwiGLUExperts.sparsify` with ``pattern="samoyeds"`` or ``"2:4"``), the near side
+(``near_format="auto"`` or ``"compressed"``) computes each cold expert with the CPU sparse kernels straight
+from its compressed operands, never building a dense weight (:func:`samoyeds_lab.kernels.ssmm`)::
+
+    u = ssmm(Up_e, x, t_e)                                       # [n_e, I]
+    h = ssmm(Gate_e, x, t_e, epilogue="silu_mul", up=u)          # silu(x Gateᵀ) ⊙ u, fused
+    ssmm(Down_e, h, None, epilogue="scatter_add", out=acc,       # acc[t_e] += w_e · (h Downᵀ)
+         scatter_idx=t_e, scale=w_e)
+
+on the same worker threads (one fp32 accumulator per worker, added into the output at the end). So the
+near side reads the compressed bytes (≈28 % of bf16 for Samoyeds 1:2 V=128) instead of ``P·b``. The fast
+side is unchanged: it moves and runs the (pruned) dense weights. The output equals the dense computation
+on the same pruned weights up to fp32 summation order (tested).
+
 .. warning::
 
    On a CPU-only machine both "devices" are **the same CPU cores**: the fast side is the calling
@@ -44,18 +59,21 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
-from ..formats import TokenSelection
+from ..formats import NMWeight, SamoyedsWeight, TokenSelection
 from ..moe.experts import SwiGLUExperts
 from .hardware import HardwareProfile
 
 __all__ = [
     "DEFAULT_SHAPE",
+    "NEAR_FORMATS",
     "HostCalibration",
     "HybridRun",
     "HybridTiming",
     "HybridExecutor",
     "PathSweep",
     "calibrate_host",
+    "compressed_bytes",
+    "compressed_ops",
     "make_experts",
     "measure_paths",
     "time_hybrid",
@@ -64,6 +82,10 @@ __all__ = [
 #: A Mixtral-like expert layer scaled down to run in milliseconds on 2 CPU cores (Mixtral-8x7B: 8 experts,
 #: hidden 4096, intermediate 14336; the same 3.5 ratio here).
 DEFAULT_SHAPE = {"num_experts": 8, "hidden": 512, "intermediate": 1792}
+#: What the near side computes from: ``"auto"`` (compressed operands when the experts have CPU-kernel ones),
+#: ``"dense"`` (the dense weights) or ``"compressed"`` (required).
+NEAR_FORMATS = ("auto", "dense", "compressed")
+_NEAR_BACKENDS = ("cpu", "auto", "reference")
 
 
 def make_experts(num_experts: int = 8, hidden: int = 512, intermediate: int = 1792, *, seed: int = 0,
@@ -126,6 +148,82 @@ def _threads_arg(name: str, v: object) -> int:
     return check_int(name, v, lo=1, hi=max(1, os.cpu_count() or 1) * 4)
 
 
+def compressed_ops(experts: SwiGLUExperts) -> list[tuple] | None:
+    """Per expert ``(gate, up, down)`` compressed operands the CPU kernels take, or None.
+
+    None when the experts were never sparsified, or when any operand is a format the CPU kernels do not
+    take (only 2:4 ``NMWeight`` and ``SamoyedsWeight`` with ``vector % 32 == 0``). Raises ``ValueError``
+    naming ``experts`` when the operands are stale (the dense weights changed since ``sparsify``).
+    """
+    if experts.compressed is None:
+        return None
+    from ..kernels import cpu as ck
+
+    try:
+        experts._check_compressed()
+    except ValueError as e:
+        raise ValueError(f"experts: {e}") from None
+    ops = [tuple(experts.compressed[p][e] for p in ("gate", "up", "down")) for e in range(experts.num_experts)]
+    for trio in ops:
+        for op in trio:
+            if not isinstance(op, (NMWeight, SamoyedsWeight)) or ck.cpu_unsupported(op) is not None:
+                return None
+    return ops
+
+
+def compressed_bytes(experts: SwiGLUExperts, expert: int = 0) -> int:
+    """Bytes the CPU kernels read for one expert call: its three operands' CPU layouts (values, metadata,
+    row-selection bytes; :attr:`samoyeds_lab.kernels.cpu.CpuOperand.nbytes`)."""
+    from ..kernels import cpu as ck
+
+    ops = compressed_ops(experts)
+    if ops is None:
+        raise ValueError("experts: expected experts sparsified with pattern 'samoyeds' (vector % 32 == 0) or "
+                         "'2:4' (CPU-kernel operands), got none")
+    e = check_int("expert", expert, lo=0, hi=experts.num_experts - 1)
+    return int(sum(ck.cpu_operand(op).nbytes for op in ops[e]))
+
+
+def _swiglu_compressed(ops, x: torch.Tensor, tok: torch.Tensor, w: torch.Tensor | None, acc: torch.Tensor | None,
+                       backend: str) -> torch.Tensor:
+    """One expert from its compressed operands: ``acc[tok] += w · down(silu(gate(x[tok])) ⊙ up(x[tok]))``.
+
+    With ``acc=None`` the rows are returned ``[n, H]`` (fp32) instead of scattered.
+    """
+    from ..kernels import ssmm
+
+    gate, up, down = ops
+    u = ssmm(up, x, tok, backend=backend)
+    h = ssmm(gate, x, tok, epilogue="silu_mul", up=u, backend=backend)
+    if acc is None:
+        acc = torch.zeros(tok.numel(), down.shape[0], dtype=torch.float32)
+        tok = torch.arange(tok.numel())
+    return ssmm(down, h, None, epilogue="scatter_add", out=acc, scatter_idx=tok, scale=w, backend=backend)
+
+
+def _near_backend(v: object) -> str:
+    if not isinstance(v, str) or v not in _NEAR_BACKENDS:
+        raise ValueError(f"near_backend: expected one of {_NEAR_BACKENDS}, got {v!r}")
+    return v
+
+
+def _near_format(experts: SwiGLUExperts, v: object):
+    """``(format, ops)``: the near side's format and, when compressed, the per-expert operands."""
+    if not isinstance(v, str) or v not in NEAR_FORMATS:
+        raise ValueError(f"near_format: expected one of {NEAR_FORMATS}, got {v!r}")
+    if v == "dense":
+        return "dense", None
+    ops = compressed_ops(experts)
+    if ops is None:
+        if v == "compressed":
+            raise ValueError("near_format: 'compressed' needs experts sparsified with pattern 'samoyeds' "
+                             "(vector % 32 == 0) or '2:4' (call experts.sparsify(...)), got "
+                             + ("no compressed operands" if experts.compressed is None
+                                else "operands the CPU kernels do not take"))
+        return "dense", None
+    return "compressed", ops
+
+
 # ----------------------------------------------------------------------------------------- calibration
 @dataclass(frozen=True)
 class HostCalibration:
@@ -150,6 +248,12 @@ class HostCalibration:
     probe_tokens : int
     memory_gb : float
         Physical memory of this machine (1e9 bytes), for the profiles.
+    sparse_flops, sparse_stream_bandwidth : dict[int, float]
+        Only for sparsified experts (else empty): the same two probes on the near side's compressed path
+        (:func:`_swiglu_compressed`, the CPU kernels): dense-equivalent FLOP/s :math:`2 n P / t` and
+        compressed bytes per second of a one-token call :math:`W / t(n{=}1)`.
+    compressed_bytes : int
+        :math:`W`, bytes the CPU kernels read per expert call (0 for dense experts).
     """
 
     flops: dict
@@ -160,31 +264,63 @@ class HostCalibration:
     hidden: int
     probe_tokens: int
     memory_gb: float
+    sparse_flops: dict = field(default_factory=dict)
+    sparse_stream_bandwidth: dict = field(default_factory=dict)
+    compressed_bytes: int = 0
 
-    def profiles(self, fast_threads: int = 1, near_threads: int = 1) -> tuple[HardwareProfile, HardwareProfile]:
+    @property
+    def has_compressed(self) -> bool:
+        """True when the compressed near path was calibrated."""
+        return bool(self.sparse_flops)
+
+    def profiles(self, fast_threads: int = 1, near_threads: int = 1, *,
+                 compressed: bool = False) -> tuple[HardwareProfile, HardwareProfile]:
         """``(fast, near)`` profiles: this CPU with ``fast_threads`` / ``near_threads`` torch threads.
 
         Both use the copy bandwidth as ``link_bandwidth_gbs`` (the cost model takes the slower of the two,
         i.e. the smaller thread count's). The ``fp16_*`` fields hold the measured rates of the weights'
-        dtype (fp32 by default): the cost model only needs a FLOP/s.
+        dtype (fp32 by default): the cost model only needs a FLOP/s. With ``compressed=True`` the near
+        profile describes the compressed path: ``fp16_sparse_tflops`` = :attr:`sparse_flops` and
+        ``memory_bandwidth_gbs`` = :attr:`sparse_stream_bandwidth` (use it with :meth:`cost_kwargs`).
         """
+        if compressed and not self.has_compressed:
+            raise ValueError("compressed: the calibration has no compressed near path (calibrate sparsified "
+                             "experts), got compressed=True")
         out = []
         for side, t, kind in (("fast", fast_threads, "gpu"), ("near", near_threads, "near_data")):
             if t not in self.flops:
                 raise ValueError(f"{side}_threads: expected one of the calibrated thread counts "
                                  f"{sorted(self.flops)}, got {t!r}")
             f = self.flops[t] / 1e12
+            bw = self.stream_bandwidth[t]
             extra = {"fp16_sparse_tflops": f} if kind == "gpu" else {}
+            what = "dense"
+            if kind == "near_data" and compressed:
+                extra = {"fp16_sparse_tflops": self.sparse_flops[t] / 1e12}
+                bw = self.sparse_stream_bandwidth[t]
+                what = "compressed"
             out.append(HardwareProfile(
-                name=f"this CPU, {t} thread{'s' if t > 1 else ''} ({side} side)", kind=kind,
+                name=f"this CPU, {t} thread{'s' if t > 1 else ''} ({side} side, {what})", kind=kind,
                 source="measured here by samoyeds_lab.offload.hybrid.calibrate_host",
                 fp16_tflops=f, memory_gb=self.memory_gb,
-                memory_bandwidth_gbs=self.stream_bandwidth[t] / 1e9,
+                memory_bandwidth_gbs=bw / 1e9,
                 link_bandwidth_gbs=self.copy_bandwidth[t] / 1e9,
                 notes=(f"CPU stand-in: FLOP/s of the {self.bytes_per_param * 8}-bit expert matmuls at "
                        f"{self.probe_tokens} tokens, weight-copy bandwidth as the link, one-token weight "
-                       f"streaming as the memory bandwidth. Not a GPU."), **extra))
+                       f"streaming as the memory bandwidth"
+                       + (" (the CPU sparse kernels' FLOP/s and compressed-byte streaming for the near side)"
+                          if what == "compressed" else "") + ". Not a GPU."), **extra))
         return out[0], out[1]
+
+    def cost_kwargs(self, *, compressed: bool = False) -> dict:
+        """Keyword arguments of the cost model that go with :meth:`profiles` (bytes per parameter and per
+        activation; with ``compressed``, the near side's compressed bytes and sparse FLOP/s)."""
+        kw = {"bytes_per_param": self.bytes_per_param, "bytes_per_act": self.bytes_per_param}
+        if compressed:
+            if not self.has_compressed:
+                raise ValueError("compressed: the calibration has no compressed near path, got compressed=True")
+            kw.update(near_bytes=float(self.compressed_bytes), near_sparse=True)
+        return kw
 
 
 def _memory_gb() -> float:
@@ -208,8 +344,12 @@ def calibrate_host(experts: SwiGLUExperts, *, threads=(1,), probe_tokens: int = 
         Tokens of the compute probe (enough to be compute-bound).
     repeats : int
         Timed repeats per probe (the best one counts; one warm-up).
+
+    For sparsified experts (CPU-kernel operands), the near side's compressed path is probed as well
+    (:attr:`HostCalibration.sparse_flops`, :attr:`~HostCalibration.sparse_stream_bandwidth`).
     """
     experts = _check_experts(experts)
+    ops = compressed_ops(experts)
     ths = tuple(sorted({_threads_arg("threads", t) for t in (threads if not isinstance(threads, int) else (threads,))}))
     if not ths:
         raise ValueError("threads: expected at least one thread count, got none")
@@ -223,7 +363,9 @@ def calibrate_host(experts: SwiGLUExperts, *, threads=(1,), probe_tokens: int = 
     x = torch.randn(probe_tokens, H, generator=gen).to(wg.dtype)
     x1 = x[:1].clone()
     stage = [torch.empty_like(w) for w in (wg, wu, wd)]
-    flops, stream, copy = {}, {}, {}
+    flops, stream, copy, sflops, sstream = {}, {}, {}, {}, {}
+    W = compressed_bytes(experts) if ops is not None else 0
+    tok_c, tok_1 = torch.arange(probe_tokens), torch.zeros(1, dtype=torch.int64)
     with torch.no_grad():
         for t in ths:
             with _torch_threads(t):
@@ -231,12 +373,20 @@ def calibrate_host(experts: SwiGLUExperts, *, threads=(1,), probe_tokens: int = 
                 # processes' load (the hybrid timings themselves are medians).
                 tc = _median_time(lambda: _swiglu(x, wg, wu, wd), repeats, best=True)
                 t1 = _median_time(lambda: _swiglu(x1, wg, wu, wd), max(repeats, 5), best=True)
+                if ops is not None:
+                    sc = _median_time(lambda: _swiglu_compressed(ops[0], x, tok_c, None, None, "cpu"),
+                                      repeats, best=True)
+                    s1 = _median_time(lambda: _swiglu_compressed(ops[0], x1, tok_1, None, None, "cpu"),
+                                      max(repeats, 5), best=True)
+                    sflops[t] = 2.0 * probe_tokens * P / sc
+                    sstream[t] = W / s1
             with _torch_threads(1):  # NOTE: copies always run on one thread, see _copy_weights
                 tcp = _median_time(lambda: _copy_weights(stage, (wg, wu, wd)), repeats, best=True)
             flops[t] = 2.0 * probe_tokens * P / tc
             stream[t] = P * b / t1
             copy[t] = P * b / tcp
-    return HostCalibration(flops, stream, copy, int(P), int(b), int(H), probe_tokens, _memory_gb())
+    return HostCalibration(flops, stream, copy, int(P), int(b), int(H), probe_tokens, _memory_gb(),
+                           sflops, sstream, int(W))
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -256,6 +406,8 @@ class HybridRun:
     on_gpu : numpy.ndarray of bool
         The placement used.
     tokens_per_expert : numpy.ndarray of int
+    near_format : str
+        ``"dense"`` or ``"compressed"``: what the near side computed from.
     """
 
     output: torch.Tensor
@@ -264,6 +416,7 @@ class HybridRun:
     near_s: float
     on_gpu: np.ndarray
     tokens_per_expert: np.ndarray
+    near_format: str = "dense"
 
 
 class HybridExecutor:
@@ -279,14 +432,26 @@ class HybridExecutor:
     near_workers : int
         Worker threads of the near side (cold experts are spread over them, busiest first).
     threads : int
-        Torch intra-op threads while a call runs (process-wide: both sides use it). Default 1, so on a
-        2-core machine the fast thread and one near worker each get one core.
+        Torch intra-op threads while a call runs (process-wide: both sides use it, and so do the CPU
+        sparse kernels). Default 1, so on a 2-core machine the fast thread and one near worker each get
+        one core.
+    near_format : {"auto", "dense", "compressed"}
+        What the near side computes from. ``"auto"``: the compressed operands when the experts were
+        sparsified into a format the CPU kernels take (Samoyeds with ``vector % 32 == 0``, 2:4), else the
+        dense weights. ``"compressed"`` requires them.
+    near_backend : {"cpu", "auto", "reference"}
+        ``backend`` of the near side's :func:`~samoyeds_lab.kernels.ssmm` calls: ``"cpu"`` (default)
+        always the CPU kernels; ``"auto"`` lets ssmm pick kernel or tile-by-tile dense per recorded
+        measurements; ``"reference"`` the pure-torch reference (for checking).
 
     Use as a context manager, or call :meth:`close` to stop the workers.
     """
 
-    def __init__(self, experts: SwiGLUExperts, *, device: str = "cpu", near_workers: int = 1, threads: int = 1) -> None:
+    def __init__(self, experts: SwiGLUExperts, *, device: str = "cpu", near_workers: int = 1, threads: int = 1,
+                 near_format: str = "auto", near_backend: str = "cpu") -> None:
         self.experts = _check_experts(experts)
+        self.near_format, self._ops = _near_format(experts, near_format)
+        self.near_backend = _near_backend(near_backend)
         if not isinstance(device, str) or device not in ("cpu", "cuda"):
             raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
@@ -373,9 +538,19 @@ class HybridExecutor:
             if self.device == "cuda" and cold:
                 x_host = x.to("cpu")  # NOTE: one device→host copy, then each cold expert gathers its rows
 
+            ops, backend = self._ops, self.near_backend
+
             def near(group: list[int]):
                 s = time.perf_counter()
                 out = {}
+                if ops is not None:
+                    # compressed: the CPU kernels gather the rows themselves; one fp32 accumulator per worker
+                    acc = torch.zeros(x.shape[0], H, dtype=torch.float32)
+                    for e in group:
+                        t, w = seg[e]
+                        _swiglu_compressed(ops[e], x_host, t.cpu(), w.cpu().reshape(-1).float(), acc, backend)
+                    out[("acc", id(group))] = acc.to(self.device) if self.device == "cuda" else acc  # back: T·d
+                    return out, time.perf_counter() - s
                 for e in group:
                     t, w = seg[e]
                     xin = x_host.index_select(0, t.cpu())  # activations in: n·d copied
@@ -397,13 +572,22 @@ class HybridExecutor:
                 r, dt = f.result()
                 results.update(r)
                 near_s = max(near_s, dt)
-            out = torch.zeros_like(x)
-            for e in sorted(results):  # expert order: the additions per row happen as in forward_grouped
-                out.index_add_(0, seg[e][0], results[e])
+            accs = [results.pop(k) for k in [k for k in results if isinstance(k, tuple)]]
+            if ops is None:
+                out = torch.zeros_like(x)
+                for e in sorted(results):  # expert order: the additions per row happen as in forward_grouped
+                    out.index_add_(0, seg[e][0], results[e])
+            else:
+                out32 = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+                for e in sorted(results):
+                    out32.index_add_(0, seg[e][0], results[e].float())
+                for a in accs:
+                    out32 += a
+                out = out32.to(x.dtype)
             if self.device == "cuda":
                 torch.cuda.synchronize()
             total = time.perf_counter() - t0
-        return HybridRun(out, total, fast_s, near_s, mask, counts.astype(np.int64))
+        return HybridRun(out, total, fast_s, near_s, mask, counts.astype(np.int64), self.near_format)
 
     __call__ = forward
 
@@ -461,6 +645,8 @@ class PathSweep:
     fast_threads, near_threads : int
     crossover : int or None
         First measured ``n`` with ``fast_s <= near_s`` (None if none).
+    near_format : str
+        ``"dense"`` or ``"compressed"`` (the near path's weights).
     """
 
     n_tokens: np.ndarray
@@ -469,16 +655,21 @@ class PathSweep:
     fast_threads: int
     near_threads: int
     crossover: int | None
+    near_format: str = "dense"
 
 
 def measure_paths(experts: SwiGLUExperts, n_tokens, *, fast_threads: int = 1, near_threads: int = 1,
-                  repeats: int = 3, seed: int = 0) -> PathSweep:
+                  repeats: int = 3, seed: int = 0, near_format: str = "auto", near_backend: str = "cpu") -> PathSweep:
     """Time one expert's two paths alone for every token count (expert 0; CPU).
 
     Each path runs by itself (no contention), with its own torch thread count, so giving the fast side
-    more threads than the near side models a faster "GPU" and produces a crossover.
+    more threads than the near side models a faster "GPU" and produces a crossover. ``near_format`` and
+    ``near_backend`` as in :class:`HybridExecutor`: with compressed operands the near path runs the CPU
+    sparse kernels (gather, fused silu_mul, routing-weighted scatter-add) on expert 0's operands.
     """
     experts = _check_experts(experts)
+    fmt, ops = _near_format(experts, near_format)
+    backend = _near_backend(near_backend)
     ft = _threads_arg("fast_threads", fast_threads)
     nt = _threads_arg("near_threads", near_threads)
     repeats = check_int("repeats", repeats, lo=1)
@@ -499,8 +690,15 @@ def measure_paths(experts: SwiGLUExperts, n_tokens, *, fast_threads: int = 1, ne
                 with _torch_threads(ft):
                     return _swiglu(xall.index_select(0, idx), *stage)
 
-            def g():
-                return pool.submit(lambda: _swiglu(xall.index_select(0, idx), *ws).clone()).result()
+            if ops is None:
+                def g():
+                    return pool.submit(lambda: _swiglu(xall.index_select(0, idx), *ws).clone()).result()
+            else:
+                wts = torch.ones(n)
+
+                def g():
+                    acc = torch.zeros(xall.shape[0], experts.hidden, dtype=torch.float32)
+                    return pool.submit(lambda: _swiglu_compressed(ops[0], xall, idx, wts, acc, backend)).result()
 
             with _torch_threads(ft):
                 fast.append(_median_time(f, repeats))
@@ -508,4 +706,4 @@ def measure_paths(experts: SwiGLUExperts, n_tokens, *, fast_threads: int = 1, ne
                 near.append(_median_time(g, repeats))
     fast_a, near_a = np.asarray(fast), np.asarray(near)
     wins = np.nonzero(fast_a <= near_a)[0]
-    return PathSweep(ns.astype(np.int64), fast_a, near_a, ft, nt, int(ns[wins[0]]) if wins.size else None)
+    return PathSweep(ns.astype(np.int64), fast_a, near_a, ft, nt, int(ns[wins[0]]) if wins.size else None, fmt)

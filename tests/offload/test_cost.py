@@ -252,3 +252,103 @@ def test_every_shipped_gpu_has_a_crossover_with_the_ndp():
     for name in list_profiles():
         if load_profile(name).kind == "gpu":
             assert crossover_tokens(name, "cxl_ndp_monde", P_MIXTRAL, d_model=D) is not None
+
+
+# ------------------------------------------------------------------ compressed near data and n*
+NDP_SP = HardwareProfile(name="toy sparse ndp", kind="near_data", source="test", fp16_tflops=1,
+                         fp16_sparse_tflops=0.5, memory_gb=512, memory_bandwidth_gbs=100, link_bandwidth_gbs=25)
+
+
+@pytest.mark.parametrize("n", [0, 1, 19, 99, 989])
+def test_near_path_reads_the_compressed_bytes(n):
+    W = 0.28 * 2 * P_MIXTRAL
+    got = near_data_path_cost(n, P_MIXTRAL, NDP_SP, d_model=D, weight_bytes=W, sparse=True)
+    want = 0.0 if n == 0 else 2 * n * D * 2 / 25e9 + max(W / 100e9, 2 * n * P_MIXTRAL / 0.5e12)
+    assert got.total == pytest.approx(want, rel=REL, abs=0)
+    # dense default: P·b bytes at the dense FLOP/s
+    assert near_data_path_cost(n, P_MIXTRAL, NDP_SP, d_model=D).total == pytest.approx(
+        ref_near(n, P_MIXTRAL, D, 1e12, 100e9, 25e9), rel=REL, abs=0)
+
+
+def test_layer_cost_near_bytes_sums_the_compressed_paths():
+    n = np.array([0, 1, 5, 40, 300])
+    W = 0.3 * 2 * P_MIXTRAL
+    lc = layer_cost(n, P_MIXTRAL, GPU, NDP_SP, d_model=D, on_gpu=np.zeros(5, bool), near_bytes=W, near_sparse=True)
+    per = near_data_path_cost(n, P_MIXTRAL, NDP_SP, d_model=D, weight_bytes=W, sparse=True).total
+    assert lc.near_time == pytest.approx(float(per.sum()), rel=REL)
+    dense = layer_cost(n, P_MIXTRAL, GPU, NDP_SP, d_model=D, on_gpu=np.zeros(5, bool))
+    assert lc.near_time != dense.near_time
+    best = hot_set_placement(n, P_MIXTRAL, GPU, NDP_SP, d_model=D, near_bytes=W, near_sparse=True)
+    assert layer_cost(n, P_MIXTRAL, GPU, NDP_SP, d_model=D, on_gpu="best", near_bytes=W,
+                      near_sparse=True).on_gpu.tolist() == best.tolist()
+
+
+def test_crossover_moves_with_compressed_bytes_hand_computed():
+    # compute free on both sides: T_gpu = Pb/B_link + Pb/B_hbm (flat), T_near = 2nd·b_act/B_link + W/B_int,
+    # so n* = ceil((Pb/B_link + Pb/B_hbm - W/B_int) / (2 d b_act / B_link)).
+    g = HardwareProfile(name="g", kind="gpu", source="t", fp16_tflops=1e6, fp16_sparse_tflops=1e6, memory_gb=1,
+                        memory_bandwidth_gbs=1000, link_bandwidth_gbs=25)
+    m = HardwareProfile(name="m", kind="near_data", source="t", fp16_tflops=1e6, fp16_sparse_tflops=1e6,
+                        memory_gb=1, memory_bandwidth_gbs=100, link_bandwidth_gbs=25)
+    P, d = 1e6, 512
+    out = {}
+    for W in (2 * P, 0.28 * 2 * P):
+        want = math.ceil((2 * P / 25e9 + 2 * P / 1000e9 - W / 100e9) / (2 * d * 2 / 25e9))
+        for method in ("closed_form", "brute_force"):
+            assert crossover_tokens(g, m, P, d_model=d, near_bytes=W, near_sparse=True, method=method,
+                                    max_tokens=1 << 16) == want
+        out[W] = want
+    assert out[0.28 * 2 * P] > out[2 * P]  # fewer bytes near data: it pays for more tokens
+
+
+def _random_profiles(rng):
+    def lg(a, b):
+        return float(10 ** rng.uniform(a, b))
+    f = lg(-1, 3)
+    g = HardwareProfile(name="g", kind="gpu", source="t", fp16_tflops=f, fp16_sparse_tflops=f * lg(0, 0.5),
+                        memory_gb=80, memory_bandwidth_gbs=lg(1.5, 3.7), link_bandwidth_gbs=lg(0.5, 2.2))
+    m = HardwareProfile(name="m", kind="near_data", source="t", fp16_tflops=lg(-2.5, 1.5),
+                        fp16_sparse_tflops=lg(-2.5, 1.5), memory_gb=512, memory_bandwidth_gbs=lg(0.5, 2.5),
+                        link_bandwidth_gbs=lg(0.5, 2.2))
+    return g, m
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_crossover_closed_form_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    g, m = _random_profiles(rng)
+    P = float(10 ** rng.uniform(5, 9))
+    kw = dict(d_model=int(rng.choice([64, 1000, 4096])), bytes_per_param=float(rng.choice([0.5, 2, 4])),
+              bytes_per_act=float(rng.choice([2, 4])), overlap=bool(rng.random() < 0.5),
+              sparse=bool(rng.random() < 0.5), efficiency=float(rng.uniform(0.2, 1)),
+              max_tokens=int(rng.choice([1, 7, 1000, 1 << 15])))
+    if rng.random() < 0.5:
+        kw.update(near_bytes=P * kw["bytes_per_param"] * float(rng.uniform(0.1, 1)), near_sparse=bool(rng.random() < 0.5))
+    if rng.random() < 0.3:
+        kw["link"] = float(rng.uniform(1, 100))
+    a = crossover_tokens(g, m, P, method="closed_form", **kw)
+    b = crossover_tokens(g, m, P, method="brute_force", **kw)
+    assert a == b
+
+
+@pytest.mark.parametrize("gpu", ["h100_pcie", "a100_sxm", "rtx_4090"])
+@pytest.mark.parametrize("near", ["cxl_ndp_monde", "host_ddr5", "probed_2core_epyc"])
+@pytest.mark.parametrize("overlap", [False, True])
+def test_crossover_closed_form_on_shipped_profiles(gpu, near, overlap):
+    for nb in (None, 0.28 * 2 * P_MIXTRAL):
+        kw = dict(d_model=D, overlap=overlap, near_bytes=nb, link=16.0)
+        assert crossover_tokens(gpu, near, P_MIXTRAL, **kw) == crossover_tokens(gpu, near, P_MIXTRAL,
+                                                                                method="brute_force", **kw)
+
+
+def test_compressed_bad_inputs():
+    with pytest.raises(ValueError, match="weight_bytes"):
+        near_data_path_cost(1, P_MIXTRAL, NDP, d_model=D, weight_bytes=-1)
+    with pytest.raises(ValueError, match="fp16_sparse_tflops"):
+        near_data_path_cost(1, P_MIXTRAL, NDP, d_model=D, sparse=True)  # the profile has no sparse rate
+    with pytest.raises(ValueError, match="near_bytes"):
+        crossover_tokens(GPU, NDP, P_MIXTRAL, d_model=D, near_bytes=0.0)
+    with pytest.raises(ValueError, match="method"):
+        crossover_tokens(GPU, NDP, P_MIXTRAL, d_model=D, method="bisect")
+    with pytest.raises(TypeError, match="near_bytes"):
+        layer_cost([1, 2], P_MIXTRAL, GPU, NDP, d_model=D, near_bytes="small")

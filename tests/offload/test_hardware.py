@@ -163,3 +163,60 @@ def test_not_json(tmp_path):
 def test_optional_fields_may_be_absent():
     p = HardwareProfile(name="link", kind="link", source="my measurement", link_bandwidth_gbs=25)
     assert p.fp16_tflops is None and p.link_bandwidth == 25e9
+
+
+# ------------------------------------------------------------------ probed host
+def test_sparse_below_dense_allowed_for_measured_hosts_only():
+    p = HardwareProfile(name="probed", kind="host", source="probe", fp16_tflops=0.2, fp16_sparse_tflops=0.1,
+                        memory_gb=16, memory_bandwidth_gbs=20)
+    assert p.sparse_flops == 0.1e12
+    with pytest.raises(ValueError, match="fp16_sparse_tflops"):
+        HardwareProfile(name="g", kind="gpu", source="d", fp16_tflops=2, fp16_sparse_tflops=1, memory_gb=1,
+                        memory_bandwidth_gbs=1, link_bandwidth_gbs=1)
+
+
+def test_shipped_probed_profile_says_it_was_probed():
+    p = load_profile("probed_2core_epyc")
+    assert p.kind == "host" and "probed on this machine" in p.source and "MEASURED" in p.notes
+    assert p.fp16_sparse_tflops > 0 and p.memory_bandwidth_gbs > 0
+
+
+@pytest.fixture(scope="module")
+def probe():
+    from samoyeds_lab.offload.hardware import probe_host
+
+    return probe_host(rows=256, cols=512, compute_tokens=16, bandwidth_bytes=1 << 24, repeats=1, threads=1)
+
+
+def test_probe_host_measures_and_profiles(probe):
+    import datetime
+
+    from samoyeds_lab.kernels import cpu as ck
+
+    p = probe.profile
+    assert p.kind == "host" and "probed" in p.source and probe.date in p.source and ck.cpu_path().cpu in p.source
+    datetime.date.fromisoformat(probe.date)
+    assert p.memory_bandwidth_gbs == probe.read_bandwidth_gbs > 0
+    assert p.fp16_tflops == probe.dense_tflops > 0 and p.fp16_sparse_tflops == probe.sparse_tflops > 0
+    assert probe.dense_bytes == 256 * 512 * 2 and 0 < probe.compressed_bytes < 0.35 * probe.dense_bytes
+    assert probe.threads == 1 and probe.shape == (256, 512) and probe.dtype == "bfloat16"
+    assert HardwareProfile.from_dict(p.to_dict()) == p
+    # it drives the cost model (as the near side, with the compressed bytes)
+    from samoyeds_lab.offload.cost import crossover_tokens
+
+    x = crossover_tokens("h100_pcie", p, 3 * 4096 * 14336, d_model=4096, near_sparse=True,
+                         near_bytes=0.28 * 2 * 3 * 4096 * 14336)
+    assert x == crossover_tokens("h100_pcie", p, 3 * 4096 * 14336, d_model=4096, near_sparse=True,
+                                 near_bytes=0.28 * 2 * 3 * 4096 * 14336, method="brute_force")
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"rows": 100}, "rows"), ({"cols": 0}, "cols"), ({"pattern": "4:8"}, "pattern"),
+    ({"dtype": "bf16"}, "dtype"), ({"compute_tokens": 0}, "compute_tokens"),
+    ({"bandwidth_bytes": 10}, "bandwidth_bytes"), ({"repeats": 0}, "repeats"), ({"threads": 0}, "threads"),
+])
+def test_probe_host_bad_arguments(kw, name):
+    from samoyeds_lab.offload.hardware import probe_host
+
+    with pytest.raises(ValueError, match=name):
+        probe_host(**kw)

@@ -139,3 +139,125 @@ def test_bad_inputs(experts):
         calibrate_host(experts, threads=(0,))
     with pytest.raises(ValueError, match="probe_tokens"):
         calibrate_host(experts, probe_tokens=0)
+
+
+# ------------------------------------------------------------------ compressed near-data experts
+from samoyeds_lab.offload.hybrid import compressed_bytes, compressed_ops  # noqa: E402
+
+SHAPES = {"samoyeds": (5, 128, 256, dict(n=1, m=2, vector=128)), "2:4": (5, 40, 72, {})}
+
+
+def sparse_experts(pattern, dtype=torch.float32):
+    e, h, i, kw = SHAPES[pattern]
+    ex = make_experts(e, h, i, seed=7)
+    ex.sparsify(pattern=pattern, **kw)
+    return ex.to(dtype)
+
+
+def sparse_routing(E_, H_, T, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.stack([torch.randperm(E_, generator=g)[:2] for _ in range(T)])
+    w = torch.rand(T, 2, generator=g)
+    return torch.randn(T, H_, generator=g), ids, w / w.sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("pattern", ["samoyeds", "2:4"])
+@pytest.mark.parametrize("T", [1, 19, 99])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_compressed_near_side_equals_dense_on_pruned_weights(pattern, T, workers):
+    ex = sparse_experts(pattern)
+    E_, H_ = ex.num_experts, ex.hidden
+    x, ids, w = sparse_routing(E_, H_, T, seed=T)
+    ref = ex.forward_grouped(x, ids, w)  # dense matmuls on the same pruned weights
+    rng = np.random.default_rng(T)
+    masks = [np.zeros(E_, bool), np.ones(E_, bool)] + [rng.random(E_) < 0.5 for _ in range(3)]
+    with HybridExecutor(ex, near_workers=workers) as hx, \
+            HybridExecutor(ex, near_workers=workers, near_backend="reference") as href:
+        assert hx.near_format == "compressed"
+        for mask in masks:
+            r = hx(x, ids, w, mask)
+            assert r.near_format == "compressed"
+            # fp32: the same products, summed in another order by the kernels
+            torch.testing.assert_close(r.output, ref, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(r.output, href(x, ids, w, mask).output, rtol=1e-5, atol=1e-6)
+            active = r.tokens_per_expert > 0
+            assert (r.near_s > 0) == bool((~mask & active).any())
+
+
+def test_compressed_near_side_bf16():
+    ex = sparse_experts("samoyeds", torch.bfloat16)
+    x, ids, w = sparse_routing(ex.num_experts, ex.hidden, 33, seed=1)
+    xb = x.bfloat16()
+    ref32 = make_experts(*SHAPES["samoyeds"][:3], seed=7)  # fp32 copy of the pruned bf16 weights
+    ref32.load_state_dict({k: v.bfloat16().float() for k, v in ex.state_dict().items()})
+    want = ref32.forward_grouped(xb.float(), ids, w)
+    with HybridExecutor(ex) as hx:
+        got = hx(xb, ids, w, np.zeros(ex.num_experts, bool)).output
+    assert got.dtype == torch.bfloat16
+    # bf16 inputs/weights, fp32 products, bf16 intermediate h (as forward_samoyeds): ~1e-2 relative
+    torch.testing.assert_close(got.float(), want, rtol=3e-2, atol=3e-2)
+
+
+def test_dense_near_format_on_sparsified_experts_is_the_old_path():
+    ex = sparse_experts("samoyeds")
+    x, ids, w = sparse_routing(ex.num_experts, ex.hidden, 40, seed=2)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = ex.forward_grouped(x, ids, w)
+    finally:
+        torch.set_num_threads(old)
+    with HybridExecutor(ex, near_format="dense") as hx:
+        r = hx(x, ids, w, np.array([True, False, False, True, False]))
+    assert r.near_format == "dense" and torch.equal(r.output, ref)
+
+
+def test_compressed_bytes_calibration_and_paths():
+    ex = sparse_experts("samoyeds")
+    from samoyeds_lab.kernels import cpu as ck
+
+    ops = compressed_ops(ex)
+    assert len(ops) == ex.num_experts and all(len(t) == 3 for t in ops)
+    W = compressed_bytes(ex)
+    assert W == sum(ck.cpu_operand(op).nbytes for op in ops[0])
+    assert W < 0.35 * 3 * ex.hidden * ex.intermediate * 4  # ~28% of the fp32 bytes... plus metadata
+    cal = calibrate_host(ex, threads=(1,), probe_tokens=32, repeats=2)
+    assert cal.has_compressed and cal.compressed_bytes == W
+    fast, near = cal.profiles(1, 1, compressed=True)
+    assert near.sparse_flops == pytest.approx(cal.sparse_flops[1])
+    assert near.memory_bandwidth == pytest.approx(cal.sparse_stream_bandwidth[1])
+    kw = cal.cost_kwargs(compressed=True)
+    assert kw["near_bytes"] == W and kw["near_sparse"] and kw["bytes_per_param"] == 4
+    n = [3, 0, 12, 1, 7]
+    lc = layer_cost(n, cal.expert_params, fast, near, d_model=ex.hidden, on_gpu=np.zeros(5, bool), **kw)
+    assert lc.near_time > 0
+    sw = measure_paths(ex, [1, 5], repeats=1)
+    assert sw.near_format == "compressed" and (sw.near_s > 0).all()
+    assert measure_paths(ex, [1], repeats=1, near_format="dense").near_format == "dense"
+    dense_cal = calibrate_host(make_experts(E, H, I, seed=1), threads=(1,), probe_tokens=8, repeats=1)
+    assert not dense_cal.has_compressed
+    with pytest.raises(ValueError, match="compressed"):
+        dense_cal.profiles(1, 1, compressed=True)
+    with pytest.raises(ValueError, match="compressed"):
+        dense_cal.cost_kwargs(compressed=True)
+
+
+def test_compressed_bad_inputs(experts):
+    with pytest.raises(ValueError, match="near_format"):
+        HybridExecutor(experts, near_format="compressed")  # never sparsified
+    with pytest.raises(ValueError, match="near_format"):
+        HybridExecutor(experts, near_format="sparse")
+    with pytest.raises(ValueError, match="near_backend"):
+        HybridExecutor(experts, near_backend="cuda")
+    with pytest.raises(ValueError, match="near_format"):
+        measure_paths(experts, [1], near_format="compressed")
+    with pytest.raises(ValueError, match="experts"):
+        compressed_bytes(experts)
+    assert compressed_ops(experts) is None
+    with HybridExecutor(experts) as hx:
+        assert hx.near_format == "dense"  # auto: dense experts stay dense
+    ex = sparse_experts("samoyeds")
+    with torch.no_grad():
+        ex.w_gate.mul_(2.0)  # stale operands
+    with pytest.raises(ValueError, match="experts"):
+        HybridExecutor(ex)
