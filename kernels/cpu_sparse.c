@@ -478,6 +478,38 @@ int sl_decompress(const sl_args *a, int64_t c0, int64_t c1, void *out, int64_t l
             const int64_t r = a->rsel ? a->rsel[c * a->nwin + w] : 0;
             const int64_t dr = sl_dense_row(a, c, r) - row0;
             const uint32_t md = a->meta[c * a->upr + u];
+#if SL_ISA >= 512
+            if (esz == 2) { /* 32 dense columns at once: kept-position compares, then one masked vpermw */
+                int64_t blk = (c * a->upr + u) * 16, p = 0;
+                __mmask32 vmask = 0x0000FFFFu;
+                if (a->pair_layout) {
+                    const int64_t uw = u % a->upw, ue = (w + 1) * a->upw < a->upr ? (w + 1) * a->upw : a->upr;
+                    if ((uw & 1) || u + 1 < ue) {
+                        p = uw & 1;
+                        blk = (c * a->upr + u - p) * 16;
+                        vmask = 0xFFFFFFFFu;
+                    }
+                }
+                const __m512i lane = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                                      15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+                const __m512i grp = _mm512_srli_epi16(lane, 2), kc = _mm512_and_si512(lane, _mm512_set1_epi16(3));
+                const __m512i sh = _mm512_slli_epi16(grp, 1), three = _mm512_set1_epi16(3);
+                const __m512i p0 = _mm512_and_si512(_mm512_srlv_epi16(_mm512_set1_epi16((short)(md & 0xFFFF)), sh), three);
+                const __m512i p1 = _mm512_and_si512(_mm512_srlv_epi16(_mm512_set1_epi16((short)(md >> 16)), sh), three);
+                const __mmask32 m0 = _mm512_cmpeq_epi16_mask(p0, kc), m1 = _mm512_cmpeq_epi16_mask(p1, kc);
+                /* lane of (group g, s) in the values block: natural 2g + s, pair (g << 2) | (p << 1) | s */
+                const __m512i i0 = a->pair_layout && vmask == 0xFFFFFFFFu
+                                       ? _mm512_or_si512(_mm512_slli_epi16(grp, 2), _mm512_set1_epi16((short)(p << 1)))
+                                       : _mm512_slli_epi16(grp, 1);
+                const __m512i idx = _mm512_mask_add_epi16(i0, m1, i0, _mm512_set1_epi16(1));
+                const __m512i vb = _mm512_maskz_loadu_epi16(vmask, (const uint16_t *)a->vals + blk);
+                const __m512i d = _mm512_maskz_permutexvar_epi16(m0 | m1, idx, vb);
+                const int64_t left = K - u * 32;
+                const __mmask32 st = left >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << left) - 1);
+                _mm512_mask_storeu_epi16((uint16_t *)out + dr * ldo + u * 32, st, d);
+                continue;
+            }
+#endif
             for (int v = 0; v < 16; ++v) {
                 const int g = v >> 1, s = v & 1;
                 const int64_t col = u * 32 + 4 * g + ((md >> (s * 16 + 2 * g)) & 3);

@@ -38,7 +38,7 @@ Dense fallback
 --------------
 Where a kernel is slower than torch's dense path at a token count (many tokens: every compressed row keeps
 different columns, so a gathered token cannot be reused across rows), ``backend="auto"`` decompresses tile
-by tile (:func:`dense_tiles`: 256 compressed rows at a time, then ``F.linear``) and says so
+by tile (:func:`dense_tiles`: 128 compressed rows at a time, then ``F.linear``) and says so
 (:func:`cpu_choice`).
 """
 
@@ -77,7 +77,7 @@ _FLAGS = {
 _DEFINE = {"avx512": 512, "avx2": 2, "portable": 0}
 _DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 UNIT = 32  # dense columns per unit
-TILE_CROWS = 256  # compressed rows per tile of the dense fallback
+TILE_CROWS = 128  # compressed rows per tile of the dense fallback (a tile of 1:2 rows at K=4096: 2 MB)
 
 
 class _Args(ctypes.Structure):
@@ -433,7 +433,7 @@ def kernel_gemm(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.T
 
 def dense_tiles(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.Tensor | None = None, *,
                 isa: str | None = None) -> torch.Tensor:
-    """The same product through torch's dense ``F.linear``, decompressing 256 compressed rows at a time
+    """The same product through torch's dense ``F.linear``, decompressing 128 compressed rows at a time
     (never the whole dense weight). Returns fp32 ``[len(idx), rows]``."""
     rows, cols = weight.shape
     xs = x if idx is None else x.index_select(0, idx)
@@ -443,7 +443,8 @@ def dense_tiles(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.T
     mdt = weight.dtype if weight.dtype != torch.float16 else torch.float32  # fp16 GEMMs are slow on CPUs
     xm = xs.to(mdt)
     isa = isa or cpu_path().isa
-    op = cpu_operand(weight, pair=False)
+    # the layout the kernel of this path reads (one copy of the operand in memory)
+    op = cpu_operand(weight, pair=isa == "avx512" and weight.dtype == torch.bfloat16)
     per = TILE_CROWS
     if op.rsel is not None:
         per = max(op.n, TILE_CROWS // op.n * op.n)
