@@ -259,9 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layer-out", default=None, help="write the layer records here (data/bench/cpu_moe_layer.json)")
     p.add_argument("--layer-shape", nargs=4, type=_positive("--layer-shape", 1, 1 << 16),
                    metavar=("H", "I", "E", "K"), help="layer shape instead of Mixtral-8x7B's 4096 14336 8 2")
+    p.add_argument("--readme", default=None, metavar="FILE",
+                   help="rewrite the results between the cpu-bench markers of FILE (README.md) from the records "
+                        "written by --out / --layer-out (or, with --no-run, from those files as they are)")
+    p.add_argument("--no-run", action="store_true", help="measure nothing (with --readme)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     try:
         args = p.parse_args(argv)
+        if args.no_run:
+            if not args.readme:
+                raise ValueError("--no-run: only useful with --readme FILE")
+            _write_readme(Path(args.readme), Path(args.out or RECORDS_PATH), Path(args.layer_out or LAYER_PATH))
+            return 0
         if args.size:
             shapes = [(f"custom {args.size[0]}x{args.size[1]}", args.size[0], args.size[1])]
         else:
@@ -298,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps({"device": cpu_device(), "records": recs}, indent=1) + "\n")
                 print(f"wrote {out}")
+        if args.readme:
+            _write_readme(Path(args.readme), Path(args.out or RECORDS_PATH), Path(args.layer_out or LAYER_PATH))
     except SystemExit:
         raise
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
@@ -306,3 +317,80 @@ def main(argv: list[str] | None = None) -> int:
         print(f"samoyeds-lab bench cpu: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+# ----------------------------------------------------------------------------------------- README table
+README_START, README_END = "<!-- cpu-bench:start -->", "<!-- cpu-bench:end -->"
+_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "bench"
+#: Where the recorded results live (what the README table and ``backend="auto"`` read).
+RECORDS_PATH = _DATA / "cpu_kernels.json"
+LAYER_PATH = _DATA / "cpu_moe_layer.json"
+
+
+def _write_readme(readme, records, layer) -> None:
+    import json
+
+    if not records.exists():
+        raise FileNotFoundError(f"--out: no recorded results at {records}")
+    result = json.loads(records.read_text())
+    lay = json.loads(layer.read_text()) if layer.exists() else None
+    readme.write_text(update_readme(readme.read_text(), readme_table(result, lay)))
+    print(f"wrote {readme}")
+
+
+def readme_table(result: dict, layer: dict | None = None) -> str:
+    """The README's CPU results (markdown) made from a recorded :func:`bench_cpu` result (and layer records)."""
+    dev = result["device"]
+    bw = result.get("read_bandwidth_gbps", {})
+    out = [f"Measured on {dev['date']} on {dev['cpu']} ({dev['cores']} cores, CPU path `{dev['isa']}`, torch "
+           f"{dev['torch']}); read bandwidth {', '.join(f'{float(v):.1f} GB/s on {k} thread(s)' for k, v in bw.items())}. "
+           "Medians of the calls (range in the JSON), cache flushed before each; *dense* is torch's fastest "
+           "`F.linear` (fp32 / bf16 / fp16, named) on the same pruned weight stored dense, same tokens, same run. "
+           "bf16 weights and tokens.", ""]
+    kern = [r for r in result["records"] if r["kind"] in ("samoyeds", "2:4")]
+    for name in dict.fromkeys(r["name"] for r in kern):
+        for th in sorted({r["threads"] for r in kern if r["name"] == name}):
+            rows = {(r["kind"], r["tokens"]): r for r in kern if r["name"] == name and r["threads"] == th}
+            toks = sorted({t for _, t in rows})
+            any_r = next(iter(rows.values()))
+            out.append(f"**{name}** ({any_r['rows']}×{any_r['cols']}), {th} thread(s):")
+            out.append("")
+            out.append("| tokens | " + " | ".join(str(t) for t in toks) + " |")
+            out.append("|---|" + "---|" * len(toks))
+            for kind, label in (("samoyeds", "Samoyeds 1:2 V=128 kernel, ms"), ("2:4", "2:4 kernel, ms")):
+                out.append(f"| {label} | " + " | ".join(f"{rows[(kind, t)]['kernel_ms']:.2f}" for t in toks) + " |")
+            out.append("| torch dense (fastest), ms | " + " | ".join(
+                f"{rows[('samoyeds', t)]['dense_ms']:.2f} {rows[('samoyeds', t)]['dense_dtype'].replace('bfloat16', 'bf16').replace('float16', 'fp16').replace('float32', 'fp32')}"
+                for t in toks) + " |")
+            for kind, label in (("samoyeds", "Samoyeds speed-up"), ("2:4", "2:4 speed-up")):
+                out.append(f"| {label} | " + " | ".join(f"{rows[(kind, t)]['speedup']:.2f}×" for t in toks) + " |")
+            r1 = rows.get(("samoyeds", toks[0]))
+            if r1 and r1.get("bandwidth_fraction"):
+                out.append("")
+                out.append(f"At {toks[0]} token(s) the Samoyeds kernel reads its {r1['bytes'] / 1e6:.1f} MB at "
+                           f"{r1['gbps']:.1f} GB/s ({100 * r1['bandwidth_fraction']:.0f}% of the measured read "
+                           f"bandwidth; byte ceiling {r1['ceiling_ms']:.2f} ms).")
+            out.append("")
+    if layer:
+        recs = layer["records"]
+        out.append(f"**{recs[0]['name']}** ({recs[0]['experts']} experts {recs[0]['hidden']}→{recs[0]['intermediate']}"
+                   f"→{recs[0]['hidden']}, top-{recs[0]['top_k']}, Samoyeds 1:2 V=128), whole expert layer, ms per token:")
+        out.append("")
+        for th in sorted({r["threads"] for r in recs}):
+            toks = sorted({r["tokens"] for r in recs if r["threads"] == th})
+            out.append(f"| {th} thread(s), tokens | " + " | ".join(str(t) for t in toks) + " |")
+            out.append("|---|" + "---|" * len(toks))
+            for b in ("samoyeds", "grouped", "dense"):
+                by = {r["tokens"]: r for r in recs if r["threads"] == th and r["backend"] == b}
+                if by:
+                    out.append(f"| `{b}` | " + " | ".join(f"{by[t]['ms_per_token']:.2f}" for t in toks) + " |")
+            by = {r["tokens"]: r for r in recs if r["threads"] == th and r["backend"] == "samoyeds"}
+            out.append("| `samoyeds` vs `grouped` | " + " | ".join(f"{by[t]['speedup_vs_grouped']:.2f}×" for t in toks) + " |")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def update_readme(readme: str, table: str) -> str:
+    """``readme`` with the text between the cpu-bench markers replaced by ``table``."""
+    a, b = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return readme[:a] + "\n" + table + readme[b:]

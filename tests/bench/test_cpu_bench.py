@@ -73,3 +73,23 @@ def test_cli_errors_are_one_line(argv, msg, capsys):
         rc = e.code
     err = capsys.readouterr().err
     assert rc == 2 and msg in err and "Traceback" not in err
+
+
+def test_readme_results_come_from_the_recorded_json():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert bc.README_START in readme and bc.README_END in readme
+    if not bc.RECORDS_PATH.exists():
+        pytest.skip("no recorded CPU benchmark yet")
+    result = json.loads(bc.RECORDS_PATH.read_text())
+    layer = json.loads(bc.LAYER_PATH.read_text()) if bc.LAYER_PATH.exists() else None
+    assert bc.update_readme(readme, bc.readme_table(result, layer)) == readme
+
+
+def test_readme_table_from_records():
+    recs = bc.bench_expert(64, 256, [1, 2], nthreads=1, repeat=1, bandwidth=5.0, name="tiny", tiles=False,
+                           reference=False)
+    table = bc.readme_table({"device": bc.cpu_device(), "read_bandwidth_gbps": {"1": 5.0}, "records": recs})
+    assert "**tiny** (64×256), 1 thread(s):" in table and "| tokens | 1 | 2 |" in table
+    assert table.count("×") >= 5
