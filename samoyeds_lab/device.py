@@ -122,9 +122,12 @@ def device_info() -> DeviceInfo:
     try:
         from .kernels.cpu import cpu_path
 
+        from .kernels.cpu import auto_summary
+
         cp = cpu_path()
         cpu_isa, cpu_reason = cp.isa, cp.reason + (
             "" if cp.compile_s is None else (" (cached build)" if cp.cached else f" (built in {cp.compile_s:.1f} s)"))
+        cpu_reason += "; " + auto_summary()
     except Exception as exc:  # never raises: a broken compiler is a reason, not a crash
         cpu_isa, cpu_reason = "none", f"CPU kernels unavailable: {exc!s:.160}"
     return DeviceInfo(

@@ -490,8 +490,8 @@ class CpuChoice:
 
 
 def weight_kind(weight: object) -> str:
-    """``"samoyeds"`` or ``"2:4"`` (the record key of a weight the CPU kernels take)."""
-    return "samoyeds" if isinstance(weight, SamoyedsWeight) else "2:4"
+    """``"samoyeds"`` or ``"2:4"`` (the record key of a weight, or weight class, the CPU kernels take)."""
+    return "samoyeds" if isinstance(weight, SamoyedsWeight) or weight is SamoyedsWeight else "2:4"
 
 
 @functools.lru_cache(maxsize=4)
@@ -549,3 +549,41 @@ def cpu_choice(weight: object, tokens: int, dtype: torch.dtype = torch.bfloat16,
 
 def r_date(recs: list[dict]) -> str:
     return str(recs[0].get("date", "undated"))
+
+
+def available_isas() -> list[str]:
+    """The ISA paths this CPU runs *and* this machine's compiler builds (the tests force each of them)."""
+    out = []
+    for isa in ISAS:
+        if isa_supported(isa) is not None:
+            continue
+        try:
+            build(isa)
+        except CpuKernelError:
+            continue
+        out.append(isa)
+    return out
+
+
+def auto_summary(records: list[dict] | None = None) -> str:
+    """One line: what ``backend="auto"`` runs on this CPU per token count, from the recorded measurements."""
+    path = cpu_path()
+    if path.isa == "none":
+        return "auto: dense tiles at every token count (no CPU kernel here)"
+    recs = cpu_records() if records is None else records
+    th = torch.get_num_threads()
+    parts = []
+    for kind in ("samoyeds", "2:4"):
+        mine = [r for r in recs if r.get("cpu") == path.cpu and r.get("isa") == path.isa and r.get("kind") == kind
+                and r.get("dtype") == "bfloat16" and r.get("tiles_ms") and r.get("kernel_ms")]
+        if not mine:
+            continue
+        near_th = min({int(r["threads"]) for r in mine}, key=lambda v: (abs(v - th), v))
+        toks = sorted({int(r["tokens"]) for r in mine if int(r["threads"]) == near_th})
+        dense = [t for t in toks if cpu_choice(SamoyedsWeight if kind == "samoyeds" else NMWeight, t,
+                                               records=[r for r in mine]).mode == "dense"]
+        parts.append(f"{kind}: kernel" + (f", dense tiles at {', '.join(map(str, dense))} tokens" if dense else
+                                          " at every recorded token count"))
+    if not parts:
+        return "auto: the kernel at every token count (no recorded bench cpu measurement of this CPU)"
+    return "auto (recorded bf16 measurements of this CPU): " + "; ".join(parts)

@@ -25,7 +25,7 @@ from samoyeds_lab.kernels import cpu
 from ..formats.helpers import random_24_rows, random_samoyeds, random_venom
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-RUNNABLE = [isa for isa in cpu.ISAS if cpu.isa_supported(isa) is None]
+RUNNABLE = cpu.available_isas()  # the CPU has it and the compiler builds it (portable: wherever a compiler is)
 #: fp32 products compared relative to the output's scale (summation order only)
 RTOL32 = 2e-5
 OUT_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=2e-3, atol=2e-3),
@@ -247,6 +247,19 @@ def test_kernel_gemm_named_errors():
         cpu.cpu_operand(torch.randn(4, 4))
 
 
+def test_auto_summary_names_the_dense_tile_token_counts():
+    path = cpu.cpu_path()
+    if path.isa == "none":
+        pytest.skip("no CPU kernel builds here")
+    base = dict(op="gemm", cpu=path.cpu, isa=path.isa, kind="samoyeds", dtype="bfloat16",
+                threads=torch.get_num_threads(), date="2026-12-02")
+    recs = [dict(base, tokens=1, kernel_ms=1.0, tiles_ms=5.0), dict(base, tokens=256, kernel_ms=70.0, tiles_ms=50.0)]
+    assert cpu.auto_summary(recs) == ("auto (recorded bf16 measurements of this CPU): samoyeds: kernel, dense tiles "
+                                      "at 256 tokens")
+    assert "no recorded" in cpu.auto_summary([])
+
+
+@pytest.mark.skipif("portable" not in RUNNABLE, reason="no C compiler builds the portable path here")
 def test_forced_isa_env(monkeypatch):
     monkeypatch.setenv("SAMOYEDS_LAB_CPU_ISA", "portable")
     assert cpu.cpu_path().isa == "portable" and "forced" in cpu.cpu_path().reason
@@ -258,6 +271,7 @@ def test_forced_isa_env(monkeypatch):
         cpu.cpu_path()
 
 
+@pytest.mark.skipif("portable" not in RUNNABLE, reason="no C compiler builds the portable path here")
 def test_build_is_cached_on_disk_across_processes(tmp_path):
     # a fresh cache directory: the first process compiles (well under 30 s), the second loads the cached build
     env = dict(os.environ, SAMOYEDS_LAB_CACHE=str(tmp_path), SAMOYEDS_LAB_CPU_ISA="portable")
