@@ -29,7 +29,8 @@ print(sl.device_info().banner())
 #
 # **Plan.** (1) the cost of the two paths and their crossover · (2) tokens per expert in real routing
 # traces · (3) hot/cold placement policies per layer · (4) how the batch size changes everything · (5) a
-# real hybrid run on this machine, measured against the cost model · (6) an interactive panel.
+# real hybrid run on this machine, measured against the cost model · (5b) the near side computing from
+# the compressed (Samoyeds) operands, with a tokens-per-expert slider · (6) an interactive panel.
 #
 # Everything before section 5 is the analytic cost model of `samoyeds_lab.offload.cost` on datasheet
 # profiles (`data/hardware/`; the CXL near-data device is an *illustrative* profile — MoNDE was simulated,
@@ -41,11 +42,18 @@ import os
 import numpy as np
 import torch
 
-from samoyeds_lab.offload.cost import crossover_tokens, gpu_path_cost, layer_cost, near_data_path_cost
-from samoyeds_lab.offload.hardware import load_profile
+from samoyeds_lab.offload.cost import (
+    crossover_tokens,
+    gpu_path_cost,
+    hot_set_placement,
+    layer_cost,
+    near_data_path_cost,
+)
+from samoyeds_lab.offload.hardware import load_profile, probe_host
 from samoyeds_lab.offload.hybrid import (
     HybridExecutor,
     calibrate_host,
+    compressed_bytes,
     make_experts,
     measure_paths,
     time_hybrid,
@@ -60,7 +68,7 @@ from samoyeds_lab.viz.monde import (
     policy_times_figure,
     tokens_placement_figure,
 )
-from samoyeds_lab.viz.monde_panel import MoNDEPanel
+from samoyeds_lab.viz.monde_panel import MoNDEPanel, NearTokensPanel
 
 # False: a scaled-down Mixtral-like expert layer for the real hybrid run (8 experts, hidden 512,
 # intermediate 1792, fp32; seconds on 2 cores). True: hidden 1024, intermediate 3584 and more tokens
@@ -299,6 +307,125 @@ hybrid_figure(labels, modelled, measured, measured_err_s=spread,
 # device: on a real GPU + CXL system the two sides share only the link.
 
 # %% [markdown]
+# ## 5b. Near-data experts in the compressed format
+#
+# MoNDE's near side streams every cold expert's weights from its own memory: at decode sizes it is
+# **memory-bound**, so the bytes it reads are the cost. A Samoyeds 1:2 (V=128) operand is ≈28 % of the
+# bf16 bytes (≈ 27 % of fp32 here), and the CPU kernels of `samoyeds_lab.kernels.cpu` compute straight
+# from it, never building a dense weight. So: sparsify the same experts (pruned dense weights stay for the
+# fast side), let the near side run `ssmm` on the compressed operands (up; gate with the fused `silu_mul`
+# epilogue; down with a routing-weighted `scatter_add`), and give the cost model the compressed bytes
+# `W` instead of `P·b`: `T_near(n) = 2nd·b_act/B_link + max(W/B_int, 2nP/F_sparse)`.
+#
+# First, this machine as a hardware profile (`probe_host`: read bandwidth, dense and sparse-kernel
+# throughput, **measured** now), beside the one **recorded** on the development machine
+# (`data/hardware/probed_2core_epyc.json`), and what the compressed bytes do to `n*` against an H100
+# (**modelled**).
+
+# %%
+probe = probe_host(rows=2048, cols=2048, compute_tokens=64, repeats=3)
+rec = load_profile("probed_2core_epyc")
+for label, p in ((f"measured now ({HERE})", probe.profile), ("recorded (dev machine)", rec)):
+    print(f"{label:28s} read {p.memory_bandwidth_gbs:5.1f} GB/s, dense {1e3 * p.fp16_tflops:6.1f} GFLOP/s, "
+          f"sparse kernel {1e3 * p.fp16_sparse_tflops:6.1f} GFLOP/s (dense-equivalent)  [{p.source[:60]}...]")
+print(f"measured one-token streaming: dense {probe.dense_stream_gbs:.1f} GB/s, sparse kernel "
+      f"{probe.sparse_stream_gbs:.1f} GB/s of compressed bytes ({probe.compressed_bytes / probe.dense_bytes:.0%} "
+      f"of the dense bytes)")
+for label, p in (("measured now", probe.profile), ("recorded", rec)):
+    xd = crossover_tokens(GPU, p, P, d_model=D, link=16.0)
+    xc = crossover_tokens(GPU, p, P, d_model=D, link=16.0, near_bytes=0.28 * 2 * P, near_sparse=True)
+    print(f"modelled n* ({GPU} + this host as near side, 16 GB/s): dense near side {xd}, compressed near side "
+          f"{xc} tokens ({label} profile)")
+
+# %% [markdown]
+# **One expert, measured and modelled.** The same sweep as above (fast side 2 threads with the dense
+# pruned weights moved; near side 1 thread), once with a dense near side and once compressed. The model
+# lines come from a calibration of *these* sparsified experts (`calibrate_host` also probes the compressed
+# path: its dense-equivalent FLOP/s and compressed bytes per second).
+
+# %%
+sp = make_experts(8, H, I, seed=0)
+sp.sparsify(pattern="samoyeds", n=1, m=2, vector=128)
+W = compressed_bytes(sp)
+cal_sp = calibrate_host(sp, threads=(1, 2))
+print(f"expert: dense {Pc * 4 / 1e6:.2f} MB (fp32), compressed operands the kernels read {W / 1e6:.2f} MB "
+      f"({W / (Pc * 4):.0%}); measured near path (1 thread): {cal_sp.sparse_flops[1] / 1e9:.1f} GFLOP/s, "
+      f"one token {cal_sp.sparse_stream_bandwidth[1] / 1e9:.1f} GB/s compressed vs dense "
+      f"{cal_sp.flops[1] / 1e9:.1f} GFLOP/s, {cal_sp.stream_bandwidth[1] / 1e9:.1f} GB/s")
+sw_d = measure_paths(sp, NS, fast_threads=2, near_threads=1, repeats=3, near_format="dense")
+sw_c = measure_paths(sp, NS, fast_threads=2, near_threads=1, repeats=3, near_format="compressed")
+f2, n1d = cal_sp.profiles(2, 1)
+_, n1c = cal_sp.profiles(2, 1, compressed=True)
+kw_d, kw_c = cal_sp.cost_kwargs(), cal_sp.cost_kwargs(compressed=True)
+mg = gpu_path_cost(NS, Pc, f2, bytes_per_param=4).total
+mnd = near_data_path_cost(NS, Pc, n1d, d_model=H, bytes_per_param=4, bytes_per_act=4).total
+mnc = near_data_path_cost(NS, Pc, n1c, d_model=H, bytes_per_param=4, bytes_per_act=4, weight_bytes=W,
+                          sparse=True).total
+xs = {f"measured, dense near ({HERE})": sw_d.crossover, f"measured, compressed near ({HERE})": sw_c.crossover,
+      "modelled, dense near": crossover_tokens(f2, n1d, Pc, d_model=H, max_tokens=1 << 14, **kw_d),
+      "modelled, compressed near": crossover_tokens(f2, n1c, Pc, d_model=H, max_tokens=1 << 14, **kw_c)}
+curves_c = {f"measured, dense near ({HERE})": (sw_d.fast_s, sw_d.near_s),
+            f"measured, compressed near ({HERE})": (sw_c.fast_s, sw_c.near_s),
+            "modelled, dense near": (mg, mnd), "modelled, compressed near": (mg, mnc)}
+print(f"{'tokens':>7s} {'fast meas':>10s} {'fast meas 2':>12s} {'near dense meas':>16s} {'near comp meas':>15s} {'near comp model':>16s}"
+      f"  (ms, measured on this {HERE})")
+for i, n in enumerate(NS):
+    print(f"{n:7d} {1e3 * sw_d.fast_s[i]:10.2f} {1e3 * sw_c.fast_s[i]:12.2f} {1e3 * sw_d.near_s[i]:16.2f} {1e3 * sw_c.near_s[i]:15.2f} "
+          f"{1e3 * mnc[i]:16.2f}")
+print("crossover n*: " + ", ".join(f"{k} {v}" for k, v in xs.items()))
+
+# %% [markdown]
+# **The slider.** Move the tokens per expert: below `n*` the near side (compressed) is the cheaper path,
+# from `n*` on moving the weights wins. Measured curves are this machine's, now; modelled ones come
+# from the calibration.
+
+# %%
+tokens_panel = NearTokensPanel(NS, curves_c, crossovers=xs,
+                               title=f"Where near-data compute (compressed) stops paying ({HERE} and model)")
+tokens_panel
+
+# %% [markdown]
+# **The layer, compressed near side.** The same batch as above through `HybridExecutor` on the sparsified
+# experts: the near worker runs the CPU kernels on the cold experts' compressed operands. The model uses
+# the compressed bytes for the near path (placements: all near, all fast, threshold at the compressed
+# `n*`, and the model's best hot set).
+
+# %%
+f1, n1c1 = cal_sp.profiles(1, 1, compressed=True)
+x_c1 = crossover_tokens(f1, n1c1, Pc, d_model=H, max_tokens=1 << 14, **kw_c)
+ref_sp = sp.forward_grouped(x, ids, w)  # dense matmuls on the same pruned weights
+masks = {"all_near": np.zeros(8, bool), "all_fast": np.ones(8, bool),
+         "threshold": n_e >= (x_c1 if x_c1 is not None else np.inf),
+         "best": hot_set_placement(n_e, Pc, f1, n1c1, d_model=H, **kw_c)}
+lab_c, mod_c, mea_c, spr_c = [], [], [], []
+with HybridExecutor(sp, near_workers=1, threads=1) as hx:
+    assert hx.near_format == "compressed"
+    for name, mask in masks.items():
+        run = hx(x, ids, w, mask)
+        assert torch.allclose(run.output, ref_sp, rtol=1e-4, atol=1e-5)
+        tm = time_hybrid(hx, x, ids, w, mask, repeats=5, warmup=1)
+        lc = layer_cost(n_e, Pc, f1, n1c1, d_model=H, on_gpu=mask, **kw_c)
+        q1, q3 = np.percentile([s_[0] for s_ in tm.samples], [25, 75])
+        lab_c.append(f"{name} ({int(mask.sum())} fast)")
+        mod_c.append(lc.total)
+        mea_c.append(tm.total_s)
+        spr_c.append((q3 - q1) / 2)
+        print(f"{name:9s} fast {mask.astype(int)}: modelled {1e3 * lc.total:6.1f} ms (fast {1e3 * lc.gpu_time:5.1f} / "
+              f"near {1e3 * lc.near_time:5.1f})  measured {1e3 * tm.total_s:6.1f} ms (fast {1e3 * tm.fast_s:5.1f} / "
+              f"near {1e3 * tm.near_s:5.1f}), ratio {tm.total_s / lc.total:4.2f}")
+print(f"measured on this {HERE}, compressed near side; outputs equal the dense forward on the pruned weights (checked)")
+hybrid_figure(lab_c, mod_c, mea_c, measured_err_s=spr_c,
+              title=f"Hybrid layer, compressed near side, {T} tokens: modelled vs measured ({HERE})").show()
+
+# %% [markdown]
+# **Reading it.** The compressed near side reads about a quarter of the bytes, so at few tokens per expert
+# it is faster than the dense one, and `n*` (measured and modelled) moves up: near data pays for more
+# tokens. As tokens grow, the kernels' gathered products lose to torch's dense GEMM (every compressed row
+# keeps different columns), so the compressed near path's advantage shrinks and then reverses — the model
+# captures this only through the single FLOP/s measured at the calibration's token count. All timings here
+# are on 2 shared cores (another process may be running): rerun a cell to see how much they move.
+
+# %% [markdown]
 # ## 6. Explore
 #
 # Pick a text, a layer, the batch size, the policy, the GPU and the near-data device (the CXL profile or
@@ -322,3 +449,6 @@ panel
 # * On this CPU-only machine the real hybrid run reproduces the per-path costs once calibrated, while the
 #   concurrent split is slower than modelled: the "two devices" share cores and memory. The model is a
 #   model of *separate* devices.
+# * A near side that computes from the **compressed** operands (Samoyeds 1:2, the CPU sparse kernels)
+#   reads ≈¼ of the bytes; the cost model takes those bytes (`near_bytes`) and the kernel's FLOP/s
+#   (`near_sparse`), and `n*` moves up — until enough tokens make the dense GEMM the faster way to compute.

@@ -28,7 +28,7 @@ from .monde import crossover_figure, placement_grid_figure, policy_times_figure,
 from .panels import _check_update_values, _copy_into, _set_quietly
 from .sparsity import _TEMPLATE
 
-__all__ = ["MoNDEPanel", "MoNDEView", "GPU_PROFILES", "NEAR_PROFILES", "LINK_OPTIONS", "P_MIXTRAL", "D_MIXTRAL"]
+__all__ = ["MoNDEPanel", "MoNDEView", "NearTokensPanel", "NearTokensView", "GPU_PROFILES", "NEAR_PROFILES", "LINK_OPTIONS", "P_MIXTRAL", "D_MIXTRAL"]
 
 #: Mixtral-8x7B expert: three 4096 × 14336 matrices.
 P_MIXTRAL = 3 * 4096 * 14336
@@ -262,3 +262,114 @@ def _link(link, gpu, near):
         return link
     bws = [p.link_bandwidth_gbs for p in (gpu, near) if p.link_bandwidth_gbs is not None]
     return min(bws) if bws else load_profile(near.link).link_bandwidth_gbs
+
+
+# ------------------------------------------------------------------ tokens per expert: near data or not
+@dataclass
+class NearTokensView:
+    """One :meth:`NearTokensPanel.compute`.
+
+    Attributes
+    ----------
+    tokens : int
+        The selected tokens per expert.
+    figure : go.Figure
+        Every curve set's two paths vs tokens, the selected count marked.
+    times : dict[str, tuple[float, float]]
+        Per curve set ``(fast_s, near_s)`` at ``tokens``.
+    near_pays : dict[str, bool]
+        Per curve set: the near path is no slower than moving the weights at ``tokens``.
+    summary : str
+    """
+
+    tokens: int
+    figure: go.Figure
+    times: dict[str, tuple[float, float]]
+    near_pays: dict[str, bool]
+    summary: str
+
+
+class NearTokensPanel:
+    """A *tokens per expert* slider over measured and modelled path times: where near data stops paying.
+
+    Parameters
+    ----------
+    n_tokens : array-like of int, shape (N,)
+        The token counts the curves were measured/modelled at (the slider's values).
+    curves : mapping label → (fast_seconds, near_seconds)
+        Per curve set (e.g. ``"measured, compressed near (2-core CPU)"``, ``"modelled, compressed near"``)
+        two arrays of shape (N,). Label every set measured / recorded / modelled.
+    crossovers : mapping label → int or None, optional
+        Each set's :math:`n^*` (drawn on the chart and quoted in the summary).
+    """
+
+    def __init__(self, n_tokens, curves: Mapping[str, tuple], *, crossovers: Mapping[str, int | None] | None = None,
+                 title: str = "Tokens per expert: near data (compressed) vs move the weights") -> None:
+        n = np.asarray(n_tokens)
+        if n.ndim != 1 or n.size == 0 or not np.issubdtype(n.dtype, np.integer) or (n < 1).any():
+            raise ValueError(f"n_tokens: expected a non-empty 1-D sequence of ints >= 1, got {n_tokens!r}")
+        if not isinstance(curves, Mapping) or not curves:
+            raise ValueError(f"curves: expected a non-empty mapping label -> (fast_s, near_s), got {curves!r}")
+        self.n_tokens = tuple(int(v) for v in n)
+        self.curves = {}
+        for name, pair in curves.items():
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"curves[{name!r}]: expected a pair (fast_seconds, near_seconds), got {pair!r}")
+            a, b = (np.asarray(p, dtype=np.float64).reshape(-1) for p in pair)
+            if a.shape != n.shape or b.shape != n.shape or not (np.isfinite(a).all() and np.isfinite(b).all()):
+                raise ValueError(f"curves[{name!r}]: expected two finite arrays of shape {n.shape}, got "
+                                 f"{a.shape} and {b.shape}")
+            self.curves[name] = (a, b)
+        self.crossovers = dict(crossovers or {})
+        self.title = title
+        self._busy = False
+        self.controls = {"tokens": widgets.SelectionSlider(
+            options=self.n_tokens, value=self.n_tokens[0], description="tokens/expert", continuous_update=False,
+            style={"description_width": "90px"}, layout=widgets.Layout(width="420px"))}
+        self.status = widgets.HTML()
+        self.figure_widget = go.FigureWidget(layout={"template": _TEMPLATE})
+        self.controls["tokens"].observe(self._on_change, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.controls["tokens"], self.status]), self.figure_widget])
+        self.last: NearTokensView | None = None
+
+    def options(self) -> dict[str, tuple]:
+        return {"tokens": self.n_tokens}
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        if self.last is None:
+            self.update()
+        display(self.widget)
+
+    def _on_change(self, change: dict) -> None:
+        if not self._busy:
+            self.update()
+
+    def update(self, **values: Any) -> NearTokensView:
+        """Move the slider to ``values["tokens"]`` (one of :meth:`options`), recompute and redraw."""
+        _check_update_values(values, self.options())
+        _set_quietly(self, values)
+        view = self.compute(self.controls["tokens"].value)
+        self.status.value = f"<div style='padding:6px 10px;color:#111827'>{html.escape(view.summary)}</div>"
+        _copy_into(self.figure_widget, view.figure, width=720)
+        self.last = view
+        return view
+
+    def compute(self, tokens: int) -> NearTokensView:
+        """The pure part of :meth:`update`."""
+        if isinstance(tokens, bool) or tokens not in self.n_tokens:
+            raise ValueError(f"tokens: expected one of {self.n_tokens}, got {tokens!r}")
+        i = self.n_tokens.index(tokens)
+        times = {k: (float(a[i]), float(b[i])) for k, (a, b) in self.curves.items()}
+        pays = {k: b <= a for k, (a, b) in times.items()}
+        fig = crossover_figure(np.asarray(self.n_tokens), self.curves, crossovers=self.crossovers, title=self.title)
+        fig.add_vline(x=tokens, line=dict(color="#111827", width=1, dash="dot"))
+        parts = []
+        for k, (a, b) in times.items():
+            x = self.crossovers.get(k)
+            parts.append(f"{k}: near {1e3 * b:.2f} ms vs move weights {1e3 * a:.2f} ms → "
+                         f"{'near data pays' if pays[k] else 'near data stops paying'}"
+                         + (f" (n* = {x})" if k in self.crossovers else ""))
+        summary = f"{tokens} tokens per expert · " + " · ".join(parts)
+        return NearTokensView(int(tokens), fig, times, pays, summary)

@@ -164,3 +164,56 @@ def test_panel_bad_arguments(panel):
         MoNDEPanel({"a": 1})
     with pytest.raises(ValueError, match="traces"):
         MoNDEPanel({"a": random_trace(2, 20, 2, 8, seed=0), "b": random_trace(3, 20, 2, 8, seed=0)})
+
+
+# ------------------------------------------------------------------ tokens-per-expert slider
+from samoyeds_lab.viz.monde_panel import NearTokensPanel, NearTokensView  # noqa: E402
+
+NS = [1, 3, 19, 99]
+FAST = [2e-3, 2e-3, 2.5e-3, 6e-3]
+NEAR_C = [5e-4, 1e-3, 3e-3, 1.2e-2]  # compressed near: pays up to 3 tokens, stops at 19
+MODEL_C = [4e-4, 9e-4, 2.4e-3, 1e-2]
+
+
+@pytest.fixture()
+def tokens_panel():
+    return NearTokensPanel(NS, {"measured, compressed near": (FAST, NEAR_C), "modelled, compressed near": (FAST, MODEL_C)},
+                           crossovers={"measured, compressed near": 19, "modelled, compressed near": None})
+
+
+def test_tokens_slider_over_its_whole_range(tokens_panel):
+    for i, n in enumerate(tokens_panel.options()["tokens"]):
+        v = tokens_panel.update(tokens=n)
+        assert isinstance(v, NearTokensView) and v.tokens == n and tokens_panel.last is v
+        assert v.times["measured, compressed near"] == (FAST[i], NEAR_C[i])
+        assert v.near_pays["measured, compressed near"] == (NEAR_C[i] <= FAST[i])
+        assert v.near_pays["modelled, compressed near"] == (MODEL_C[i] <= FAST[i])
+        assert ("near data pays" in v.summary) == any(v.near_pays.values())
+        assert ("stops paying" in v.summary) == (not all(v.near_pays.values()))
+        d = v.figure.to_dict()
+        assert any(s.get("x0") == n for s in d["layout"]["shapes"])  # the selected count is marked
+        assert len(d["data"]) == 5  # 2 sets x 2 paths + one crossover marker
+        json.dumps(d, default=str)
+        assert list(tokens_panel.figure_widget.data[1].y) == pytest.approx([1e3 * t for t in NEAR_C])
+    assert [tokens_panel.update(tokens=n).near_pays["measured, compressed near"] for n in NS] == [True, True, False, False]
+
+
+def test_tokens_slider_callback_fires(tokens_panel):
+    for n in reversed(NS):
+        tokens_panel.controls["tokens"].value = n
+        assert tokens_panel.last is not None and tokens_panel.last.tokens == n
+
+
+def test_tokens_panel_bad_arguments(tokens_panel):
+    with pytest.raises(ValueError, match="tokens"):
+        tokens_panel.update(tokens=2)
+    with pytest.raises(TypeError, match="update"):
+        tokens_panel.update(batch=1)
+    with pytest.raises(ValueError, match="n_tokens"):
+        NearTokensPanel([0, 1], {"a": ([1, 1], [1, 1])})
+    with pytest.raises(ValueError, match="curves"):
+        NearTokensPanel([1, 2], {})
+    with pytest.raises(ValueError, match=r"curves\['a'\]"):
+        NearTokensPanel([1, 2], {"a": ([1, 1], [1])})
+    with pytest.raises(ValueError, match=r"curves\['a'\]"):
+        NearTokensPanel([1, 2], {"a": ([1, float("nan")], [1, 1])})
