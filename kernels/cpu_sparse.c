@@ -318,26 +318,19 @@ static inline __attribute__((always_inline)) void sl_bf16_body(const sl_args *a,
     SL_FINISH(out);
 }
 
-static void sl_run_512_f32x(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
-                            float *out) {
-    switch (tb) {
-        case 1: sl_f32x_body(a, c, w0, wmask, t0, 1, pf, out); break;
-        case 2: sl_f32x_body(a, c, w0, wmask, t0, 2, pf, out); break;
-        case 3: sl_f32x_body(a, c, w0, wmask, t0, 3, pf, out); break;
-        default: sl_f32x_body(a, c, w0, wmask, t0, 4, pf, out); break;
+/* One entry per body with TB (tokens) a compile-time constant in every instance. */
+#define SL_DISPATCH(NAME, BODY)                                                                          \
+    static void NAME(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb,    \
+                     const char **pf, float *out) {                                                     \
+        switch (tb) {                                                                                    \
+            case 1: BODY(a, c, w0, wmask, t0, 1, pf, out); break;                                        \
+            case 2: BODY(a, c, w0, wmask, t0, 2, pf, out); break;                                        \
+            case 3: BODY(a, c, w0, wmask, t0, 3, pf, out); break;                                        \
+            default: BODY(a, c, w0, wmask, t0, 4, pf, out); break;                                       \
+        }                                                                                                \
     }
-}
-
-/* TB (tokens) is a compile-time constant in every instance of the bodies. */
-static void sl_run_512_bf16(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
-                            float *out) {
-    switch (tb) {
-        case 1: sl_bf16_body(a, c, w0, wmask, t0, 1, pf, out); break;
-        case 2: sl_bf16_body(a, c, w0, wmask, t0, 2, pf, out); break;
-        case 3: sl_bf16_body(a, c, w0, wmask, t0, 3, pf, out); break;
-        default: sl_bf16_body(a, c, w0, wmask, t0, 4, pf, out); break;
-    }
-}
+SL_DISPATCH(sl_run_512_f32x, sl_f32x_body)
+SL_DISPATCH(sl_run_512_bf16, sl_bf16_body)
 #endif
 
 /* ------------------------------------------------------------------------------------------ driver */

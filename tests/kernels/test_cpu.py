@@ -150,14 +150,19 @@ def test_auto_runs_the_cpu_kernel_and_says_so():
     torch.testing.assert_close(K.spmm(w, x).float(), reference.spmm(w, x).float(), **OUT_TOL[torch.bfloat16])
 
 
-def test_cpu_choice_follows_records():
-    w = _ws(64, 256, torch.bfloat16)
+def _two_records():
+    """Records of this CPU's path: the kernel faster at 1 token, the dense tiles at 256 (skips without a path)."""
     path = cpu.cpu_path()
     if path.isa == "none":
         pytest.skip("no CPU kernel builds here")
     base = dict(op="gemm", cpu=path.cpu, isa=path.isa, kind="samoyeds", dtype="bfloat16",
                 threads=torch.get_num_threads(), date="2026-12-02")
-    recs = [dict(base, tokens=1, kernel_ms=1.0, tiles_ms=5.0), dict(base, tokens=256, kernel_ms=70.0, tiles_ms=50.0)]
+    return [dict(base, tokens=1, kernel_ms=1.0, tiles_ms=5.0), dict(base, tokens=256, kernel_ms=70.0, tiles_ms=50.0)]
+
+
+def test_cpu_choice_follows_records():
+    w = _ws(64, 256, torch.bfloat16)
+    recs = _two_records()
     assert cpu.cpu_choice(w, 2, records=recs).mode == "kernel"
     far = cpu.cpu_choice(w, 200, records=recs)
     assert far.mode == "dense" and "50.00 ms" in far.reason and "256 tokens" in far.reason
@@ -248,12 +253,7 @@ def test_kernel_gemm_named_errors():
 
 
 def test_auto_summary_names_the_dense_tile_token_counts():
-    path = cpu.cpu_path()
-    if path.isa == "none":
-        pytest.skip("no CPU kernel builds here")
-    base = dict(op="gemm", cpu=path.cpu, isa=path.isa, kind="samoyeds", dtype="bfloat16",
-                threads=torch.get_num_threads(), date="2026-12-02")
-    recs = [dict(base, tokens=1, kernel_ms=1.0, tiles_ms=5.0), dict(base, tokens=256, kernel_ms=70.0, tiles_ms=50.0)]
+    recs = _two_records()
     assert cpu.auto_summary(recs) == ("auto (recorded bf16 measurements of this CPU): samoyeds: kernel, dense tiles "
                                       "at 256 tokens")
     assert "no recorded" in cpu.auto_summary([])
