@@ -1,13 +1,18 @@
-"""Panels for Lab 02: the roofline explorer (with recorded GPU results on top) and the live timing panel.
+"""Panels for Lab 02 (and Lab 04): the roofline explorer (recorded GPU results on top), one expert timed on
+this CPU, and the live GPU timing panel.
 
 :class:`RooflinePanel` — GPU profile, model, expert matrix and dtype dropdowns → time, effective TFLOP/s
 and speed-up ceilings of dense / 2:4 / Samoyeds vs tokens per expert (a *model*), with any recorded
 kernel bench results for that shape drawn on top ("recorded on DEVICE, DATE").
 
-:class:`LivePanel` — runs something *now* when a slider moves. On a GPU with Sparse Tensor Cores
-(``samoyeds_lab.kernels.available()``) it runs the kernel benchmark for one model / token count / dtype
-and plots the measurement over the roofline; elsewhere it times the CPU references
-(:func:`cpu_reference_records`) on a small shape, labelled "CPU reference, not Sparse Tensor Cores".
+:class:`CpuExpertPanel` — one expert matrix (default Mixtral-8x7B w1, 14336×4096 bf16) timed *now* on this
+CPU: torch's fastest dense dtype vs the 2:4 and Samoyeds CPU kernels (which compute from the compressed
+operand, :mod:`samoyeds_lab.kernels.cpu`), cache flushed, with a tokens-per-expert slider that
+re-measures; next to this CPU's byte ceilings (measured read bandwidth) and a GPU's roofline ceilings
+(model). Every number says *measured on CPU, DATE, N threads* or *model*.
+
+:class:`LivePanel` — on a GPU with Sparse Tensor Cores (``samoyeds_lab.kernels.available()``) runs the
+kernel benchmark for one model / token count / dtype and plots the measurement over the roofline.
 
 As in the other panels, all logic is in ``update()`` (tests drive every widget over its range); the
 callbacks only call it, and figures reach the ``go.FigureWidget``\\ s through ``batch_update()``.
@@ -15,13 +20,9 @@ callbacks only call it, and figures reach the ``go.FigureWidget``\\ s through ``
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import platform
-import statistics
-import time
+import html
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -29,22 +30,21 @@ import torch
 
 from .._checks import check_int
 from ..bench.roofline import DEFAULT_TOKENS, GPU_PROFILES, expert_matrices, roofline, roofline_sweep
-from ..formats import SamoyedsWeight
 from ..offload.hardware import load_profile
-from .kernels import CPU_LABEL, cpu_timing_figure, recorded_label, roofline_figure, speedup_figure
+from .kernels import CPU_KINDS, cpu_expert_figure, cpu_label, recorded_label, roofline_figure, speedup_figure
 from .panels import _copy_into
 from .sparsity import _TEMPLATE, message_figure
 
 __all__ = [
-    "RooflinePanel", "RooflineView", "LivePanel", "LiveView", "cpu_reference_records", "CPU_SIZES", "CPU_TOKENS",
-    "matching_records", "profile_for_device",
+    "RooflinePanel", "RooflineView", "CpuExpertPanel", "CpuExpertView", "LivePanel", "LiveView",
+    "cpu_expert_records", "cpu_kernel_reason", "crossover_tokens", "CPU_TOKENS", "matching_records",
+    "profile_for_device",
 ]
 
-#: Matrix shapes (m, k) the CPU live timing offers (small: each call must take well under a second).
-CPU_SIZES = ((256, 512), (512, 1024), (1024, 2048), (2048, 4096))
-#: Token counts the CPU live timing offers.
-CPU_TOKENS = (1, 4, 16, 64, 256)
+#: Tokens per expert the CPU expert slider offers.
+CPU_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _DTYPES = ("float16", "bfloat16")
+_CPU_DTYPES = ("bfloat16", "float16", "float32")
 
 
 def matching_records(records: Sequence[Mapping[str, Any]], *, m: int, k: int, dtype: str,
@@ -218,82 +218,235 @@ def _set_controls(panel: Any, values: Mapping[str, Any]) -> None:
                 w.observe(panel._on_change, names="value")
 
 
-# ---------------------------------------------------------------------------------------------- CPU timing
-def _cpu_device() -> str:
-    return f"CPU {platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+# ---------------------------------------------------------------------------------------------- CPU kernels
+def cpu_kernel_reason() -> str | None:
+    """Why the CPU kernels cannot run on this machine (None when they can): ``cpu_path()`` is ``"none"``."""
+    from ..kernels import cpu as ck
+
+    path = ck.cpu_path()
+    return None if path.isa != "none" else path.reason
 
 
-def _median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+def cpu_expert_records(rows: int, cols: int, tokens: Sequence[int], *, weights: Mapping[str, Any],
+                       dtype: str = "bfloat16", repeat: int = 3, nthreads: int | None = None,
+                       bandwidth: float | None = None, reference: bool = False, name: str = "") -> list[dict]:
+    """Time one expert on this CPU at each token count: :func:`samoyeds_lab.bench.cpu.bench_expert`.
 
-
-def cpu_reference_records(m: int, k: int, tokens: int, dtype: str = "float16", *, total_tokens: int | None = None,
-                          repeat: int = 5, seed: int = 0) -> list[dict[str, Any]]:
-    """Time, on this CPU, the reference ``ssmm`` / ``spmm`` against a dense torch matmul on the same tokens.
-
-    A random ``m × k`` weight is pruned to Samoyeds 1:2 V=128 + 2:4 and to 2:4; ``tokens`` of
-    ``total_tokens`` (default ``4·tokens``) activation rows are selected. Timed (median of ``repeat``
-    after one warm-up), each including the gather of the selected rows:
-
-    * ``dense torch matmul (fp32)``: ``x[idx].float() @ W32ᵀ`` with the dense fp32 weight prepared once;
-    * ``reference spmm (2:4)``: :func:`samoyeds_lab.reference.spmm` on ``x[idx]``;
-    * ``reference ssmm (Samoyeds)``: :func:`samoyeds_lab.reference.ssmm` (gathers by itself).
-
-    The references rebuild the dense weight from the compressed operand on every call and then run the
-    same fp32 matmul, so on a CPU they are *expected* to be slower: they exist to define correct results.
-
-    Returns
-    -------
-    list of dict
-        One record per op: ``op, m, k, tokens, dtype, ms, device, date, backend`` (``"CPU reference"``),
-        with ``check`` = the largest difference between the op's result and the dense fp32 product
-        with the same pruned weight (0 up to fp32 summation order).
+    Torch's dense ``F.linear`` (fp32, bf16 and fp16; the fastest is the baseline), the 2:4 and Samoyeds
+    CPU kernels on the compressed operands in ``weights`` (:func:`samoyeds_lab.bench.cpu.make_weights`,
+    reused across calls: pruning a 14336×4096 matrix takes seconds), the cache flushed before every
+    timed call, medians of ``repeat``; ``reference``: also the pure-torch reference once (it rebuilds
+    the dense weight on every call). Raises ``RuntimeError`` when no CPU kernel can run here.
     """
-    from ..prune import sparsify
-    from ..reference import spmm, ssmm
+    from ..bench.cpu import bench_expert
 
-    m = check_int("m", m, lo=2)
-    k = check_int("k", k, lo=128)
-    tokens = check_int("tokens", tokens, lo=1)
-    repeat = check_int("repeat", repeat, lo=1)
-    if m % 2 or k % 128:
-        raise ValueError(f"m, k: expected m even and k a multiple of 128 (Samoyeds 1:2, V=128), got m={m}, k={k}")
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype: expected one of {_DTYPES}, got {dtype!r}")
-    total = tokens * 4 if total_tokens is None else check_int("total_tokens", total_tokens, lo=tokens)
-    dt = getattr(torch, dtype)
-    g = torch.Generator().manual_seed(seed)
-    w = (0.02 * torch.randn(m, k, generator=g)).to(dt)
-    x = torch.randn(total, k, generator=g).to(dt)
-    idx = torch.randperm(total, generator=g)[:tokens].sort().values
-    sam = sparsify(w, "samoyeds", n=1, m=2, vector=128)
-    nm = sparsify(w, "2:4")
-    assert isinstance(sam, SamoyedsWeight)
-    w_sam32 = sam.to_dense().float()
-    # the dense products with the same (pruned) weights, to check each result against
-    refs = {"dense torch matmul (fp32)": x[idx].float() @ w_sam32.T,
-            "reference spmm (2:4)": x[idx].float() @ nm.to_dense().float().T}
-    refs["reference ssmm (Samoyeds)"] = refs["dense torch matmul (fp32)"]
-    cases = {
-        "dense torch matmul (fp32)": lambda: x[idx].float() @ w_sam32.T,
-        "reference spmm (2:4)": lambda: spmm(nm, x[idx], out_dtype=torch.float32),
-        "reference ssmm (Samoyeds)": lambda: ssmm(sam, x, idx, out_dtype=torch.float32),
-    }
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
-    device = _cpu_device()
-    out = []
-    for op, fn in cases.items():
-        ms = _median_ms(fn, repeat)
-        check = float((fn() - refs[op]).abs().max())
-        out.append(dict(op=op, m=m, k=k, tokens=tokens, dtype=dtype, ms=ms, device=device, date=date,
-                        backend="CPU reference", check=check))
-    return out
+    why = cpu_kernel_reason()
+    if why is not None:
+        raise RuntimeError(f"no CPU kernel can run on this machine ({why})")
+    toks = [check_int("tokens", t, lo=1, hi=1 << 16) for t in tokens]
+    if not toks:
+        raise ValueError("tokens: expected at least one token count")
+    if dtype not in _CPU_DTYPES:
+        raise ValueError(f"dtype: expected one of {_CPU_DTYPES}, got {dtype!r}")
+    if not isinstance(weights, Mapping) or not weights:
+        raise ValueError("weights: expected {pattern: compressed weight} (bench.cpu.make_weights)")
+    for pat, w in weights.items():
+        if tuple(w.shape) != (rows, cols):
+            raise ValueError(f"weights[{pat!r}]: expected shape {(rows, cols)}, got {tuple(w.shape)}")
+    return bench_expert(rows, cols, toks, nthreads=nthreads, dtype=getattr(torch, dtype), patterns=tuple(weights),
+                        repeat=check_int("repeat", repeat, lo=1), tiles=False, reference=reference,
+                        bandwidth=bandwidth, name=name, weights=dict(weights))
+
+
+def crossover_tokens(records: Sequence[Mapping[str, Any]], kind: str = "samoyeds") -> int | None:
+    """The smallest measured token count from which the ``kind`` kernel is no faster than dense (None: it
+    is faster at every measured count)."""
+    pts = sorted((int(r["tokens"]), float(r["speedup"])) for r in records if r.get("kind") == kind)
+    for i, (t, sp) in enumerate(pts):
+        if sp <= 1.0 and all(s <= 1.0 for _, s in pts[i:]):
+            return t
+    return None
+
+
+@dataclass
+class CpuExpertView:
+    """One :meth:`CpuExpertPanel.update`: the token count, every record measured so far, those at the
+    token count, the figure and a summary."""
+
+    settings: dict[str, Any]
+    records: list[dict[str, Any]]
+    current: list[dict[str, Any]]
+    figure: go.Figure
+    summary: str
+    measured: bool
+
+
+class CpuExpertPanel:
+    """One expert GEMM timed on this CPU — dense vs 2:4 vs Samoyeds kernels — with a tokens-per-expert slider.
+
+    Moving the slider measures that token count again (:func:`cpu_expert_records`, cache flushed, medians
+    of ``repeat``) and redraws :func:`~samoyeds_lab.viz.kernels.cpu_expert_figure` with every token count
+    measured so far, next to this CPU's byte ceilings (measured read bandwidth) and the GPU roofline
+    ceilings of ``profile`` (a model). The compressed weights are made once and kept.
+
+    Parameters
+    ----------
+    rows, cols : int
+        The expert matrix (default Mixtral-8x7B's w1: 14336 × 4096).
+    dtype : str
+        Storage of weights and tokens (``"bfloat16"``, ``"float16"`` or ``"float32"``).
+    weights : dict, optional
+        ``{pattern: compressed weight}`` of that shape (:func:`samoyeds_lab.bench.cpu.make_weights`);
+        made on first use otherwise.
+    records : list of dict, optional
+        Earlier measurements of the same weights (e.g. the lab's table) to start from.
+    tokens : sequence of int
+        The slider's token counts (default 1, 2, 4, … 256).
+    value : int
+        The slider's start.
+    repeat, nthreads : timed calls per point, torch threads (default torch's).
+    bandwidth : float, optional
+        Read bandwidth in GB/s for the byte ceilings (default: measured once, :func:`bench.cpu.read_bandwidth`).
+    profile : str or None
+        GPU profile of the modelled ceilings (None: none drawn).
+    """
+
+    def __init__(self, rows: int = 14336, cols: int = 4096, *, dtype: str = "bfloat16",
+                 weights: Mapping[str, Any] | None = None, records: Sequence[Mapping[str, Any]] = (),
+                 tokens: Sequence[int] = CPU_TOKENS, value: int = 16, repeat: int = 3, nthreads: int | None = None,
+                 bandwidth: float | None = None, profile: str | None = "h100_sxm") -> None:
+        self.rows = check_int("rows", rows, lo=2)
+        self.cols = check_int("cols", cols, lo=128)
+        if dtype not in _CPU_DTYPES:
+            raise ValueError(f"dtype: expected one of {_CPU_DTYPES}, got {dtype!r}")
+        self.dtype = dtype
+        self.tokens = tuple(check_int("tokens", t, lo=1, hi=1 << 16) for t in tokens)
+        if not self.tokens:
+            raise ValueError("tokens: expected at least one token count")
+        if value not in self.tokens:
+            raise ValueError(f"value: expected one of {self.tokens}, got {value!r}")
+        self.repeat = check_int("repeat", repeat, lo=1)
+        self.nthreads = None if nthreads is None else check_int("nthreads", nthreads, lo=1)
+        if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
+            raise ValueError(f"bandwidth: expected GB/s > 0, got {bandwidth!r}")
+        self.bandwidth = None if bandwidth is None else float(bandwidth)
+        self.profile_name = profile
+        self.weights = dict(weights) if weights is not None else None
+        self._records: dict[int, list[dict[str, Any]]] = {}
+        for r in records:
+            if (int(r["rows"]), int(r["cols"])) != (self.rows, self.cols):
+                raise ValueError(f"records: expected {self.rows}×{self.cols} records, got {r['rows']}×{r['cols']}")
+            if r.get("kind") in CPU_KINDS:
+                self._records.setdefault(int(r["tokens"]), []).append(dict(r))
+        self._sweep = None
+        self.controls: dict[str, widgets.ValueWidget] = {
+            "tokens": widgets.SelectionSlider(options=self.tokens, value=value, description="tokens",
+                                              continuous_update=False, style={"description_width": "70px"},
+                                              layout=widgets.Layout(width="420px")),
+        }
+        self.status = widgets.HTML()
+        self.figure_widget = go.FigureWidget(layout={"template": _TEMPLATE})
+        self.controls["tokens"].observe(self._on_change, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.controls["tokens"], self.status]), self.figure_widget])
+        self.last: CpuExpertView | None = None
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        if self.last is None:
+            self.update(measure=False)
+        display(self.widget)
+
+    def _on_change(self, change: dict) -> None:
+        self.update(measure=True)
+
+    def options(self) -> dict[str, tuple]:
+        """Every value each widget can take."""
+        return {"tokens": self.tokens}
+
+    def _gpu_sweep(self):
+        if self.profile_name is None:
+            return None
+        if self._sweep is None:
+            dt = self.dtype if self.dtype != "float32" else "float16"
+            self._sweep = roofline_sweep(self.rows, self.cols, [t for t in DEFAULT_TOKENS if 0 < t <= 4096],
+                                         self.profile_name, dt)
+        return self._sweep
+
+    def measure(self, tokens: int) -> list[dict[str, Any]]:
+        """Time the expert at ``tokens`` now (weights and bandwidth made once) and keep the records."""
+        from ..bench.cpu import make_weights, read_bandwidth, threads
+
+        if self.weights is None:
+            self.weights = make_weights(self.rows, self.cols, dtype=getattr(torch, self.dtype))
+        if self.bandwidth is None:
+            with threads(self.nthreads):
+                self.bandwidth = read_bandwidth(1 << 28, repeat=3)
+        recs = cpu_expert_records(self.rows, self.cols, [tokens], weights=self.weights, dtype=self.dtype,
+                                  repeat=self.repeat, nthreads=self.nthreads, bandwidth=self.bandwidth)
+        self._records[int(tokens)] = [r for r in recs if r["kind"] in CPU_KINDS]
+        return self._records[int(tokens)]
+
+    def update(self, *, measure: bool = True, **values: Any) -> CpuExpertView:
+        """Move the slider to ``values`` (``tokens``), measure that count (``measure=False``: only when it has
+        not been measured yet), redraw; return the view."""
+        _set_controls(self, values)
+        t = int(self.controls["tokens"].value)
+        why = cpu_kernel_reason()
+        if why is not None:
+            fig = message_figure(f"No CPU kernel can run on this machine: {html.escape(why)}.<br>"
+                                 "backend='auto' uses the tile-by-tile dense path here (never the whole dense "
+                                 "weight), so there is no kernel to time.", title="CPU kernels")
+            view = CpuExpertView(settings={"tokens": t}, records=[], current=[], figure=fig, measured=False,
+                                 summary=f"<b>No CPU kernel here</b> ({html.escape(why)}).")
+        else:
+            did = measure or t not in self._records
+            if did:
+                self.measure(t)
+            view = self.compute(t)
+            view.measured = did
+        _copy_into(self.figure_widget, view.figure, width=1000)
+        self.status.value = view.summary
+        self.last = view
+        return view
+
+    def compute(self, tokens: int) -> CpuExpertView:
+        """The figure and summary of the records measured so far, with ``tokens`` highlighted (pure)."""
+        if tokens not in self._records:
+            raise ValueError(f"tokens: {tokens} has not been measured yet (measured: {sorted(self._records)})")
+        recs = [r for t in sorted(self._records) for r in self._records[t]]
+        cur = self._records[tokens]
+        fig = cpu_expert_figure(recs, gpu_sweep=self._gpu_sweep(), highlight=tokens,
+                                title=f"One {self.rows}×{self.cols} {self.dtype} expert on this CPU")
+        by = {r["kind"]: r for r in cur}
+        dense = min((r for r in cur if r["kind"] == "dense"), key=lambda r: r["ms"])
+        parts = [f"<b>{tokens} token{'s' if tokens > 1 else ''}</b> ({html.escape(cpu_label(dense))}): "
+                 f"dense {dense['ms']:.3g} ms ({dense['dtype']})"]
+        for kind in ("samoyeds", "2:4"):
+            if kind in by:
+                r = by[kind]
+                ceil = ""
+                if r.get("ceiling_ms") and r.get("dense_ceiling_ms"):
+                    ceil = f", byte ceiling {r['dense_ceiling_ms'] / r['ceiling_ms']:.2f}×"
+                parts.append(f"{'Samoyeds' if kind == 'samoyeds' else '2:4'} kernel {r['ms']:.3g} ms = "
+                             f"<b>{r['speedup']:.2f}×</b> dense{ceil}")
+        lines = ["; ".join(parts) + "."]
+        if "samoyeds" in by:
+            kern = [r for r in recs if r["kind"] == "samoyeds"]
+            x = crossover_tokens(kern)
+            meas = ", ".join(str(int(r["tokens"])) for r in kern)
+            lines.append(f"Measured so far at {meas} tokens: " + (
+                f"the Samoyeds kernel is no faster than dense from {x} tokens on." if x is not None else
+                "the Samoyeds kernel is faster than dense at every one of them."))
+        if self._gpu_sweep() is not None and "samoyeds" in by:
+            sw = self._gpu_sweep()
+            d = {p.tokens: p.time_s for p in sw["dense"]}
+            near = min(d, key=lambda v: abs(v - tokens))
+            s_ = next(p for p in sw["ssmm"] if p.tokens == near)
+            lines.append(f"GPU roofline on {html.escape(str(s_.profile))} (model) at {near} tokens: Samoyeds ≤ "
+                         f"{d[near] / s_.time_s:.2f}× dense.")
+        return CpuExpertView(settings={"tokens": tokens}, records=recs, current=list(cur), figure=fig,
+                             summary="<br>".join(lines), measured=False)
 
 
 # ---------------------------------------------------------------------------------------------- live
@@ -308,49 +461,27 @@ class LiveView:
     mode: str
 
 
-def _kernels_available() -> bool:
-    try:
-        from .. import kernels
-    except Exception:  # the GPU package is optional
-        return False
-    fn = getattr(kernels, "available", None)
-    try:
-        return bool(fn()) if callable(fn) else False
-    except Exception:
-        return False
-
-
 class LivePanel:
-    """Run now, with sliders: GPU kernels when this machine has Sparse Tensor Cores, CPU references otherwise.
+    """Run the GPU kernels now, with sliders (a machine with Sparse Tensor Cores; on a CPU the live timing
+    is :class:`CpuExpertPanel`, the CPU kernels).
 
     Parameters
     ----------
     shapes : mapping model → (d_model, d_ffn)
-        The models of the GPU mode (``MODEL_SHAPES``); unused on CPU.
-    mode : str, optional
-        ``"gpu"`` or ``"cpu"``; default: ``"gpu"`` if ``samoyeds_lab.kernels.available()`` else ``"cpu"``.
-    full_size : bool
-        CPU mode: offer the largest :data:`CPU_SIZES` entry too (slower).
-    repeat : int
-        CPU mode: timed repetitions per op.
+        The models offered (``MODEL_SHAPES``).
     gpu_tokens : sequence of int
-        GPU mode: the token counts of the slider.
+        The token counts of the slider.
     profile : str, optional
         GPU profile of the roofline drawn under live GPU measurements (default: the one matching
         this machine's GPU, see :func:`profile_for_device`).
     """
 
-    def __init__(self, shapes: Mapping[str, tuple[int, int]] | None = None, *, mode: str | None = None,
-                 full_size: bool = False, repeat: int = 5, gpu_tokens: Sequence[int] = (1, 8, 16, 64, 256, 1024, 4096),
-                 profile: str | None = None) -> None:
-        mode = mode if mode is not None else ("gpu" if _kernels_available() else "cpu")
-        if mode not in ("gpu", "cpu"):
-            raise ValueError(f"mode: expected 'gpu' or 'cpu', got {mode!r}")
-        if mode == "gpu" and not shapes:
-            raise ValueError("shapes: the GPU mode needs the model shapes (MODEL_SHAPES)")
-        self.mode = mode
-        self.shapes = dict(shapes or {})
-        self.repeat = check_int("repeat", repeat, lo=1)
+    def __init__(self, shapes: Mapping[str, tuple[int, int]], *,
+                 gpu_tokens: Sequence[int] = (1, 8, 16, 64, 256, 1024, 4096), profile: str | None = None) -> None:
+        if not isinstance(shapes, Mapping) or not shapes:
+            raise ValueError("shapes: the live GPU panel needs the model shapes (MODEL_SHAPES)")
+        self.mode = "gpu"
+        self.shapes = dict(shapes)
         if profile is None:
             from ..device import device_info
 
@@ -359,27 +490,16 @@ class LivePanel:
         self.profile = load_profile(profile)
         style = {"description_width": "70px"}
         lay = widgets.Layout(width="380px")
-        if mode == "cpu":
-            sizes = CPU_SIZES if full_size else CPU_SIZES[:-1]
-            self.controls = {
-                "size": widgets.SelectionSlider(options=[(f"{m}×{k}", (m, k)) for m, k in sizes], value=sizes[0],
-                                                description="m × k", continuous_update=False, style=style, layout=lay),
-                "tokens": widgets.SelectionSlider(options=CPU_TOKENS, value=16, description="tokens",
-                                                  continuous_update=False, style=style, layout=lay),
-                "dtype": widgets.ToggleButtons(options=_DTYPES, description="dtype",
-                                               style={"description_width": "70px", "button_width": "90px"}),
-            }
-        else:
-            self.controls = {
-                "model": widgets.Dropdown(options=list(self.shapes), description="model", style=style, layout=lay),
-                "matrix": widgets.ToggleButtons(options=list(expert_matrices(1, 1)), description="matrix",
-                                                style={"description_width": "70px", "button_width": "130px"}),
-                "tokens": widgets.SelectionSlider(options=tuple(gpu_tokens), value=tuple(gpu_tokens)[0],
-                                                  description="tokens", continuous_update=False, style=style,
-                                                  layout=lay),
-                "dtype": widgets.ToggleButtons(options=_DTYPES, description="dtype",
-                                               style={"description_width": "70px", "button_width": "90px"}),
-            }
+        self.controls = {
+            "model": widgets.Dropdown(options=list(self.shapes), description="model", style=style, layout=lay),
+            "matrix": widgets.ToggleButtons(options=list(expert_matrices(1, 1)), description="matrix",
+                                            style={"description_width": "70px", "button_width": "130px"}),
+            "tokens": widgets.SelectionSlider(options=tuple(gpu_tokens), value=tuple(gpu_tokens)[0],
+                                              description="tokens", continuous_update=False, style=style,
+                                              layout=lay),
+            "dtype": widgets.ToggleButtons(options=_DTYPES, description="dtype",
+                                           style={"description_width": "70px", "button_width": "90px"}),
+        }
         self.status = widgets.HTML()
         self.figure_widget = go.FigureWidget(layout={"template": _TEMPLATE})
         for w in self.controls.values():
@@ -411,24 +531,11 @@ class LivePanel:
         """Move the widgets to ``values``, run the measurement, refresh the figure; return the view."""
         _set_controls(self, values)
         s = {name: w.value for name, w in self.controls.items()}
-        view = self._run_cpu(**s) if self.mode == "cpu" else self._run_gpu(**s)
+        view = self._run_gpu(**s)
         _copy_into(self.figure_widget, view.figure, width=980)
         self.status.value = view.summary
         self.last = view
         return view
-
-    def _run_cpu(self, size: tuple[int, int], tokens: int, dtype: str) -> LiveView:
-        m, k = size
-        recs = cpu_reference_records(m, k, tokens, dtype, repeat=self.repeat)
-        dense = recs[0]["ms"]
-        fig = cpu_timing_figure(recs, title=f"{m}×{k} weight, {tokens} of {4 * tokens} tokens, {dtype} storage")
-        ratios = ", ".join(f"{r['op']}: {r['ms'] / dense:.2f}× the dense time" for r in recs[1:])
-        summary = (f"<b>{CPU_LABEL}.</b> Measured now on {recs[0]['device']}: {ratios}. "
-                   "On a CPU the sparse references are not expected to be faster: they expand the compressed "
-                   "weight to dense on every call and then run the same fp32 matmul; CPUs have no Sparse "
-                   "Tensor Cores. The speed-ups of this lab come from fewer HBM bytes and mma.sp on a GPU.")
-        return LiveView(settings=dict(size=size, tokens=tokens, dtype=dtype), records=recs, figure=fig,
-                        summary=summary, mode="cpu")
 
     def _run_gpu(self, model: str, matrix: str, tokens: int, dtype: str) -> LiveView:
         from ..bench.kernels import run_kernel_bench

@@ -1,11 +1,11 @@
-"""Pure figure builders for Lab 02: ``mma.sp`` fragments of one lane, roofline ceilings, recorded and
-CPU timings.
+"""Pure figure builders for Lab 02: ``mma.sp`` fragments of one lane, roofline ceilings, recorded GPU results
+and measured CPU-kernel timings.
 
 Every function takes plain data (tensors, lists of dicts, :class:`~samoyeds_lab.bench.roofline.RooflinePoint`
 lists) and returns a new ``plotly.graph_objects.Figure``; nothing here touches widgets, files or timers.
 Modelled numbers and measured numbers never share a label: roofline curves say *model (roofline
 ceiling), not a measurement*; recorded GPU points say *recorded on DEVICE, DATE*; CPU timings say
-*CPU reference, not Sparse Tensor Cores*.
+*measured on CPU, DATE, N threads* (:func:`cpu_label`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from ..bench.roofline import OP_LABELS, RooflinePoint
 from .sparsity import COLORS, _layout, _matrix_axes
 
 __all__ = [
-    "KERNEL_COLORS", "MODEL_LABEL", "CPU_LABEL",
-    "fragment_heatmap", "register_table", "roofline_figure", "speedup_figure", "cpu_timing_figure",
-    "recorded_label",
+    "KERNEL_COLORS", "MODEL_LABEL", "CPU_LABEL", "CPU_KINDS",
+    "fragment_heatmap", "register_table", "roofline_figure", "speedup_figure", "cpu_expert_figure",
+    "recorded_label", "cpu_label",
 ]
 
 #: One colour per op (model curves and measured points of the same op share it). Record op names of
@@ -41,8 +42,8 @@ KERNEL_COLORS: dict[str, str] = {
 }
 #: The caption every modelled curve carries.
 MODEL_LABEL = "model (roofline ceiling), not a measurement"
-#: The caption every CPU timing carries.
-CPU_LABEL = "CPU reference, not Sparse Tensor Cores"
+#: The caption every CPU timing carries (with :func:`cpu_label`'s CPU, date and threads where a record has them).
+CPU_LABEL = "measured on this CPU (CPU kernels, not Sparse Tensor Cores)"
 
 _METRICS = {"time": ("time_s", 1e6, "time per GEMM (µs), log scale"),
             "tflops": ("tflops", 1.0, "effective TFLOP/s (2·m·k·tokens / time)")}
@@ -263,26 +264,146 @@ def speedup_figure(sweep: Mapping[str, Sequence[RooflinePoint]], *, title: str =
     return fig
 
 
-def cpu_timing_figure(records: Sequence[Mapping[str, object]], *, title: str = "", height: int = 320) -> go.Figure:
-    """Bars of measured CPU times (``op``, ``ms``, ``device``, ``date`` per record), labelled as CPU timings."""
-    if not records:
-        raise ValueError("records: expected at least one CPU timing record, got none")
-    for r in records:
-        for key in ("op", "ms", "device", "date"):
-            if key not in r:
-                raise ValueError(f"records: expected the key {key!r} in every record, got {sorted(r)}")
-    labels = [str(r["op"]) for r in records]
-    ms = [float(r["ms"]) for r in records]
-    colors = [_op_color("ssmm" if "ssmm" in lab else "spmm" if "spmm" in lab else "dense") for lab in labels]
-    r0 = records[0]
-    fig = go.Figure(go.Bar(x=ms, y=labels, orientation="h", marker_color=colors,
-                           text=[f"{v:.3g} ms" for v in ms], textposition="auto",
-                           hovertemplate="%{y}: %{x:.4g} ms<extra></extra>"))
+def cpu_label(record: Mapping[str, object]) -> str:
+    """``"measured on CPU, DATE, N threads"`` for a CPU benchmark record (raises if it lacks any)."""
+    for key in ("cpu", "date", "threads"):
+        if record.get(key) in (None, ""):
+            raise ValueError(f"record: expected a non-empty {key!r} (where and when it was measured), "
+                             f"got {record.get(key)!r}")
+    n = int(record["threads"])  # type: ignore[arg-type]
+    return f"measured on {record['cpu']}, {record['date']}, {n} thread{'s' if n != 1 else ''}"
+
+
+#: The CPU record kinds of :func:`samoyeds_lab.bench.cpu.bench_expert` drawn by :func:`cpu_expert_figure`.
+CPU_KINDS = ("dense", "2:4", "samoyeds")
+_CPU_COLORS = {"dense": KERNEL_COLORS["dense"], "2:4": KERNEL_COLORS["spmm"], "samoyeds": KERNEL_COLORS["ssmm"]}
+_CPU_NAMES = {"dense": "dense (torch, fastest dtype)", "2:4": "2:4 CPU kernel", "samoyeds": "Samoyeds CPU kernel"}
+_CPU_BYTES = {"dense": "dense 16-bit weight", "2:4": "2:4 operand", "samoyeds": "Samoyeds operand"}
+_GPU_OPS = {"spmm": "2:4", "ssmm": "samoyeds"}
+
+
+def _check_cpu_records(records: Sequence[Mapping[str, object]]) -> list[Mapping[str, object]]:
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence) or not records:
+        raise ValueError("records: expected a non-empty list of bench.cpu.bench_expert records")
+    keys = ("kind", "tokens", "ms", "rows", "cols", "dtype", "cpu", "date", "threads")
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping) or any(k not in r for k in keys):
+            raise ValueError(f"records[{i}]: expected a bench_expert record with the keys {keys}")
+    kern = [r for r in records if r["kind"] in ("2:4", "samoyeds")]
+    if not kern:
+        raise ValueError("records: expected at least one kernel record (kind '2:4' or 'samoyeds')")
+    for i, r in enumerate(kern):
+        for k in ("dense_ms", "dense_dtype"):
+            if k not in r:
+                raise ValueError(f"records: kernel record {i} lacks {k!r} (the dense baseline of the same run)")
+    shapes = {(int(r["rows"]), int(r["cols"])) for r in records}
+    if len(shapes) != 1:
+        raise ValueError(f"records: expected one expert shape, got {sorted(shapes)}")
+    return list(records)
+
+
+def cpu_expert_figure(records: Sequence[Mapping[str, object]], *,
+                      gpu_sweep: Mapping[str, Sequence[RooflinePoint]] | None = None,
+                      highlight: int | None = None, title: str = "", height: int = 440) -> go.Figure:
+    """One expert GEMM on this CPU: measured time and speed-up vs tokens, next to the byte and GPU ceilings.
+
+    Left: median ms per GEMM (min–max as error bars) of torch's fastest dense dtype and of the 2:4 and
+    Samoyeds CPU kernels (:func:`samoyeds_lab.bench.cpu.bench_expert` records), with each operand's byte
+    ceiling on this CPU (its bytes / the measured read bandwidth: a *model*, drawn dashed). Right: the
+    measured speed-up over dense (``dense_ms / kernel_ms`` of the same run) against the byte-ratio
+    ceiling of this CPU and, when ``gpu_sweep`` is given
+    (:func:`samoyeds_lab.bench.roofline.roofline_sweep` of the same shape), the GPU roofline ceiling
+    (dotted). ``highlight``: the token count the slider is on (a vertical line in both panels).
+    """
+    recs = _check_cpu_records(records)
+    if gpu_sweep is not None:
+        _check_sweep(gpu_sweep)
+    first = next(r for r in recs if r["kind"] in ("2:4", "samoyeds"))
+    rows, cols = int(first["rows"]), int(first["cols"])
+    label = cpu_label(first)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "time per GEMM (ms, log): markers measured, dashed = byte ceiling (model)",
+        "speed-up over dense: markers measured, lines = ceilings (model)"))
+    dense_rows: dict[int, Mapping[str, object]] = {}
+    for r in recs:  # the dense baseline: the fastest dense dtype of each token count (as the kernels' dense_ms)
+        if r["kind"] == "dense":
+            t = int(r["tokens"])
+            if t not in dense_rows or float(r["ms"]) < float(dense_rows[t]["ms"]):
+                dense_rows[t] = r
+    series: dict[str, list[Mapping[str, object]]] = {"dense": [dense_rows[t] for t in sorted(dense_rows)]}
+    for kind in ("2:4", "samoyeds"):
+        series[kind] = sorted((r for r in recs if r["kind"] == kind), key=lambda r: int(r["tokens"]))
+    tokens = sorted({int(r["tokens"]) for r in recs})
+    for kind in CPU_KINDS:
+        pts = series[kind]
+        if not pts:
+            continue
+        ms = [float(r["ms"]) for r in pts]
+        lo = [ms[i] - float(r.get("min_ms", ms[i])) for i, r in enumerate(pts)]
+        hi = [float(r.get("max_ms", ms[i])) - ms[i] for i, r in enumerate(pts)]
+        extra = [f" ({r['dtype']})" if kind == "dense" else "" for r in pts]
+        fig.add_trace(go.Scatter(
+            x=[int(r["tokens"]) for r in pts], y=ms, mode="lines+markers", name=f"{_CPU_NAMES[kind]}, measured",
+            legendgroup=kind, line=dict(color=_CPU_COLORS[kind], width=2), marker=dict(size=8),
+            error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo, thickness=1),
+            customdata=extra, hovertemplate=f"{_CPU_NAMES[kind]}%{{customdata}}, %{{x}} tokens: %{{y:.3g}} ms"
+                                            f"<extra>{label}</extra>"), 1, 1)
+    bw = first.get("bandwidth_gbps")
+    ceil = {}
+    if first.get("dense_ceiling_ms") is not None:
+        ceil["dense"] = float(first["dense_ceiling_ms"])  # type: ignore[arg-type]
+    for kind in ("2:4", "samoyeds"):
+        if series[kind] and series[kind][0].get("ceiling_ms") is not None:
+            ceil[kind] = float(series[kind][0]["ceiling_ms"])  # type: ignore[arg-type]
+    for kind, c in ceil.items():
+        fig.add_trace(go.Scatter(
+            x=[tokens[0], tokens[-1]], y=[c, c], mode="lines", legendgroup=kind,
+            name=f"{_CPU_BYTES[kind]}: byte ceiling at {float(bw or 0):.0f} GB/s (model)",
+            line=dict(color=_CPU_COLORS[kind], width=1.5, dash="dash"),
+            hovertemplate=f"{kind}: weight bytes / measured read bandwidth = %{{y:.3g}} ms<extra>model</extra>"), 1, 1)
+    for kind in ("2:4", "samoyeds"):
+        pts = series[kind]
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[int(r["tokens"]) for r in pts], y=[float(r["dense_ms"]) / float(r["ms"]) for r in pts],
+            mode="lines+markers", name=f"{_CPU_NAMES[kind]} vs dense, measured", legendgroup=kind, showlegend=False,
+            line=dict(color=_CPU_COLORS[kind], width=2), marker=dict(size=8),
+            customdata=[str(r["dense_dtype"]) for r in pts],
+            hovertemplate=f"{_CPU_NAMES[kind]}: %{{y:.2f}}× dense (%{{customdata}}) at %{{x}} tokens"
+                          f"<extra>{label}</extra>"), 1, 2)
+        if kind in ceil and "dense" in ceil:
+            r = ceil["dense"] / ceil[kind]
+            fig.add_trace(go.Scatter(
+                x=[tokens[0], tokens[-1]], y=[r, r], mode="lines", legendgroup=kind, showlegend=False,
+                name=f"{kind} byte ratio on this CPU (model)", line=dict(color=_CPU_COLORS[kind], width=1.5, dash="dash"),
+                hovertemplate=f"{kind}: dense bytes / compressed bytes = %{{y:.2f}}×<extra>model (this CPU)</extra>"),
+                1, 2)
+    if gpu_sweep is not None and "dense" in gpu_sweep:
+        dense_t = {p.tokens: p.time_s for p in gpu_sweep["dense"] if p.tokens > 0}
+        prof = gpu_sweep["dense"][0].profile
+        for op, kind in _GPU_OPS.items():
+            if op not in gpu_sweep:
+                continue
+            pts = [p for p in gpu_sweep[op] if p.tokens in dense_t and tokens[0] <= p.tokens <= max(tokens[-1], 256)]
+            if not pts:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[p.tokens for p in pts], y=[dense_t[p.tokens] / p.time_s for p in pts], mode="lines",
+                name=f"{_CPU_BYTES[kind].split(' ')[0]} roofline ceiling on {prof} (model)",
+                line=dict(color=_CPU_COLORS[kind], width=1.5, dash="dot"),
+                hovertemplate=f"{op} roofline on {prof}: ≤ %{{y:.2f}}× dense at %{{x}} tokens<extra>model</extra>"),
+                1, 2)
+    fig.add_hline(y=1.0, line=dict(color=KERNEL_COLORS["ceiling"], width=1), row=1, col=2)
+    if highlight is not None:
+        for col in (1, 2):
+            fig.add_vline(x=int(highlight), line=dict(color=KERNEL_COLORS["lane"], width=2), row=1, col=col)
     fig.update_layout(_layout(
-        title=dict(text=(title or "Measured on this CPU")
-                   + f"<br><sup>{CPU_LABEL} · measured on {r0['device']}, {r0['date']} · median</sup>"),
-        height=height, margin=dict(l=260, r=20, t=80, b=50),
-        xaxis=dict(title=dict(text="ms per call (median)"), rangemode="tozero"),
-        yaxis=dict(autorange="reversed"),
-    ))
+        title=dict(text=(title or f"One {rows}×{cols} {first['dtype']} expert on this CPU")
+                   + f"<br><sup>markers: {label} (median, min–max) · dashed/dotted: model</sup>"),
+        showlegend=True, legend=dict(orientation="h", y=-0.2, x=0, font=dict(size=11)), height=height,
+        margin=dict(l=70, r=20, t=110, b=130)))
+    fig.update_xaxes(type="log", title_text="tokens per expert (log scale)", dtick=0.30102999566)
+    fig.update_yaxes(type="log", title_text="ms per GEMM (log)", row=1, col=1)
+    fig.update_yaxes(title_text="× faster than dense", rangemode="tozero", row=1, col=2)
     return fig

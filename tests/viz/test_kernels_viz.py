@@ -1,5 +1,6 @@
-"""Lab 02 figures (roofline, recorded and CPU timings, fragments) and the roofline / live panels driven over
-every widget value. The records here are test fixtures built in this file, never presented as results."""
+"""Lab 02 figures (roofline, recorded GPU results, CPU-kernel timings, fragments) and the roofline / CPU expert /
+live panels driven over every widget value. The records here are test fixtures built in this file (or measured
+now on small shapes), never presented as results."""
 
 import json
 
@@ -10,17 +11,19 @@ import torch
 
 from samoyeds_lab.bench.roofline import DEFAULT_TOKENS, GPU_PROFILES, OPS, expert_matrices, roofline, roofline_sweep
 from samoyeds_lab.viz.kernel_panel import (
-    CPU_SIZES,
     CPU_TOKENS,
+    CpuExpertPanel,
     LivePanel,
     RooflinePanel,
-    cpu_reference_records,
+    cpu_expert_records,
+    cpu_kernel_reason,
+    crossover_tokens,
     matching_records,
 )
 from samoyeds_lab.viz.kernels import (
-    CPU_LABEL,
     MODEL_LABEL,
-    cpu_timing_figure,
+    cpu_expert_figure,
+    cpu_label,
     fragment_heatmap,
     recorded_label,
     register_table,
@@ -91,16 +94,84 @@ def test_speedup_figure(sweep):
         speedup_figure({"ssmm": sweep["ssmm"]})
 
 
-def test_cpu_timing_figure():
-    recs = [dict(op="dense torch matmul (fp32)", ms=1.0, device="CPU x", date="2000-01-01"),
-            dict(op="reference ssmm (Samoyeds)", ms=3.0, device="CPU x", date="2000-01-01")]
-    fig = cpu_timing_figure(recs)
-    assert CPU_LABEL in fig.layout.title.text and "CPU x" in fig.layout.title.text
-    assert list(fig.data[0].x) == [1.0, 3.0]
+def fake_cpu_records(tokens=(1, 16, 64), rows=512, cols=1024, bw=20.0):
+    """bench_expert-shaped fixtures (the CPU name says they are fixtures): dense in three dtypes + two kernels."""
+    out = []
+    for t in tokens:
+        dense = {"float32": 4.0 + t, "bfloat16": 2.0 + 0.1 * t, "float16": 1.5 + 0.5 * t}
+        best = min(dense, key=dense.get)
+        common = dict(op="gemm", name="", rows=rows, cols=cols, tokens=t, threads=2, cpu="TEST FIXTURE CPU",
+                      date="2000-01-01")
+        for dt, ms in dense.items():
+            out.append(dict(common, kind="dense", dtype=dt, ms=ms, min_ms=ms * 0.9, max_ms=ms * 1.2))
+        for kind, ms, nb in (("samoyeds", 0.5 + 0.2 * t, 0.28), ("2:4", 0.9 + 0.15 * t, 0.56)):
+            out.append(dict(common, kind=kind, dtype="bfloat16", ms=ms, min_ms=ms * 0.95, max_ms=ms * 1.1,
+                            kernel_ms=ms, dense_ms=dense[best], dense_dtype=best, speedup=dense[best] / ms,
+                            bytes=int(nb * rows * cols * 2), bandwidth_gbps=bw, ceiling_ms=nb * rows * cols * 2 / bw / 1e6,
+                            dense_ceiling_ms=rows * cols * 2 / bw / 1e6))
+    return out
+
+
+def test_cpu_label():
+    assert cpu_label(dict(cpu="X", date="2000-01-01", threads=1)) == "measured on X, 2000-01-01, 1 thread"
+    assert cpu_label(dict(cpu="X", date="2000-01-01", threads=2)).endswith("2 threads")
+    with pytest.raises(ValueError, match="date"):
+        cpu_label(dict(cpu="X", threads=2))
+
+
+def test_cpu_expert_figure_values_and_labels(sweep):
+    recs = fake_cpu_records()
+    gpu = roofline_sweep(512, 1024, DEFAULT_TOKENS, "h100_sxm", "bfloat16")
+    d = cpu_expert_figure(recs, gpu_sweep=gpu, highlight=16).to_dict()
+    assert "measured on TEST FIXTURE CPU, 2000-01-01, 2 threads" in d["layout"]["title"]["text"]
+    by = {tr["name"]: tr for tr in d["data"]}
+    dense = by["dense (torch, fastest dtype), measured"]
+    # the fastest dense dtype at each token count, with its min/max as error bars
+    want = [min(r["ms"] for r in recs if r["kind"] == "dense" and r["tokens"] == t) for t in (1, 16, 64)]
+    assert list(dense["x"]) == [1, 16, 64] and list(dense["y"]) == pytest.approx(want)
+    assert list(dense["error_y"]["array"]) == pytest.approx([0.2 * v for v in want])
+    sam = by["Samoyeds CPU kernel, measured"]
+    assert list(sam["y"]) == pytest.approx([0.5 + 0.2 * t for t in (1, 16, 64)]) and sam["xaxis"] == "x"
+    sp = by["Samoyeds CPU kernel vs dense, measured"]
+    assert sp["xaxis"] == "x2" and list(sp["y"]) == pytest.approx(
+        [r["speedup"] for r in recs if r["kind"] == "samoyeds"])
+    ceil = by["Samoyeds operand: byte ceiling at 20 GB/s (model)"]
+    assert list(ceil["y"]) == pytest.approx([0.28 * 512 * 1024 * 2 / 20e6] * 2)
+    assert list(by["samoyeds byte ratio on this CPU (model)"]["y"]) == pytest.approx([1 / 0.28] * 2)
+    g = by["Samoyeds roofline ceiling on NVIDIA H100 SXM5 80GB (model)"]
+    dense_t = {p.tokens: p.time_s for p in gpu["dense"]}
+    assert list(g["y"]) == pytest.approx([dense_t[p.tokens] / p.time_s for p in gpu["ssmm"] if p.tokens in g["x"]])
+    assert max(g["x"]) <= 256 and g["xaxis"] == "x2"
+    vlines = [sh for sh in d["layout"]["shapes"] if sh.get("x0") == 16 and sh.get("x1") == 16]
+    assert len(vlines) == 2  # the slider's token count, in both panels
+    assert d["layout"]["xaxis"]["type"] == "log" and d["layout"]["yaxis"]["type"] == "log"
+    # no GPU sweep: no GPU traces; every measured trace says so, every model trace says model
+    d2 = cpu_expert_figure(recs).to_dict()
+    assert not any("roofline" in tr["name"] for tr in d2["data"])
+    assert all(tr["name"].endswith("measured") or tr["name"].endswith("(model)") for tr in d2["data"])
+
+
+def test_cpu_expert_figure_errors():
+    recs = fake_cpu_records()
     with pytest.raises(ValueError, match="records"):
-        cpu_timing_figure([])
-    with pytest.raises(ValueError, match="'ms'"):
-        cpu_timing_figure([dict(op="x", device="d", date="d")])
+        cpu_expert_figure([])
+    with pytest.raises(ValueError, match="kernel record"):
+        cpu_expert_figure([r for r in recs if r["kind"] == "dense"])
+    with pytest.raises(ValueError, match=r"records\[0\]"):
+        cpu_expert_figure([{"kind": "dense"}])
+    with pytest.raises(ValueError, match="one expert shape"):
+        cpu_expert_figure(recs + fake_cpu_records(rows=256))
+    with pytest.raises(ValueError, match="dense_ms"):
+        cpu_expert_figure([{k: v for k, v in r.items() if k != "dense_ms"} for r in recs])
+
+
+def test_crossover_tokens():
+    rec = lambda t, s: dict(kind="samoyeds", tokens=t, speedup=s)  # noqa: E731
+    assert crossover_tokens([rec(1, 3.0), rec(16, 1.4), rec(64, 0.6), rec(256, 0.3)]) == 64
+    assert crossover_tokens([rec(64, 0.9), rec(1, 3.0), rec(16, 1.2)]) == 64  # any order
+    assert crossover_tokens([rec(1, 0.9), rec(16, 1.2), rec(64, 0.8)]) == 64  # a later win resets it
+    assert crossover_tokens([rec(1, 2.0), rec(16, 1.1)]) is None
+    assert crossover_tokens([rec(1, 0.5)], kind="2:4") is None
 
 
 def test_fragment_heatmap_and_register_table():
@@ -174,54 +245,144 @@ def test_roofline_panel_errors():
         panel.update(tokens=4)
 
 
-# ---------------------------------------------------------------------------------------------- CPU timing
-def test_cpu_reference_records_are_correct_and_labelled():
-    recs = cpu_reference_records(256, 512, 19, "bfloat16", repeat=1)
-    assert [r["op"] for r in recs] == ["dense torch matmul (fp32)", "reference spmm (2:4)", "reference ssmm (Samoyeds)"]
+# ---------------------------------------------------------------------------------------------- CPU kernels
+ROWS, COLS = 256, 512  # small: every measurement takes well under a millisecond
+
+
+@pytest.fixture(scope="module")
+def small_weights():
+    from samoyeds_lab.bench.cpu import make_weights
+
+    return make_weights(ROWS, COLS, dtype=torch.bfloat16)
+
+
+needs_kernel = pytest.mark.skipif(cpu_kernel_reason() is not None, reason="no CPU kernel on this machine")
+
+
+@needs_kernel
+def test_cpu_expert_records_measure_the_kernels(small_weights):
+    recs = cpu_expert_records(ROWS, COLS, (1, 19), weights=small_weights, repeat=1, bandwidth=10.0)
+    kinds = [(r["kind"], r["tokens"]) for r in recs]
+    assert kinds == [(k, t) for t in (1, 19) for k in ("dense", "dense", "dense", "samoyeds", "2:4")]
     for r in recs:
-        assert r["backend"] == "CPU reference" and r["device"].startswith("CPU ")
-        assert r["ms"] > 0 and (r["m"], r["k"], r["tokens"], r["dtype"]) == (256, 512, 19, "bfloat16")
-        assert r["check"] < 1e-3  # each result equals the dense product with the same pruned weight
-    with pytest.raises(ValueError, match="V=128"):
-        cpu_reference_records(256, 200, 4)
+        assert r["ms"] > 0 and r["min_ms"] <= r["ms"] <= r["max_ms"] and (r["rows"], r["cols"]) == (ROWS, COLS)
+        cpu_label(r)  # every record says where and when
+        if r["kind"] != "dense":
+            dense = min(d["ms"] for d in recs if d["kind"] == "dense" and d["tokens"] == r["tokens"])
+            assert r["dense_ms"] == dense and r["speedup"] == pytest.approx(dense / r["ms"])
+            assert r["ceiling_ms"] == pytest.approx(small_weights[r["kind"]].nbytes / 10e9 * 1e3)
+    ref = cpu_expert_records(ROWS, COLS, (4,), weights=small_weights, repeat=1, reference=True)
+    assert [r["kind"] for r in ref][-1] == "reference"
     with pytest.raises(ValueError, match="dtype"):
-        cpu_reference_records(256, 512, 4, "float32")
-    with pytest.raises(ValueError, match="total_tokens"):
-        cpu_reference_records(256, 512, 4, total_tokens=2)
+        cpu_expert_records(ROWS, COLS, (1,), weights=small_weights, dtype="int8")
+    with pytest.raises(ValueError, match="shape"):
+        cpu_expert_records(ROWS * 2, COLS, (1,), weights=small_weights)
+    with pytest.raises(ValueError, match="tokens"):
+        cpu_expert_records(ROWS, COLS, (), weights=small_weights)
+    with pytest.raises(ValueError, match="weights"):
+        cpu_expert_records(ROWS, COLS, (1,), weights={})
 
 
-def test_live_panel_cpu_over_every_widget_value():
-    panel = LivePanel(SHAPES, mode="cpu", repeat=1)
-    opts = panel.options()
-    assert opts["size"] == CPU_SIZES[:-1] and opts["tokens"] == CPU_TOKENS
+@needs_kernel
+def test_cpu_expert_panel_over_the_whole_slider(small_weights):
+    panel = CpuExpertPanel(ROWS, COLS, weights=small_weights, repeat=1, bandwidth=10.0, value=16)
+    slider = panel.controls["tokens"]
+    assert panel.options()["tokens"] == CPU_TOKENS == (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    assert slider.continuous_update is False
+    v = panel.update(measure=False)  # nothing measured yet: measures the start value
+    assert v.measured and v.settings == {"tokens": 16} and {r["tokens"] for r in v.records} == {16}
+    calls = []
+    real = panel.measure
+    panel.measure = lambda t: calls.append(t) or real(t)
+    for t in CPU_TOKENS:
+        slider.value = t  # the widget callback re-measures
+        v = panel.last
+        assert v.measured and calls[-1] == t and v.settings == {"tokens": t}
+        assert {r["tokens"] for r in v.current} == {t} and len(v.current) == 5  # 3 dense dtypes + 2 kernels
+        assert f"<b>{t} token" in v.summary and "measured on " in v.summary and "GPU roofline" in v.summary
+        assert "byte ceiling" in v.summary
+        sam = next(tr for tr in panel.figure_widget.data if tr.name == "Samoyeds CPU kernel, measured")
+        assert t in sam.x
+        assert any(sh.x0 == t for sh in panel.figure_widget.layout.shapes)  # the highlight follows the slider
+    assert sorted({r["tokens"] for r in v.records}) == list(CPU_TOKENS)
+    n = len(calls)
+    v = panel.update(measure=False, tokens=4)  # measured already: no new measurement
+    assert not v.measured and len(calls) == n and slider.value == 4
+    v = panel.update(tokens=4)
+    assert v.measured and calls[-1] == 4
+    crossing = crossover_tokens([r for r in v.records if r["kind"] == "samoyeds"])
+    assert ("no faster than dense from" in v.summary) == (crossing is not None)
+    assert panel.compute(4).figure.layout.title.text == panel.figure_widget.layout.title.text
+
+
+@needs_kernel
+def test_cpu_expert_panel_starts_from_given_records(small_weights):
+    recs = cpu_expert_records(ROWS, COLS, (1, 4), weights=small_weights, repeat=1, bandwidth=10.0)
+    panel = CpuExpertPanel(ROWS, COLS, weights=small_weights, records=recs, repeat=1, bandwidth=10.0, value=4,
+                           profile=None)
+    panel.measure = lambda t: pytest.fail("the given records cover the start value")
+    v = panel.update(measure=False)
+    assert not v.measured and sorted({r["tokens"] for r in v.records}) == [1, 4]
+    assert "GPU roofline" not in v.summary
+    assert not any("roofline" in tr.name for tr in panel.figure_widget.data)
+
+
+def test_cpu_expert_panel_makes_weights_and_bandwidth_once(monkeypatch):
+    import samoyeds_lab.bench.cpu as bc
+
+    made = []
+    real = bc.make_weights
+
+    def counting(*a, **kw):
+        made.append(a)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(bc, "make_weights", counting)
+    panel = CpuExpertPanel(ROWS, COLS, repeat=1, tokens=(1, 2), value=1)
+    if cpu_kernel_reason() is not None:
+        pytest.skip("no CPU kernel on this machine")
+    panel.update()
+    panel.update(tokens=2)
+    assert made == [(ROWS, COLS)] and panel.bandwidth > 0
+
+
+def test_cpu_expert_panel_without_a_kernel(monkeypatch):
+    monkeypatch.setenv("SAMOYEDS_LAB_CPU_ISA", "none")
+    assert "SAMOYEDS_LAB_CPU_ISA=none" in cpu_kernel_reason()
+    panel = CpuExpertPanel(ROWS, COLS, repeat=1)
     v = panel.update()
-    assert v.mode == "cpu" and CPU_LABEL in v.summary and "not expected to be faster" in v.summary
-    for size in opts["size"][:2]:
-        panel.controls["size"].value = size
-        for tokens in opts["tokens"]:
-            panel.controls["tokens"].value = tokens
-            v = panel.last
-            assert v.settings["size"] == size and v.settings["tokens"] == tokens
-            assert [r["tokens"] for r in v.records] == [tokens] * 3
-            assert CPU_LABEL in panel.figure_widget.layout.title.text
-    panel.controls["dtype"].value = "bfloat16"
-    assert panel.last.records[0]["dtype"] == "bfloat16"
-    # the largest offered size once (slowest), at the fewest tokens
-    v = panel.update(size=opts["size"][-1], tokens=1)
-    assert v.records[0]["m"] == opts["size"][-1][0]
-    assert LivePanel(mode="cpu", full_size=True).options()["size"] == CPU_SIZES
+    assert v.records == [] and "No CPU kernel" in v.summary
+    assert "No CPU kernel can run on this machine" in panel.figure_widget.layout.annotations[0].text
+    with pytest.raises(RuntimeError, match="no CPU kernel"):
+        cpu_expert_records(ROWS, COLS, (1,), weights={"x": None})
 
 
-def test_live_panel_errors():
-    with pytest.raises(ValueError, match="mode"):
-        LivePanel(SHAPES, mode="tpu")
-    with pytest.raises(ValueError, match="shapes"):
-        LivePanel(mode="gpu")
-    panel = LivePanel(mode="cpu", repeat=1)
+def test_cpu_expert_panel_errors(small_weights):
+    with pytest.raises(ValueError, match="value"):
+        CpuExpertPanel(ROWS, COLS, value=3)
+    with pytest.raises(ValueError, match="dtype"):
+        CpuExpertPanel(ROWS, COLS, dtype="int8")
+    with pytest.raises(ValueError, match="bandwidth"):
+        CpuExpertPanel(ROWS, COLS, bandwidth=0)
+    with pytest.raises(ValueError, match="records"):
+        CpuExpertPanel(ROWS, COLS, records=fake_cpu_records(rows=512, cols=1024))
+    panel = CpuExpertPanel(ROWS, COLS, weights=small_weights, repeat=1, bandwidth=10.0)
     with pytest.raises(ValueError, match="tokens"):
         panel.update(tokens=3)
     with pytest.raises(TypeError, match="update"):
         panel.update(model="x")
+    with pytest.raises(ValueError, match="not been measured"):
+        panel.compute(256)
+
+
+def test_live_panel_errors():
+    with pytest.raises(ValueError, match="shapes"):
+        LivePanel({})
+    panel = LivePanel(SHAPES, profile="h100_sxm")
+    with pytest.raises(ValueError, match="tokens"):
+        panel.update(tokens=3)
+    with pytest.raises(TypeError, match="update"):
+        panel.update(size=(256, 512))
 
 
 def test_profile_for_device():
@@ -253,7 +414,7 @@ def test_live_panel_gpu_mode_plumbing(monkeypatch):
 
     bk_profile = load_profile("h200")
     monkeypatch.setattr(bk, "run_kernel_bench", fake_bench)
-    panel = LivePanel(SHAPES, mode="gpu", profile="h200", gpu_tokens=(1, 64))
+    panel = LivePanel(SHAPES, profile="h200", gpu_tokens=(1, 64))
     panel.update()
     for model in SHAPES:
         panel.controls["model"].value = model
