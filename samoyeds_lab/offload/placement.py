@@ -168,6 +168,8 @@ def place_experts(
     sparse: bool = False,
     efficiency: float = 1.0,
     overlap: bool = False,
+    near_bytes: float | None = None,
+    near_sparse: bool = False,
 ) -> Placement:
     r"""Choose which experts of one layer run on the GPU for a batch, and predict the layer time.
 
@@ -195,8 +197,9 @@ def place_experts(
         At most this many experts' weights in GPU memory (resident included).
     gpu_budget_bytes : float, optional
         At most this many bytes of expert weights in GPU memory (``floor(budget / (P·b))`` experts).
-    link, bytes_per_param, bytes_per_act, sparse, efficiency, overlap
-        As in :func:`samoyeds_lab.offload.cost.layer_cost`.
+    link, bytes_per_param, bytes_per_act, sparse, efficiency, overlap, near_bytes, near_sparse
+        As in :func:`samoyeds_lab.offload.cost.layer_cost` (``near_bytes``: the bytes the near side reads
+        per expert, e.g. a Samoyeds operand's; ``near_sparse``: it computes at its sparse-kernel rate).
 
     Returns
     -------
@@ -219,7 +222,8 @@ def place_experts(
     if threshold is not None and policy != "threshold":
         raise ValueError(f"threshold: only used by policy='threshold', got threshold={threshold!r} with policy={policy!r}")
     kw = dict(d_model=d_model, resident=res, concurrent=concurrent, link=link, bytes_per_param=bytes_per_param,
-              bytes_per_act=bytes_per_act, sparse=sparse, efficiency=efficiency, overlap=overlap)
+              bytes_per_act=bytes_per_act, sparse=sparse, efficiency=efficiency, overlap=overlap,
+              near_bytes=near_bytes, near_sparse=near_sparse)
     # Per-expert path times (validates every argument): all on the GPU / all near data.
     on = layer_cost(n, expert_params, gpu, near, on_gpu=np.ones(E, dtype=bool), **kw)
     off = layer_cost(n, expert_params, gpu, near, on_gpu=np.zeros(E, dtype=bool), **kw)
@@ -248,7 +252,8 @@ def place_experts(
         if threshold is None:
             x = crossover_tokens(gpu, near, expert_params, d_model=d_model, link=link,
                                  bytes_per_param=bytes_per_param, bytes_per_act=bytes_per_act, sparse=sparse,
-                                 efficiency=efficiency, overlap=overlap)
+                                 efficiency=efficiency, overlap=overlap, near_bytes=near_bytes,
+                                 near_sparse=near_sparse)
             used_threshold = math.inf if x is None else float(x)
         else:
             if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \

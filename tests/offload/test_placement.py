@@ -238,3 +238,19 @@ def test_place_layers_bad_counts():
         place_layers([1, 2, 3], P_MIXTRAL, GPU, NDP, d_model=D)
     with pytest.raises(TypeError, match="counts"):
         place_layers([["a"]], P_MIXTRAL, GPU, NDP, d_model=D)
+
+
+def test_placement_reads_the_near_sides_compressed_bytes():
+    # a near side that reads 28% of the bytes makes near-data execution cheaper, so fewer experts go to the GPU
+    from samoyeds_lab.offload.cost import layer_cost
+    from samoyeds_lab.offload.placement import place_experts
+
+    P, d = 3 * 4096 * 14336, 4096
+    n = [1, 2, 3, 5, 8, 13, 40, 200]
+    dense = place_experts(n, P, "h100_sxm", "host_ddr5", d_model=d, policy="greedy")
+    comp = place_experts(n, P, "h100_sxm", "host_ddr5", d_model=d, policy="greedy", near_bytes=0.28 * 2 * P)
+    assert comp.time <= dense.time and comp.mask.sum() <= dense.mask.sum()
+    direct = layer_cost(n, P, "h100_sxm", "host_ddr5", d_model=d, on_gpu=comp.mask, near_bytes=0.28 * 2 * P)
+    assert comp.time == direct.total
+    thr = place_experts(n, P, "h100_sxm", "host_ddr5", d_model=d, policy="threshold", near_bytes=0.28 * 2 * P)
+    assert thr.threshold >= place_experts(n, P, "h100_sxm", "host_ddr5", d_model=d, policy="threshold").threshold
