@@ -2,13 +2,15 @@
 moves and computes, measured CPU times, tile padding per expert and the modelled layer time on a GPU profile.
 
 Every builder is pure: plain data or results of :mod:`samoyeds_lab.bench.moe_layer` in, a new ``go.Figure`` out.
-Every number keeps its provenance in the figure: *measured, 2-core CPU* (the CPU reference, not Sparse
+Every number keeps its provenance in the figure: *measured, N-core CPU, DATE* (the CPU kernels, not Sparse
 Tensor Cores) or *model* (roofline ceilings on a datasheet GPU profile, not a measurement).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -138,24 +140,33 @@ def backend_costs_figure(costs: Mapping[str, LayerCost], *, title: str = "") -> 
     return fig
 
 
-def cpu_time_figure(times_s: Mapping[str, float], *, tokens: int, title: str = "",
-                    machine: str = "2-core CPU") -> go.Figure:
-    """Measured wall time of one block forward per backend (ms), labelled as the CPU reference."""
+def cpu_time_figure(times_s: Mapping[str, float], *, tokens: int, title: str = "", machine: str | None = None,
+                    date: str | None = None, samoyeds_path: str = "") -> go.Figure:
+    """Measured wall time of one block forward per backend (ms), labelled with the machine and date.
+
+    ``machine`` defaults to ``"N-core CPU"`` of this machine, ``date`` to today (UTC); ``samoyeds_path``
+    says what the ``samoyeds`` backend ran (e.g. ``"CPU kernels (avx512)"``).
+    """
     if not isinstance(times_s, Mapping) or not times_s:
         raise TypeError("times_s: expected a non-empty {backend: seconds} mapping")
     for k, v in times_s.items():
         if not isinstance(v, (int, float)) or not v > 0 or math.isinf(v):
             raise ValueError(f"times_s[{k!r}]: expected a positive number of seconds, got {v!r}")
     tokens = _check_int("tokens", tokens)
+    machine = machine or f"{os.cpu_count()}-core CPU"
+    date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     names = list(times_s)
     ms = [times_s[b] * 1e3 for b in names]
-    fig = go.Figure(go.Bar(x=ms, y=[BACKEND_LABELS.get(b, b) for b in names], orientation="h",
+    labels = [BACKEND_LABELS.get(b, b) + (f"<br>{samoyeds_path}" if b == "samoyeds" and samoyeds_path else "")
+              for b in names]
+    fig = go.Figure(go.Bar(x=ms, y=labels, orientation="h",
                            marker_color=[MOE_COLORS.get(b, COLORS["other"]) for b in names],
                            text=[f"{v:.3g} ms" for v in ms], textposition="outside",
                            hovertemplate="%{y}: %{x:.4g} ms<extra></extra>"))
     fig.update_layout(_layout(
-        title=dict(text=title or f"One MoE block, {tokens} tokens: measured, {machine} ({CPU_LABEL})"),
-        height=260, margin=dict(l=230, r=60, t=60, b=40),
+        title=dict(text=title or f"One MoE block, {tokens} tokens: measured, {machine}, {date}"
+                                 f"<br><sup>{CPU_LABEL} · median wall time</sup>"),
+        height=280, margin=dict(l=250, r=60, t=70, b=40),
         xaxis=dict(title=dict(text="median wall time per forward (ms)")),
         yaxis=dict(autorange="reversed")))
     return fig

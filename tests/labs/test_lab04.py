@@ -1,6 +1,7 @@
 """Lab 04 (the MoE layer on sparse kernels): the notebook runs headless without errors, fast, showing its
 figures, checks and panel, and its .ipynb matches the py:percent source it is generated from."""
 
+import os
 import re
 
 import pytest
@@ -23,8 +24,12 @@ def test_structure():
     # the lab imports its modules directly (no viz/__init__ re-exports) and reads the shipped trace
     assert "from samoyeds_lab.viz.moe_layer import" in src and "from samoyeds_lab.viz.moe_layer_panel import" in src
     assert 'load_shipped_trace("en")' in src
-    # every time is labelled: measured on this CPU, or a model
-    assert "measured, 2-core CPU" in src and "(model)" in src
+    # every time is labelled: measured on this CPU (named by its core count), or a model
+    assert 'MACHINE = f"{os.cpu_count()}-core CPU"' in src and "measured, {MACHINE}" in src and "(model)" in src
+    # the Mixtral-size expert on this CPU: measured with the CPU kernels, with a re-measuring tokens slider
+    for needle in ("cpu_expert_records(", "CpuExpertPanel(", "cpu_expert_figure(", "read_bandwidth("):
+        assert needle in src, needle
+    assert "reference" not in src.split("## 2. Three backends")[1].split("## 3.")[0].replace("references", "")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def executed():
 
 @pytest.mark.slow
 def test_runs_without_errors_or_warnings_and_fast(executed):
-    assert_ran_cleanly(executed)
+    assert_ran_cleanly(executed, limit_s=90)  # it times a Mixtral-size expert on this CPU
 
 
 @pytest.mark.slow
@@ -53,6 +58,17 @@ def test_figures_checks_and_panel_are_displayed(executed):
     m = re.search(r"ssmm_grouped, 3 launches for all experts:\s+max \|diff\| vs step by step = ([0-9.e+-]+)", text)
     assert m and float(m.group(1)) < 1e-5
     assert "padding rows of h are zero: True" in text
-    for needle in ("ms per block forward", "measured, 2-core CPU", "layer time in µs (model)",
-                   "No GPU kernel results have been recorded yet", "with padded tiles", "tile padding:"):
+    for needle in ("ms per block forward", f"measured, {os.cpu_count()}-core CPU", "layer time in µs (model)",
+                   "No GPU kernel results have been recorded yet", "with padded tiles", "tile padding:",
+                   "CPU kernels: ", "expert GEMM,   1 tokens: CPU kernel"):
         assert needle in text, needle
+    from samoyeds_lab.viz.kernel_panel import cpu_kernel_reason
+
+    if cpu_kernel_reason() is None:
+        rows = re.findall(r"(samoyeds|2:4) kernel,\s+(\d+) tokens/expert:\s+([0-9.]+) ms vs dense\s+([0-9.]+) ms "
+                          r"\((\w+)\) = ([0-9.]+)×", text)
+        assert sorted({(k, int(t)) for k, t, *_ in rows}) == [(k, t) for k in ("2:4", "samoyeds") for t in (1, 4, 32)]
+        for _, _, ms, dense, _, ratio in rows:  # the printed ratio is dense / kernel of the same run
+            assert float(ratio) == pytest.approx(float(dense) / float(ms), rel=0.02, abs=0.01)
+        assert "Samoyeds kernel vs dense: " in text and "read bandwidth" in text
+        assert kinds.count("application/vnd.jupyter.widget-view+json") >= 2  # + the CPU expert panel

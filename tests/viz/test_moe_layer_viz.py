@@ -81,9 +81,17 @@ def test_backend_costs_figure():
 
 
 def test_cpu_time_figure():
+    import os
+
     fig = cpu_time_figure({"dense": 1.5e-3, "grouped": 1.4e-3, "samoyeds": 7.8e-3}, tokens=256)
     assert list(fig.data[0].x) == pytest.approx([1.5, 1.4, 7.8])
-    assert CPU_LABEL in fig.layout.title.text and "measured, 2-core CPU" in fig.layout.title.text
+    title = fig.layout.title.text
+    assert CPU_LABEL in title and f"measured, {os.cpu_count()}-core CPU, 20" in title  # this machine, today
+    assert "reference" not in title
+    fig = cpu_time_figure({"grouped": 1e-3, "samoyeds": 2e-3}, tokens=8, machine="TEST CPU", date="2000-01-01",
+                          samoyeds_path="CPU kernels (avx2)")
+    assert "measured, TEST CPU, 2000-01-01" in fig.layout.title.text
+    assert list(fig.data[0].y) == ["grouped (one sorted dispatch)", "Samoyeds (compressed weights, SSMM)<br>CPU kernels (avx2)"]
     with pytest.raises(ValueError, match="times_s"):
         cpu_time_figure({"dense": 0.0}, tokens=1)
     with pytest.raises(TypeError, match="times_s"):
