@@ -193,26 +193,32 @@ static void sl_run_avx2(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask,
  * registers). Tokens and chains share them: TB=1 uses four chains of token 0 (rotated after each step, a
  * register rename), TB=2 two chains per token, TB=3/4 one per token. SL_STEP(G) feeds one product per
  * token, G(t) being the gathered operand of token t. */
-#define SL_STEP(OP, WV, G)                                                                 \
+#define SL_STEP4(OP, WV, G, A0, A1, A2, A3)                                                \
     do {                                                                                   \
         if (TB == 1) {                                                                     \
-            acc0 = OP(acc0, WV, G(0));                                                     \
-            const __m512 r_ = acc0; acc0 = acc1; acc1 = acc2; acc2 = acc3; acc3 = r_;      \
+            A0 = OP(A0, WV, G(0));                                                         \
+            const __m512 r_ = A0; A0 = A1; A1 = A2; A2 = A3; A3 = r_;                      \
         } else if (TB == 2) {                                                              \
-            acc0 = OP(acc0, WV, G(0));                                                     \
-            acc2 = OP(acc2, WV, G(1));                                                     \
-            const __m512 r_ = acc0; acc0 = acc1; acc1 = r_;                                \
-            const __m512 q_ = acc2; acc2 = acc3; acc3 = q_;                                \
+            A0 = OP(A0, WV, G(0));                                                         \
+            A2 = OP(A2, WV, G(1));                                                         \
+            const __m512 r_ = A0; A0 = A1; A1 = r_;                                        \
+            const __m512 q_ = A2; A2 = A3; A3 = q_;                                        \
         } else {                                                                           \
-            acc0 = OP(acc0, WV, G(0));                                                     \
-            acc1 = OP(acc1, WV, G(1));                                                     \
-            acc2 = OP(acc2, WV, G(2));                                                     \
-            if (TB == 4) acc3 = OP(acc3, WV, G(3));                                        \
+            A0 = OP(A0, WV, G(0));                                                         \
+            A1 = OP(A1, WV, G(1));                                                         \
+            A2 = OP(A2, WV, G(2));                                                         \
+            if (TB == 4) A3 = OP(A3, WV, G(3));                                            \
         }                                                                                  \
     } while (0)
+/* Two accumulator sets (acc0-3, acc4-7): consecutive steps of a window alternate between them, so twice as
+ * many independent dependency chains hide the product latency. */
+#define SL_STEP(OP, WV, G) SL_STEP4(OP, WV, G, acc0, acc1, acc2, acc3)
+#define SL_STEP_B(OP, WV, G) SL_STEP4(OP, WV, G, acc4, acc5, acc6, acc7)
 
 #define SL_FINISH(out)                                                                     \
     do {                                                                                   \
+        acc0 = _mm512_add_ps(acc0, acc4); acc1 = _mm512_add_ps(acc1, acc5);                \
+        acc2 = _mm512_add_ps(acc2, acc6); acc3 = _mm512_add_ps(acc3, acc7);                \
         if (TB == 1) {                                                                     \
             out[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))); \
         } else if (TB == 2) {                                                              \
@@ -244,23 +250,29 @@ static inline __attribute__((always_inline)) void sl_f32x_body(const sl_args *a,
     const __m512i three = _mm512_set1_epi32(3);
     const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
     const __m512i sh = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0,
+           acc6 = acc0, acc7 = acc0;
     const char *pfp = pf ? *pf : NULL;
     const float *x = (const float *)a->x + t0 * ldx;
     const uint32_t *meta = a->meta + c * upr;
     for (uint64_t bits = wmask; bits; bits &= bits - 1) {
         int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
         const int64_t ue = u + upw < upr ? u + upw : upr;
-        for (; u < ue; ++u) {
-            const __m512i s = _mm512_srlv_epi32(_mm512_set1_epi32((int)meta[u]), sh);
-            const __m512i idx = _mm512_ternarylogic_epi32(s, three, base, 0xEA); /* (s & 3) | base */
-            const __m512 wv = sl_vals16(a->vals, (c * upr + u) * 16, a->vdtype);
-            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += a->vdtype == SL_F32 ? 64 : 32; }
-            const float *xp = x + u * 32;
+#define SL_UNIT(STEP)                                                                                   \
+    do {                                                                                                \
+        const __m512i s = _mm512_srlv_epi32(_mm512_set1_epi32((int)meta[u]), sh);                      \
+        const __m512i idx = _mm512_ternarylogic_epi32(s, three, base, 0xEA); /* (s & 3) | base */       \
+        const __m512 wv = sl_vals16(a->vals, (c * upr + u) * 16, a->vdtype);                           \
+        if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += a->vdtype == SL_F32 ? 64 : 32; }              \
+        const float *xp = x + u * 32;                                                                   \
+        STEP(sl_fma, wv, SL_G);                                                                         \
+        ++u;                                                                                            \
+    } while (0)
 #define SL_G(t) _mm512_permutex2var_ps(_mm512_load_ps(xp + (t) * ldx), idx, _mm512_load_ps(xp + (t) * ldx + 16))
-            SL_STEP(sl_fma, wv, SL_G);
+        while (u + 1 < ue) { SL_UNIT(SL_STEP); SL_UNIT(SL_STEP_B); }
+        if (u < ue) SL_UNIT(SL_STEP);
 #undef SL_G
-        }
+#undef SL_UNIT
     }
     if (pf) *pf = pfp;
     SL_FINISH(out);
@@ -283,7 +295,8 @@ static inline __attribute__((always_inline)) void sl_bf16_body(const sl_args *a,
                                          14, 14, 12, 12, 10, 10, 8, 8, 6, 6, 4, 4, 2, 2, 0, 0);
     const __m512i sbase = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                            28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0,
+           acc6 = acc0, acc7 = acc0;
     const char *pfp = pf ? *pf : NULL;
     const uint16_t *x = (const uint16_t *)a->x + t0 * ldx;
     const uint16_t *vals = (const uint16_t *)a->vals + c * upr * 16;
@@ -291,19 +304,24 @@ static inline __attribute__((always_inline)) void sl_bf16_body(const sl_args *a,
     for (uint64_t bits = wmask; bits; bits &= bits - 1) {
         int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
         const int64_t ue = u + upw < upr ? u + upw : upr;
-        for (; u + 1 < ue; u += 2) {
-            uint64_t mq;
-            memcpy(&mq, meta + u, 8);
-            const __m512i s = _mm512_srlv_epi16(_mm512_set1_epi64((int64_t)mq), psh);
-            const __m512i idx = _mm512_ternarylogic_epi32(s, three, pbase, 0xEA); /* (s & 3) | base */
-            const __m512i wv = _mm512_loadu_si512((const void *)(vals + u * 16));
-            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += 64; } /* one line ahead per line consumed */
-            const uint16_t *xp = x + u * 32;
+#define SL_PAIR(STEP)                                                                                   \
+    do {                                                                                                \
+        uint64_t mq;                                                                                    \
+        memcpy(&mq, meta + u, 8);                                                                       \
+        const __m512i s = _mm512_srlv_epi16(_mm512_set1_epi64((int64_t)mq), psh);                      \
+        const __m512i idx = _mm512_ternarylogic_epi32(s, three, pbase, 0xEA); /* (s & 3) | base */      \
+        const __m512i wv = _mm512_loadu_si512((const void *)(vals + u * 16));                          \
+        if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += 64; } /* one line ahead per line consumed */   \
+        const uint16_t *xp = x + u * 32;                                                                \
+        STEP(sl_dp, wv, SL_G);                                                                          \
+        u += 2;                                                                                         \
+    } while (0)
 #define SL_G(t) _mm512_permutex2var_epi16(_mm512_load_si512((const void *)(xp + (t) * ldx)), idx, \
                                           _mm512_load_si512((const void *)(xp + (t) * ldx + 32)))
-            SL_STEP(sl_dp, wv, SL_G);
+        while (u + 3 < ue) { SL_PAIR(SL_STEP); SL_PAIR(SL_STEP_B); }
+        if (u + 1 < ue) SL_PAIR(SL_STEP);
 #undef SL_G
-        }
+#undef SL_PAIR
         if (u < ue) { /* a lone unit */
             const __m512i s = _mm512_srlv_epi16(_mm512_set1_epi32((int)meta[u]), ssh);
             const __m512i idx = _mm512_ternarylogic_epi32(s, three, sbase, 0xEA);
