@@ -12,7 +12,7 @@ way            what runs
                inside; 25% of the weights) with Wanda on *train*-split calibration text
                (:func:`~samoyeds_lab.moe.accuracy.prune_model`), compressed, run by the ``"samoyeds"``
                backend: compressed weights × the tokens routed to each expert (``ssmm``; the CUDA kernel
-               on an SM80+ GPU, the CPU reference here).
+               on an SM80+ GPU, the CPU kernels of :mod:`samoyeds_lab.kernels.cpu` on a CPU).
 ``offloaded``  the dense model with its experts living in host memory and a GPU cache of
                ``capacity`` experts; the shipped held-out routing traces of this checkpoint
                (``data/traces``) are replayed through :func:`~samoyeds_lab.offload.simulate.simulate_offload`
@@ -31,10 +31,11 @@ Numbers and their provenance
   **Accuracy** (recorded): the dense and Samoyeds rows of ``data/accuracy/tiny_moe_sparsity.json``
   (whole held-out split, one-shot and after the recorded mask-preserving recovery fine-tune).
 * **Time** (measured): wall time of a forward pass over ``time_tokens`` held-out bytes, divided by the
-  bytes, on this machine (``"dense"`` and ``"samoyeds"`` backends). On a CPU the Samoyeds *reference* is
-  not expected to be faster: it rebuilds each expert's dense weight from the compressed operand on every
-  call and multiplies zero-padded (64-token tile) segments with a plain dense matmul — the format saves
-  bytes only when a kernel reads the compressed operand itself, and a CPU has no sparse tensor cores.
+  bytes, on this machine (``"dense"`` and ``"samoyeds"`` backends). On a CPU the ``"samoyeds"`` backend
+  runs the CPU kernels (compressed operand read directly, :func:`samoyeds_cpu_path` says which); the tiny
+  model's expert matrices (fp32, 256 × 128: 128 kB each, cache-resident) leave few bytes to save, and
+  :func:`expert_call_times` times one expert GEMM alone so the lab can say where the time goes
+  (``EndToEndResult.expert_calls``).
   The offloaded way has no measured time here (this machine has no host/GPU split to measure).
 * **Time** (model): expert GEMM time per token at a real model's expert shapes (default Mixtral-8x7B,
   ``d_model = 4096``, ``d_ffn = 14336``) on a GPU profile (default H100 SXM), over the same recorded
@@ -86,6 +87,8 @@ __all__ = [
     "train_popularity",
     "gpu_section",
     "serve_three_ways",
+    "expert_call_times",
+    "samoyeds_cpu_path",
 ]
 
 #: The three ways, in table order.
@@ -232,6 +235,9 @@ class EndToEndResult:
         weights (the compressed operands compute what the dense pruned weights compute).
     trace_is_shipped_checkpoint : bool
         The replayed traces were recorded on the checkpoint that was served.
+    expert_calls : dict
+        On a CPU, :func:`expert_call_times` of one pruned expert of the served model (why the measured
+        Samoyeds time is what it is); empty on a GPU.
     replay : dict
         What the offload replay ran on, for :func:`offload_budget_curve` and the lab's budget slider:
         ``{"traces", "predictions", "popularity", "num_experts", "scope", "batch_tokens", "shape",
@@ -245,6 +251,7 @@ class EndToEndResult:
     backend_max_abs_diff: float
     trace_is_shipped_checkpoint: bool
     replay: dict = field(default_factory=dict, repr=False)
+    expert_calls: dict = field(default_factory=dict)
 
     def way(self, name: str) -> WayResult:
         """The :class:`WayResult` of ``name`` (one of :data:`WAYS`)."""
@@ -526,6 +533,73 @@ def measure_time_per_token(model, input_ids: torch.Tensor, *, backend: str, repe
     return float(np.median(times)) / x.numel()
 
 
+def samoyeds_cpu_path() -> str:
+    """What the ``"samoyeds"`` backend runs on CPU tensors here: ``"CPU kernels (avx512)"`` or, without a
+    CPU kernel, ``"dense tiles (…why…)"`` (:func:`samoyeds_lab.kernels.cpu.cpu_path`)."""
+    from ..kernels import cpu as ck
+
+    path = ck.cpu_path()
+    return f"CPU kernels ({path.isa})" if path.isa != "none" else f"dense tiles ({path.reason})"
+
+
+def expert_call_times(weight, x: torch.Tensor, tokens: Sequence[int] = (1, 64), *, repeat: int = 20) -> dict:
+    """One expert GEMM alone, on the CPU: the ``ssmm`` of the ``"samoyeds"`` backend on the compressed
+    ``weight`` (argument checks, token gather and epilogue included), the bare CPU kernel
+    (:func:`samoyeds_lab.kernels.cpu.kernel_gemm`, None without one) and torch's dense ``F.linear`` on the
+    same pruned weight, at each token count.
+
+    Shows where the time of a small model's sparse forward goes: with a weight of a few hundred kB (in
+    cache) the bytes saved are worth well under a microsecond, while each call has a fixed cost.
+
+    Parameters
+    ----------
+    weight : SamoyedsWeight or NMWeight
+        A compressed expert operand (``SwiGLUExperts.compressed[...]``), on the CPU.
+    x : torch.Tensor
+        ``[T, cols]`` activations; the first ``n`` rows are gathered for ``n`` tokens.
+    tokens : sequence of int
+        Token counts (each ≤ ``T``).
+    repeat : int
+        Timed calls per point (median, after one warm-up).
+
+    Returns
+    -------
+    dict
+        ``{"rows", "cols", "dtype", "dense_bytes", "compressed_bytes", "path", "calls": [{"tokens",
+        "samoyeds_us", "kernel_us", "dense_us"}, …]}`` (medians in µs).
+    """
+    import torch.nn.functional as F
+
+    from ..kernels import ssmm
+    from .moe_layer import time_cpu
+
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.device.type != "cpu":
+        raise ValueError(f"x: expected a 2-D CPU tensor [T, cols], got {getattr(x, 'shape', type(x).__name__)}")
+    rows, cols = (int(v) for v in weight.shape)
+    if x.shape[1] != cols:
+        raise ValueError(f"x: expected {cols} columns (the weight's), got {x.shape[1]}")
+    repeat = check_int("repeat", repeat, lo=1)
+    toks = [check_int("tokens", n, lo=1, hi=x.shape[0]) for n in tokens]
+    if not toks:
+        raise ValueError("tokens: expected at least one token count")
+    from ..kernels import cpu as ck
+
+    dense = weight.to_dense().to(x.dtype)
+    has_kernel = ck.cpu_path().isa != "none" and ck.cpu_unsupported(weight) is None
+    calls = []
+    for n in toks:
+        idx = torch.arange(n)
+        xn = x[:n]
+        t_s = time_cpu(lambda: ssmm(weight, x, idx), repeat=repeat)
+        t_k = time_cpu(lambda: ck.kernel_gemm(weight, x, idx), repeat=repeat) if has_kernel else None
+        t_d = time_cpu(lambda: F.linear(xn, dense), repeat=repeat)
+        calls.append({"tokens": n, "samoyeds_us": t_s * 1e6, "kernel_us": None if t_k is None else t_k * 1e6,
+                      "dense_us": t_d * 1e6})
+    return {"rows": rows, "cols": cols, "dtype": str(x.dtype).removeprefix("torch."),
+            "dense_bytes": rows * cols * x.element_size(), "compressed_bytes": int(weight.nbytes),
+            "path": samoyeds_cpu_path(), "calls": calls}
+
+
 def recorded_accuracy(sweep: Mapping[str, Any], label: str) -> dict | None:
     """``{"ppl", "recovered_ppl", "source"}`` of the record ``label`` of a recorded sweep
     (:func:`samoyeds_lab.moe.accuracy.load_sweep`), or None if the sweep has no such record."""
@@ -592,8 +666,8 @@ def gpu_section(records: Sequence[Mapping[str, Any]] | None = None) -> dict:
         here = (f"This machine runs the CUDA kernels ({info.gpu_name}): the timing cells above measured the "
                 f"real kernels.")
     else:
-        here = ("This machine has no usable GPU: the timing cells above measured the CPU reference; on an SM80+ "
-                "GPU with CuPy the same cells time the CUDA kernels.")
+        here = ("This machine has no usable GPU: the timing cells above measured the CPU path ("
+                + samoyeds_cpu_path() + "); on an SM80+ GPU with CuPy the same cells time the CUDA kernels.")
     if recs:
         rec = "Recorded GPU kernel results: " + "; ".join(f"{d} ({day})" for d, day in devices) + "."
     else:
@@ -803,6 +877,19 @@ def serve_three_ways(
         ppl_sam["overall"] = float(ev_s["overall"]["ppl"])
         step("samoyeds accuracy")
         sam_t = measure_time_per_token(_on(model, dev, dtype), twin, backend="samoyeds", repeat=repeat)
+        calls: dict = {}
+        if dev.type == "cpu":
+            from .moe_layer import capture_block_input
+
+            blk = model.moe_blocks()[0][1]
+            hidden = capture_block_input(model, twin, 0)  # what MoE block 0 saw in the timed forward
+            with torch.no_grad():
+                routed = blk.router(hidden).topk_ids.reshape(-1)
+            per_expert = torch.bincount(routed, minlength=cfg.num_experts).float().mean().item()
+            op = blk.experts.compressed["up"][0]
+            calls = expert_call_times(op, hidden, sorted({1, max(1, round(per_expert))}))
+            calls["tokens_per_expert"] = per_expert
+            calls["forward_tokens"] = int(twin.numel())
         model.set_backend("grouped")
         step("samoyeds time")
 
@@ -867,7 +954,7 @@ def serve_three_ways(
             recorded_recovered_ppl=rec_sam and rec_sam["recovered_ppl"],
             recorded_source=rec_sam and rec_sam["source"] + note_sweep,
             measured_ms_per_token=sam_t * 1e3,
-            measured_source=where + (", samoyeds backend (CPU reference ssmm)" if dev.type == "cpu"
+            measured_source=where + (f", samoyeds backend ({samoyeds_cpu_path()})" if dev.type == "cpu"
                                      else ", samoyeds backend (CUDA ssmm)"),
             model_ms_per_token=model_sam, model_source=model_src + ", Samoyeds SSMM (1:2 V=128 + 2:4), all resident",
             expert_bytes=sam_b, dense_expert_bytes=dense_b,
@@ -899,4 +986,4 @@ def serve_three_ways(
     replay = {"traces": traces, "predictions": preds, "popularity": popularity, "num_experts": E, "scope": scope,
               "batch_tokens": batch_tokens, "shape": shape, "profile": profile, "link": link}
     return EndToEndResult(ways=ways, offload=choice, settings=settings, machine=env, backend_max_abs_diff=gap,
-                          trace_is_shipped_checkpoint=bool(trace_same), replay=replay)
+                          trace_is_shipped_checkpoint=bool(trace_same), replay=replay, expert_calls=calls)

@@ -18,8 +18,8 @@ from plotly.subplots import make_subplots
 from ..bench.end_to_end import BOUND_POLICY, OFFLOAD_POLICIES, EndToEndResult, OffloadChoice
 from .sparsity import COLORS, _layout, message_figure
 
-__all__ = ["E2E_COLORS", "POLICY_COLORS", "end_to_end_table", "end_to_end_figure", "offload_policy_figure",
-           "budget_curve_figure", "kernel_records_figure"]
+__all__ = ["E2E_COLORS", "POLICY_COLORS", "end_to_end_table", "end_to_end_figure", "expert_calls_figure",
+           "offload_policy_figure", "budget_curve_figure", "kernel_records_figure"]
 
 #: One colour per way, and the shades of the provenance kinds.
 E2E_COLORS: dict[str, str] = {
@@ -75,7 +75,7 @@ def end_to_end_table(result: EndToEndResult) -> go.Figure:
         "way",
         f"held-out ppl<br><i>live</i><br><i>{s['eval_bytes_per_domain']:,} B/domain</i>",
         "held-out ppl<br><i>recorded</i><br><i>one-shot → recovered</i>",
-        f"ms / token<br><i>measured here</i><br><i>{html.escape(str(r.machine.get('device', '?')))}</i>",
+        f"ms / token<br><i>measured here, tiny model</i><br><i>{html.escape(str(r.machine.get('device', '?')))}</i>",
         f"expert ms / token<br><i>model: {html.escape(str(s['shape']))}</i><br><i>on {html.escape(str(s['profile']))}</i>",
         "expert bytes resident<br><i>tiny model</i><br><i>(% of dense fp16)</i>",
     ]
@@ -91,13 +91,21 @@ def end_to_end_table(result: EndToEndResult) -> go.Figure:
 
 
 def end_to_end_figure(result: EndToEndResult) -> go.Figure:
-    """Three panels side by side: held-out perplexity (live bars, recorded one-shot and recovered markers),
-    time per token (measured CPU and modelled GPU, log scale) and expert bytes resident (% of dense)."""
+    """Four panels side by side: held-out perplexity (live bars, recorded one-shot and recovered markers),
+    time per token *measured here* on the tiny model, expert time per token *modelled* at the real model's
+    shapes on a GPU profile, and expert bytes resident (% of dense).
+
+    The measured and the modelled times are of different models on different machines, so they get
+    separate panels and axes (never one axis to compare them on).
+    """
     r = _check_result(result)
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
-        "accuracy: held-out perplexity (lower is better)",
-        "time per token (log scale)",
-        "memory: expert bytes on the accelerator"))
+    s = r.settings
+    dev = str(r.machine.get("device", "this machine"))
+    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.075, subplot_titles=(
+        "accuracy: held-out perplexity<br>(lower is better)",
+        f"measured here: tiny model<br>on {html.escape(dev)}",
+        f"model: {html.escape(str(s['shape']))} experts<br>on {html.escape(str(s['profile']))}",
+        "memory: expert bytes<br>on the accelerator"))
     names = [x.way for x in r.ways]
     colors = [E2E_COLORS[n] for n in names]
     fig.add_trace(go.Bar(x=names, y=[x.ppl["overall"] for x in r.ways], marker_color=colors, name="live",
@@ -114,27 +122,57 @@ def end_to_end_figure(result: EndToEndResult) -> go.Figure:
         fig.add_trace(go.Scatter(x=[a for a, _ in recov], y=[b for _, b in recov], mode="markers",
                                  marker=dict(symbol="x", size=11, color=E2E_COLORS["recovered"]),
                                  name="recorded after recovery fine-tune"), 1, 1)
-    meas = [(n, x.measured_ms_per_token) for n, x in zip(names, r.ways) if x.measured_ms_per_token is not None]
-    fig.add_trace(go.Bar(x=[a for a, _ in meas], y=[b for _, b in meas], name="measured here (tiny model)",
-                         marker_color="#cbd5e1", marker_line=dict(color="#475569", width=1),
-                         text=[f"{b:.3g} ms" for _, b in meas], textposition="outside"), 1, 2)
+    meas = [(n, x) for n, x in zip(names, r.ways) if x.measured_ms_per_token is not None]
+    fig.add_trace(go.Bar(x=[a for a, _ in meas], y=[x.measured_ms_per_token for _, x in meas],
+                         name="measured here (tiny model)", marker_color=[E2E_COLORS[a] for a, _ in meas],
+                         marker_line=dict(color="#475569", width=1), opacity=0.75,
+                         text=[f"{x.measured_ms_per_token:.3g} ms" for _, x in meas], textposition="outside",
+                         hovertext=[x.measured_source for _, x in meas]), 1, 2)
     fig.add_trace(go.Bar(x=names, y=[x.model_ms_per_token for x in r.ways],
-                         name=f"model: {r.settings['shape']} experts, {r.settings['profile']}",
+                         name=f"model: {s['shape']} experts, {s['profile']}",
                          marker_color=E2E_COLORS["model"], text=[f"{x.model_ms_per_token:.3g} ms" for x in r.ways],
-                         textposition="outside", hovertext=[x.model_source for x in r.ways]), 1, 2)
+                         textposition="outside", hovertext=[x.model_source for x in r.ways]), 1, 3)
     fig.add_trace(go.Bar(x=names, y=[100 * x.memory_fraction for x in r.ways], marker_color=colors,
                          text=[f"{x.expert_bytes / 1e6:.2f} MB ({x.memory_fraction:.0%})" for x in r.ways],
-                         textposition="outside", hovertext=[x.memory_source for x in r.ways], showlegend=False), 1, 3)
+                         textposition="outside", hovertext=[x.memory_source for x in r.ways], showlegend=False), 1, 4)
     top = max(max(x.ppl["overall"] for x in r.ways), max((b for _, b in rec), default=0))
+    mtop = max((x.measured_ms_per_token for _, x in meas), default=1.0)
     fig.update_yaxes(title_text="perplexity (bytes)", range=[0, top * 1.2], row=1, col=1)
-    fig.update_yaxes(title_text="ms per token", type="log", row=1, col=2)
-    fig.update_yaxes(title_text="% of dense fp16 expert bytes", range=[0, 118], row=1, col=3)
-    fig.update_layout(_layout(height=430, showlegend=True, barmode="group",
-                              legend=dict(orientation="h", y=-0.18, x=0),
+    fig.update_yaxes(title_text="ms per token (measured, linear)", range=[0, mtop * 1.25], row=1, col=2)
+    fig.update_yaxes(title_text="expert ms per token (model, log)", type="log", row=1, col=3)
+    fig.update_yaxes(title_text="% of dense fp16 expert bytes", range=[0, 118], row=1, col=4)
+    fig.update_layout(_layout(height=460, showlegend=True, legend=dict(orientation="h", y=-0.18, x=0),
                               title=dict(text="One MoE served three ways (bars: live / measured / model, "
-                                              "markers: recorded)"),
-                              margin=dict(l=60, r=20, t=80, b=90)))
+                                              "markers: recorded; measured and modelled times on separate axes)"),
+                              margin=dict(l=60, r=20, t=110, b=90)))
     fig.update_layout(xaxis=dict(visible=True), yaxis=dict(visible=True))
+    return fig
+
+
+def expert_calls_figure(calls: Mapping[str, Any]) -> go.Figure:
+    """One expert GEMM alone on this CPU (``EndToEndResult.expert_calls``): µs per call of the backend's
+    ``ssmm``, the bare CPU kernel and torch's dense ``F.linear``, grouped by token count (measured)."""
+    keys = ("rows", "cols", "dtype", "dense_bytes", "compressed_bytes", "path", "calls")
+    if not isinstance(calls, Mapping) or any(k not in calls for k in keys) or not calls["calls"]:
+        raise ValueError(f"calls: expected EndToEndResult.expert_calls (keys {keys}, non-empty 'calls'), got "
+                         f"{type(calls).__name__}")
+    pts = list(calls["calls"])
+    x = [f"{int(c['tokens'])} token{'s' if int(c['tokens']) > 1 else ''}" for c in pts]
+    fig = go.Figure()
+    for key, name, color in (("samoyeds_us", "samoyeds backend's ssmm (whole call)", E2E_COLORS["samoyeds"]),
+                             ("kernel_us", "the CPU kernel alone", "#34d399"),
+                             ("dense_us", "torch dense F.linear, same pruned weight", E2E_COLORS["dense"])):
+        ys = [c.get(key) for c in pts]
+        if all(v is None for v in ys):
+            continue
+        fig.add_trace(go.Bar(x=x, y=ys, name=name, marker_color=color,
+                             text=[_fmt(v) + " µs" if v is not None else "" for v in ys], textposition="outside"))
+    fig.update_layout(_layout(
+        barmode="group", showlegend=True, height=360, legend=dict(orientation="h", y=-0.2, x=0),
+        title=dict(text=f"One {calls['rows']}×{calls['cols']} {calls['dtype']} expert GEMM, measured on this CPU"
+                        f"<br><sup>{calls['dense_bytes'] / 1e3:.0f} kB dense, {calls['compressed_bytes'] / 1e3:.0f} kB "
+                        f"compressed · samoyeds backend: {html.escape(str(calls['path']))} · medians</sup>"),
+        yaxis=dict(title="µs per call (measured)", rangemode="tozero"), margin=dict(l=60, r=20, t=80, b=80)))
     return fig
 
 

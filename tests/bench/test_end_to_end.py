@@ -15,6 +15,7 @@ from samoyeds_lab.bench.end_to_end import (
     OFFLOAD_POLICIES,
     WAYS,
     EndToEndResult,
+    expert_call_times,
     expert_step_counts,
     gpu_section,
     measure_time_per_token,
@@ -22,6 +23,7 @@ from samoyeds_lab.bench.end_to_end import (
     offload_budget_curve,
     offload_policy_sweep,
     recorded_accuracy,
+    samoyeds_cpu_path,
     serve_three_ways,
     train_popularity,
 )
@@ -206,6 +208,43 @@ def test_recorded_accuracy():
         recorded_accuracy([], "dense")
 
 
+def test_samoyeds_cpu_path_names_what_runs(monkeypatch):
+    from samoyeds_lab.kernels import cpu as ck
+
+    path = ck.cpu_path()
+    want = f"CPU kernels ({path.isa})" if path.isa != "none" else "dense tiles ("
+    assert samoyeds_cpu_path().startswith(want)
+    monkeypatch.setenv("SAMOYEDS_LAB_CPU_ISA", "none")
+    assert samoyeds_cpu_path() == "dense tiles (forced by SAMOYEDS_LAB_CPU_ISA=none: dense tiles only)"
+
+
+@pytest.mark.parametrize("isa", [None, "none"])
+def test_expert_call_times(monkeypatch, isa):
+    """One expert GEMM timed alone: the ssmm call, the bare kernel (when there is one) and dense F.linear."""
+    from samoyeds_lab.prune import sparsify
+
+    if isa is not None:
+        monkeypatch.setenv("SAMOYEDS_LAB_CPU_ISA", isa)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(96, 256, generator=g)
+    op = sparsify(w, "samoyeds", n=1, m=2, vector=128)
+    x = torch.randn(19, 256, generator=g)
+    out = expert_call_times(op, x, (1, 19), repeat=2)
+    assert (out["rows"], out["cols"], out["dtype"]) == (96, 256, "float32")
+    assert out["dense_bytes"] == 96 * 256 * 4 and out["compressed_bytes"] == op.nbytes
+    assert out["path"] == samoyeds_cpu_path()
+    assert [c["tokens"] for c in out["calls"]] == [1, 19]
+    for c in out["calls"]:
+        assert c["samoyeds_us"] > 0 and c["dense_us"] > 0
+        assert (c["kernel_us"] is None) == (isa == "none" or out["path"].startswith("dense tiles"))
+    with pytest.raises(ValueError, match="tokens"):
+        expert_call_times(op, x, (20,))
+    with pytest.raises(ValueError, match="columns"):
+        expert_call_times(op, x[:, :128], (1,))
+    with pytest.raises(ValueError, match="x"):
+        expert_call_times(op, x[0], (1,))
+
+
 def test_gpu_section_states_when_nothing_is_recorded():
     g = gpu_section([])
     assert g["records"] == [] and g["devices"] == []
@@ -244,6 +283,12 @@ def test_result_structure(result):
     assert all(t.shape == (4, 300, 2) for t in result.replay["traces"].values())
     rows = result.table_rows()
     assert len(rows) == 3 and rows[2]["cpu_ms_per_token"] is None
+    # on a CPU: one expert of the served (pruned) model timed alone, at 1 token and at its mean tokens per expert
+    calls = result.expert_calls
+    assert (calls["rows"], calls["cols"], calls["dtype"]) == (256, 128, "float32")
+    assert calls["forward_tokens"] == 64 and calls["tokens_per_expert"] == pytest.approx(64 * 2 / 8)
+    assert [c["tokens"] for c in calls["calls"]] == [1, 16]
+    assert 0.25 < calls["compressed_bytes"] / calls["dense_bytes"] < 0.28  # fp32 values: 25% + metadata
 
 
 def test_accuracy(result):
@@ -281,6 +326,7 @@ def test_time(result):
     assert dense.measured_ms_per_token > 0 and sam.measured_ms_per_token > 0
     assert off.measured_ms_per_token is None and "not measured" in off.measured_source
     assert "2-core CPU" in dense.measured_source or "-core CPU" in dense.measured_source
+    assert sam.measured_source.endswith(f"samoyeds backend ({samoyeds_cpu_path()})")
     ids = np.concatenate(list(result.replay["traces"].values()), axis=1)
     assert dense.model_ms_per_token == pytest.approx(modelled_expert_time(ids, 8) / ids.shape[1] * 1e3, rel=1e-12)
     assert sam.model_ms_per_token == pytest.approx(

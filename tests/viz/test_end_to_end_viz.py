@@ -20,6 +20,7 @@ from samoyeds_lab.viz.end_to_end import (
     budget_curve_figure,
     end_to_end_figure,
     end_to_end_table,
+    expert_calls_figure,
     kernel_records_figure,
     offload_policy_figure,
 )
@@ -82,9 +83,17 @@ def test_side_by_side_figure(result):
     names = [tr.get("name") for tr in d["data"]]
     assert "recorded one-shot (whole held-out split)" in names and "recorded after recovery fine-tune" in names
     assert "measured here (tiny model)" in names and any(n and n.startswith("model:") for n in names)
-    assert d["layout"]["yaxis2"]["type"] == "log"
     measured = next(tr for tr in d["data"] if tr.get("name") == "measured here (tiny model)")
+    model = next(tr for tr in d["data"] if (tr.get("name") or "").startswith("model:"))
     assert list(measured["x"]) == ["dense", "samoyeds"]  # the offloaded way has no measurement
+    assert list(measured["y"]) == pytest.approx([0.07, 0.33]) and list(model["y"]) == pytest.approx([0.84, 0.24, 30.0])
+    # measured (tiny model, this CPU) and modelled (Mixtral experts, a GPU) never share an axis
+    assert measured["yaxis"] == "y2" and model["yaxis"] == "y3"
+    assert d["layout"]["yaxis2"].get("type") in (None, "linear") and "measured" in d["layout"]["yaxis2"]["title"]["text"]
+    assert d["layout"]["yaxis3"]["type"] == "log" and "model" in d["layout"]["yaxis3"]["title"]["text"]
+    titles = [a["text"] for a in d["layout"]["annotations"]]
+    assert any("measured here: tiny model" in t and "2-core CPU (x86_64)" in t for t in titles)
+    assert any("model: Mixtral-8x7B experts" in t and "h100_sxm" in t for t in titles)
     mem = d["data"][-1]
     assert list(mem["y"]) == pytest.approx([100.0, 28.1, 28.1])
     assert mem["marker"]["color"] == [E2E_COLORS["dense"], E2E_COLORS["samoyeds"], E2E_COLORS["offloaded"]]
@@ -116,6 +125,27 @@ def test_budget_curve_figure(replay):
         budget_curve_figure({})
     with pytest.raises(TypeError, match="choice"):
         budget_curve_figure({1: "x"})
+
+
+def test_expert_calls_figure():
+    calls = {"rows": 256, "cols": 128, "dtype": "float32", "dense_bytes": 131072, "compressed_bytes": 34832,
+             "path": "CPU kernels (avx512)", "calls": [{"tokens": 1, "samoyeds_us": 50.0, "kernel_us": 12.0,
+                                                        "dense_us": 4.0},
+                                                       {"tokens": 64, "samoyeds_us": 130.0, "kernel_us": 80.0,
+                                                        "dense_us": 50.0}]}
+    d = expert_calls_figure(calls).to_dict()
+    by = {tr["name"]: tr for tr in d["data"]}
+    assert list(by["samoyeds backend's ssmm (whole call)"]["y"]) == [50.0, 130.0]
+    assert list(by["the CPU kernel alone"]["y"]) == [12.0, 80.0]
+    assert list(by["torch dense F.linear, same pruned weight"]["x"]) == ["1 token", "64 tokens"]
+    t = d["layout"]["title"]["text"]
+    assert "measured on this CPU" in t and "131 kB dense, 35 kB compressed" in t and "CPU kernels (avx512)" in t
+    no_kernel = dict(calls, calls=[dict(c, kernel_us=None) for c in calls["calls"]])
+    assert len(expert_calls_figure(no_kernel).data) == 2  # no kernel here: no bar for it
+    with pytest.raises(ValueError, match="calls"):
+        expert_calls_figure({"rows": 1})
+    with pytest.raises(ValueError, match="calls"):
+        expert_calls_figure(dict(calls, calls=[]))
 
 
 def test_kernel_records_figure():
