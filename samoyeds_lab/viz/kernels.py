@@ -304,7 +304,7 @@ def _check_cpu_records(records: Sequence[Mapping[str, object]]) -> list[Mapping[
 
 def cpu_expert_figure(records: Sequence[Mapping[str, object]], *,
                       gpu_sweep: Mapping[str, Sequence[RooflinePoint]] | None = None,
-                      highlight: int | None = None, title: str = "", height: int = 440) -> go.Figure:
+                      highlight: int | None = None, title: str = "", height: int = 480) -> go.Figure:
     """One expert GEMM on this CPU: measured time and speed-up vs tokens, next to the byte and GPU ceilings.
 
     Left: median ms per GEMM (min–max as error bars) of torch's fastest dense dtype and of the 2:4 and
@@ -402,7 +402,7 @@ def cpu_expert_figure(records: Sequence[Mapping[str, object]], *,
         title=dict(text=(title or f"One {rows}×{cols} {first['dtype']} expert on this CPU")
                    + f"<br><sup>markers: {label} (median, min–max) · dashed/dotted: model</sup>"),
         showlegend=True, legend=dict(orientation="h", y=-0.2, x=0, font=dict(size=11)), height=height,
-        margin=dict(l=70, r=20, t=110, b=130)))
+        margin=dict(l=70, r=20, t=110, b=150)))
     fig.update_xaxes(type="log", title_text="tokens per expert (log scale)", dtick=0.30102999566)
     fig.update_yaxes(type="log", title_text="ms per GEMM (log)", row=1, col=1)
     fig.update_yaxes(title_text="× faster than dense", rangemode="tozero", row=1, col=2)
