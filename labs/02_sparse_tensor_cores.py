@@ -257,7 +257,9 @@ else:
 # in fp32, bf16 and fp16 (the fastest of the three is the baseline) against the two kernels, on the same
 # tokens, with a ~96 MB read before every timed call so the weight is never already in cache; medians
 # of `CPU_REPEAT`, min–max beside. Next to them: this CPU's **byte ceiling** (the operand's bytes at the
-# read bandwidth measured just now: a model) and the GPU roofline of section 2 (a model).
+# read bandwidth measured just now: a model) and the GPU roofline of section 2 (a model). The bandwidth is
+# what `torch.sum` reaches over 256 MB; a kernel that prefetches better can come in a little under that
+# "ceiling", which says the ceiling is approximate, not that the bytes were not read.
 
 # %%
 print(cpu_kernels.cpu_path().line())

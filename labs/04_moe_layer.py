@@ -322,7 +322,8 @@ cpu_time_figure(times, tokens=xs.shape[0], machine=MACHINE,
 # Mixtral-8x7B expert matrix (`w1`, 14336 × 4096, bf16) is pruned to 2:4 and Samoyeds once and timed on
 # **this CPU** against torch's fastest dense dtype on the same tokens (cache flushed before every call,
 # `samoyeds_lab.bench.cpu.bench_expert`), next to its byte ceiling on this CPU (bytes / the read bandwidth
-# measured now: a model) and the H100 roofline ceiling of section 4 (a model). Tokens per expert relate
+# `torch.sum` reaches now: a model, approximate — a well-prefetching kernel can beat it slightly) and the
+# H100 roofline ceiling of section 4 (a model). Tokens per expert relate
 # to the batch as `T·k/E`: a decode batch of 16 sequences gives a Mixtral expert about 4 tokens.
 
 # %%
