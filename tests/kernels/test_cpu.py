@@ -28,7 +28,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 RUNNABLE = cpu.available_isas()  # the CPU has it and the compiler builds it (portable: wherever a compiler is)
 #: fp32 products compared relative to the output's scale (summation order only)
 RTOL32 = 2e-5
-OUT_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=2e-3, atol=2e-3),
+OUT_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=2e-3, atol=2e-3),
            torch.bfloat16: dict(rtol=1.6e-2, atol=1.6e-2)}
 
 
@@ -122,12 +122,13 @@ def test_pair_layout_is_a_permutation_of_the_values():
 @pytest.mark.parametrize("epilogue", ["plain", "silu_mul", "scatter_add"])
 def test_ops_cpu_backend_epilogues(monkeypatch, isa, dtype, epilogue):
     monkeypatch.setenv("SAMOYEDS_LAB_CPU_ISA", isa)
+    g = torch.Generator().manual_seed(11)
     w = _ws(98, 384, dtype, seed=1)
-    x = torch.randn(7, 384).to(dtype)
+    x = torch.randn(7, 384, generator=g).to(dtype)
     idx = torch.tensor([3, SENTINEL, 0, 6, 6, SENTINEL, 1], dtype=torch.int32)
     kw = {}
     if epilogue == "silu_mul":
-        kw["up"] = torch.randn(7, 98).to(dtype)
+        kw["up"] = torch.randn(7, 98, generator=g).to(dtype)
     res = {}
     for backend in ("cpu", "reference"):
         if epilogue == "scatter_add":
