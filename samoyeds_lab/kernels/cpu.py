@@ -520,22 +520,30 @@ def cpu_choice(weight: object, tokens: int, dtype: torch.dtype = torch.bfloat16,
     recorded token count nearest to ``tokens`` on a log scale, the thread count nearest to torch's): the
     dense tiles are taken where they were measured faster than the kernel. Without a record: the kernel.
     """
+    path = cpu_path()
+    dt = str(dtype).removeprefix("torch.")
+    if records is None:  # the recorded file: decided once per (path, kind, dtype, tokens, threads) and process
+        return _cached_choice(path, weight_kind(weight), dt, max(int(tokens), 1), torch.get_num_threads())
+    return _choice(path, weight_kind(weight), dt, max(int(tokens), 1), torch.get_num_threads(), records)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_choice(path: CpuPath, kind: str, dt: str, tokens: int, th: int) -> CpuChoice:
+    return _choice(path, kind, dt, tokens, th, cpu_records())
+
+
+def _choice(path: CpuPath, kind: str, dt: str, tokens: int, th: int, recs: list[dict]) -> CpuChoice:
     import math
 
-    path = cpu_path()
     if path.isa == "none":
         return CpuChoice("dense", f"no CPU kernel here ({path.reason})")
-    recs = cpu_records() if records is None else records
-    dt = str(dtype).removeprefix("torch.")
-    kind = weight_kind(weight)
     mine = [r for r in recs if r.get("cpu") == path.cpu and r.get("isa") == path.isa and r.get("kind") == kind
             and r.get("dtype") == dt and r.get("kernel_ms") and r.get("tiles_ms")]
     if not mine:
         return CpuChoice("kernel", f"{path.isa} kernel (no recorded {kind} {dt} measurement of this CPU)")
-    th = torch.get_num_threads()
     near_th = min({int(r["threads"]) for r in mine}, key=lambda v: (abs(v - th), v))
     mine = [r for r in mine if int(r["threads"]) == near_th]
-    t = max(int(tokens), 1)
+    t = tokens
     near = min({int(r["tokens"]) for r in mine}, key=lambda v: (abs(math.log(v) - math.log(t)), v))
     at = [r for r in mine if int(r["tokens"]) == near]
     k = sorted(r["kernel_ms"] for r in at)[len(at) // 2]
