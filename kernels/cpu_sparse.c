@@ -40,7 +40,9 @@
 #endif
 
 #define SL_TB 4        /* tokens per block (their x slices stay in L1)                    */
+#ifndef SL_RB
 #define SL_RB 32       /* compressed rows per block (their weights stay in L2)            */
+#endif
 #ifndef SL_KCOLS
 #define SL_KCOLS 4096  /* columns per K-block for 16-bit x (2048 for fp32 x): 4 tokens x ~ 32 KB */
 #endif
@@ -115,31 +117,54 @@ static inline void sl_window_masks(const sl_args *a, int64_t c, int64_t w0, int6
 }
 
 /* ------------------------------------------------------------------------------------------ portable */
-/* One run of windows (all of candidate r in one K-block) for tb tokens, scalar. */
+/* One run of windows (all of candidate r in one K-block) for tb tokens, scalar C (tokens in fp32): per unit
+ * the 16 kept values and their columns are decoded once, then every token multiplies them. */
 static void sl_run_portable(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
                             float *acc) {
-    (void)pf;
-    const int64_t upw = a->upw;
+    const char *pfp = pf ? *pf : NULL;
+    const int64_t pstep = a->vdtype == SL_F32 ? 64 : 32; /* value bytes per unit */
+    const int64_t upw = a->upw, upr = a->upr, ldx = a->ldx;
+    const float *x = (const float *)a->x + t0 * ldx;
+    float wv[16];
+    int32_t col[16];
     for (int64_t t = 0; t < tb; ++t) acc[t] = 0.f;
     for (uint64_t bits = wmask; bits; bits &= bits - 1) {
-        for (int64_t u = (w0 + __builtin_ctzll(bits)) * upw, ue = u + upw; u < ue && u < a->upr; ++u) {
-            const uint32_t md = a->meta[c * a->upr + u];
-            const int64_t vbase = (c * a->upr + u) * 16, cbase = u * 32;
+        int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
+        const int64_t ue = u + upw < upr ? u + upw : upr;
+        for (; u < ue; ++u) {
+            const uint32_t md = a->meta[c * upr + u];
+            const int64_t vbase = (c * upr + u) * 16;
+            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; }
             for (int v = 0; v < 16; ++v) {
                 const int g = v >> 1, s = v & 1;
-                const int64_t col = cbase + 4 * g + ((md >> (s * 16 + 2 * g)) & 3);
-                const float wv = sl_load_val(a->vals, vbase + v, a->vdtype);
-                for (int64_t t = 0; t < tb; ++t) {
-                    const int64_t xi = (t0 + t) * a->ldx + col;
-                    const float xv = a->xdtype == SL_F32 ? ((const float *)a->x)[xi]
-                                                         : sl_load_val(a->x, xi, a->xdtype);
-                    acc[t] += wv * xv;
+                col[v] = (int32_t)(u * 32 + 4 * g + ((md >> (s * 16 + 2 * g)) & 3));
+                wv[v] = sl_load_val(a->vals, vbase + v, a->vdtype);
+            }
+            for (int64_t t = 0; t < tb; ++t) {
+                const float *xt = x + t * ldx;
+                float s0 = 0.f, s1 = 0.f;
+                for (int v = 0; v < 16; v += 2) {
+                    s0 += wv[v] * xt[col[v]];
+                    s1 += wv[v + 1] * xt[col[v + 1]];
                 }
+                acc[t] += s0 + s1;
             }
         }
     }
+    if (pf) *pf = pfp;
 }
 
+/* One entry per body with TB (tokens) a compile-time constant in every instance. */
+#define SL_DISPATCH(NAME, BODY)                                                                          \
+    static void NAME(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb,    \
+                     const char **pf, float *out) {                                                     \
+        switch (tb) {                                                                                    \
+            case 1: BODY(a, c, w0, wmask, t0, 1, pf, out); break;                                        \
+            case 2: BODY(a, c, w0, wmask, t0, 2, pf, out); break;                                        \
+            case 3: BODY(a, c, w0, wmask, t0, 3, pf, out); break;                                        \
+            default: BODY(a, c, w0, wmask, t0, 4, pf, out); break;                                       \
+        }                                                                                                \
+    }
 /* ------------------------------------------------------------------------------------------ AVX2 */
 #if SL_ISA == 2
 static inline __m256 sl_vals8(const void *vals, int64_t i, int64_t vdtype) {
@@ -149,42 +174,66 @@ static inline __m256 sl_vals8(const void *vals, int64_t i, int64_t vdtype) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* fp32 x; per unit two halves of 8 values, each gathered from 16 columns (two ymm) by two vpermps. */
-static void sl_run_avx2(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb, const char **pf,
-                        float *out) {
-    (void)pf;
-    const int64_t upw = a->upw;
+static inline float sl_hsum8(__m256 v) {
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+/* fp32 x; per unit two halves of 8 values, each gathered from 16 columns (two ymm) by two vpermps.
+ * TB is a compile-time constant; named accumulators (a0-a3 per token, and b0/b1 for the second half with
+ * one or two tokens, so each token has two dependency chains) stay in registers. */
+static inline __attribute__((always_inline)) void sl_avx2_body(const sl_args *a, int64_t c, int64_t w0,
+                                                               uint64_t wmask, int64_t t0, const int TB,
+                                                               const char **pf, float *out) {
+    const int64_t upw = a->upw, upr = a->upr, ldx = a->ldx;
+    const char *pfp = pf ? *pf : NULL;
+    const int64_t pstep = a->vdtype == SL_F32 ? 64 : 32; /* value bytes per unit */
     const __m256i three = _mm256_set1_epi32(3);
     const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
     const __m256i sh0 = _mm256_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22);
     const __m256i sh1 = _mm256_setr_epi32(8, 24, 10, 26, 12, 28, 14, 30);
-    __m256 acc[SL_TB];
-    for (int t = 0; t < SL_TB; ++t) acc[t] = _mm256_setzero_ps();
-    const float *x = (const float *)a->x;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0;
+    const float *x = (const float *)a->x + t0 * ldx;
+    const uint32_t *meta = a->meta + c * upr;
+#define SL_G2(t, IDX, H)                                                                                 \
+    _mm256_blend_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(xp + (t) * ldx + 16 * (H)), IDX),            \
+                    _mm256_permutevar8x32_ps(_mm256_load_ps(xp + (t) * ldx + 16 * (H) + 8), IDX), 0xF0)
     for (uint64_t bits = wmask; bits; bits &= bits - 1) {
-        for (int64_t u = (w0 + __builtin_ctzll(bits)) * upw, ue = u + upw; u < ue && u < a->upr; ++u) {
-            const __m256i md = _mm256_set1_epi32((int)a->meta[c * a->upr + u]);
-            const int64_t vbase = (c * a->upr + u) * 16, cbase = u * 32;
-            for (int h = 0; h < 2; ++h) {
-                const __m256i s = _mm256_srlv_epi32(md, h ? sh1 : sh0);
-                const __m256i idx = _mm256_add_epi32(_mm256_and_si256(s, three), base);
-                const __m256 wv = sl_vals8(a->vals, vbase + 8 * h, a->vdtype);
-                for (int64_t t = 0; t < tb; ++t) {
-                    const float *xp = x + (t0 + t) * a->ldx + cbase + 16 * h;
-                    const __m256 ga = _mm256_permutevar8x32_ps(_mm256_load_ps(xp), idx);
-                    const __m256 gb = _mm256_permutevar8x32_ps(_mm256_load_ps(xp + 8), idx);
-                    acc[t] = _mm256_fmadd_ps(wv, _mm256_blend_ps(ga, gb, 0xF0), acc[t]);
-                }
+        int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
+        const int64_t ue = u + upw < upr ? u + upw : upr;
+        for (; u < ue; ++u) {
+            const __m256i md = _mm256_set1_epi32((int)meta[u]);
+            const int64_t vbase = (c * upr + u) * 16;
+            const float *xp = x + u * 32;
+            const __m256i i0 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(md, sh0), three), base);
+            const __m256i i1 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(md, sh1), three), base);
+            const __m256 v0 = sl_vals8(a->vals, vbase, a->vdtype), v1 = sl_vals8(a->vals, vbase + 8, a->vdtype);
+            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; } /* as much ahead as consumed */
+            a0 = _mm256_fmadd_ps(v0, SL_G2(0, i0, 0), a0);
+            if (TB >= 2) a1 = _mm256_fmadd_ps(v0, SL_G2(1, i0, 0), a1);
+            if (TB >= 3) a2 = _mm256_fmadd_ps(v0, SL_G2(2, i0, 0), a2);
+            if (TB >= 4) a3 = _mm256_fmadd_ps(v0, SL_G2(3, i0, 0), a3);
+            if (TB <= 2) {
+                b0 = _mm256_fmadd_ps(v1, SL_G2(0, i1, 1), b0);
+                if (TB == 2) b1 = _mm256_fmadd_ps(v1, SL_G2(1, i1, 1), b1);
+            } else {
+                a0 = _mm256_fmadd_ps(v1, SL_G2(0, i1, 1), a0);
+                a1 = _mm256_fmadd_ps(v1, SL_G2(1, i1, 1), a1);
+                a2 = _mm256_fmadd_ps(v1, SL_G2(2, i1, 1), a2);
+                if (TB >= 4) a3 = _mm256_fmadd_ps(v1, SL_G2(3, i1, 1), a3);
             }
         }
     }
-    for (int64_t t = 0; t < tb; ++t) {
-        __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-        q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        q = _mm_add_ss(q, _mm_movehdup_ps(q));
-        out[t] = _mm_cvtss_f32(q);
-    }
+#undef SL_G2
+    if (pf) *pf = pfp;
+    out[0] = sl_hsum8(_mm256_add_ps(a0, b0));
+    if (TB >= 2) out[1] = sl_hsum8(_mm256_add_ps(a1, b1));
+    if (TB >= 3) out[2] = sl_hsum8(a2);
+    if (TB >= 4) out[3] = sl_hsum8(a3);
 }
+SL_DISPATCH(sl_run_avx2, sl_avx2_body)
 #endif
 
 /* ------------------------------------------------------------------------------------------ AVX-512 */
@@ -336,17 +385,6 @@ static inline __attribute__((always_inline)) void sl_bf16_body(const sl_args *a,
     SL_FINISH(out);
 }
 
-/* One entry per body with TB (tokens) a compile-time constant in every instance. */
-#define SL_DISPATCH(NAME, BODY)                                                                          \
-    static void NAME(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask, int64_t t0, int64_t tb,    \
-                     const char **pf, float *out) {                                                     \
-        switch (tb) {                                                                                    \
-            case 1: BODY(a, c, w0, wmask, t0, 1, pf, out); break;                                        \
-            case 2: BODY(a, c, w0, wmask, t0, 2, pf, out); break;                                        \
-            case 3: BODY(a, c, w0, wmask, t0, 3, pf, out); break;                                        \
-            default: BODY(a, c, w0, wmask, t0, 4, pf, out); break;                                       \
-        }                                                                                                \
-    }
 SL_DISPATCH(sl_run_512_f32x, sl_f32x_body)
 SL_DISPATCH(sl_run_512_bf16, sl_bf16_body)
 #endif

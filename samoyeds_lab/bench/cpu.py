@@ -120,14 +120,15 @@ def bench_expert(rows: int, cols: int, tokens: Iterable[int] = TOKENS, *, nthrea
                  dtype: torch.dtype = torch.bfloat16, patterns: Sequence[str] = ("samoyeds", "2:4"),
                  repeat: int = 5, dense_dtypes: Sequence[torch.dtype] = DENSE_DTYPES, tiles: bool = True,
                  reference: bool = True, bandwidth: float | None = None, name: str = "", seed: int = 0,
-                 flush: bool = True, weights: dict | None = None) -> list[dict]:
+                 flush: bool = True, weights: dict | None = None, isa: str | None = None) -> list[dict]:
     """Records for one expert shape: per token count and path, the median time and its range.
 
     Every record has ``op="gemm"``, ``kind`` (``samoyeds`` / ``2:4`` / ``dense`` / ``reference``), ``rows``,
     ``cols``, ``tokens``, ``threads``, ``dtype``, ``ms`` / ``min_ms`` / ``max_ms`` and, for the kernels,
     ``kernel_ms``, ``tiles_ms``, ``dense_ms`` (the fastest dense dtype in the same run, named in
     ``dense_dtype``), ``speedup`` (dense_ms / kernel_ms), ``bytes``, ``gbps`` and the byte ceiling
-    ``ceiling_ms`` at ``bandwidth`` GB/s.
+    ``ceiling_ms`` at ``bandwidth`` GB/s. ``isa`` forces a CPU path (default: this machine's, see
+    :func:`samoyeds_lab.kernels.cpu.cpu_path`); the records name it.
     """
     from ..kernels import cpu as ck
     from ..reference import spmm as ref_spmm
@@ -138,6 +139,11 @@ def bench_expert(rows: int, cols: int, tokens: Iterable[int] = TOKENS, *, nthrea
     weights = weights if weights is not None else make_weights(rows, cols, dtype=dtype, seed=seed, patterns=patterns)
     dense_w = next(iter(weights.values())).to_dense()  # the pruned weight, dense (any pattern is fine for time)
     dev = cpu_device()
+    if isa is not None:
+        if isa not in ck.ISAS:
+            raise ValueError(f"isa: expected one of {', '.join(ck.ISAS)}, got {isa!r}")
+        ck.build(isa)  # a clear error where it cannot be built
+        dev = dict(dev, isa=isa, isa_reason=f"forced isa={isa}")
     out: list[dict] = []
     with threads(nthreads):
         th = torch.get_num_threads()
@@ -156,8 +162,9 @@ def bench_expert(rows: int, cols: int, tokens: Iterable[int] = TOKENS, *, nthrea
                             "threads": th, "dtype": str(dt).removeprefix("torch."),
                             "bytes": dense_w.numel() * torch.finfo(dt).bits // 8, **dense[dt], **dev})
             for p, w in weights.items():
-                k = time_flushed(lambda: ck.kernel_gemm(w, x), repeat=repeat, flush=flush)
-                t = time_flushed(lambda: ck.dense_tiles(w, x), repeat=max(1, repeat // 2), flush=flush) if tiles else None
+                k = time_flushed(lambda: ck.kernel_gemm(w, x, isa=isa), repeat=repeat, flush=flush)
+                t = time_flushed(lambda: ck.dense_tiles(w, x, isa=isa), repeat=max(1, repeat // 2),
+                                 flush=flush) if tiles else None
                 nb = w.nbytes
                 rec = {"op": "gemm", "kind": p, "name": name, "rows": rows, "cols": cols, "tokens": T, "threads": th,
                        "dtype": str(dtype).removeprefix("torch."), **k, "kernel_ms": k["ms"],
@@ -180,17 +187,18 @@ def bench_expert(rows: int, cols: int, tokens: Iterable[int] = TOKENS, *, nthrea
 
 def bench_cpu(shapes: Sequence[tuple[str, int, int]] = SHAPES, tokens: Iterable[int] = TOKENS, *,
               thread_counts: Sequence[int] = (1, 2), repeat: int = 5, dtype: torch.dtype = torch.bfloat16,
-              progress: Callable[[str], None] | None = None) -> dict:
+              progress: Callable[[str], None] | None = None, isas: Sequence[str | None] = (None,)) -> dict:
     """The whole recorded benchmark: every shape × thread count × token count (see :func:`bench_expert`)."""
     bw = {n: _bw(n) for n in thread_counts}
     recs: list[dict] = []
     for name, rows, cols in shapes:
         weights = make_weights(rows, cols, dtype=dtype)
-        for n in thread_counts:
-            if progress:
-                progress(f"{name} {rows}x{cols}, {n} thread(s)")
-            recs += bench_expert(rows, cols, tokens, nthreads=n, dtype=dtype, repeat=repeat, bandwidth=bw[n],
-                                 name=name, weights=weights)
+        for isa in isas:
+            for n in thread_counts:
+                if progress:
+                    progress(f"{name} {rows}x{cols}, {n} thread(s)" + (f", isa={isa}" if isa else ""))
+                recs += bench_expert(rows, cols, tokens, nthreads=n, dtype=dtype, repeat=repeat, bandwidth=bw[n],
+                                     name=name, weights=weights, isa=isa, reference=isa is None)
     return {"device": cpu_device(), "read_bandwidth_gbps": {str(k): v for k, v in bw.items()},
             "method": "medians of `repeat` calls, min/max beside; ~96 MB read before every timed call; dense baseline "
                       "= fastest of F.linear fp32/bf16/fp16 on the pruned weight stored dense, same tokens, same run",
@@ -226,13 +234,13 @@ def _positive(name: str, lo: int = 1, hi: int = 1 << 20):
 
 def format_table(result: dict) -> str:
     """A text table: per shape, threads and tokens, kernel vs fastest dense, ratio and bandwidth."""
-    lines = [f"{'shape':<36} {'thr':>3} {'T':>4} {'kind':<9} {'kernel ms':>10} {'range':>15} {'tiles ms':>9} "
+    lines = [f"{'shape':<36} {'isa':<8} {'thr':>3} {'T':>4} {'kind':<9} {'kernel ms':>10} {'range':>15} {'tiles ms':>9} "
              f"{'dense ms':>9} {'dtype':<9} {'ratio':>6} {'GB/s':>6} {'ceil ms':>8}"]
     for r in result["records"]:
         if r["kind"] not in ("samoyeds", "2:4"):
             continue
         tiles = f"{r['tiles_ms']:.2f}" if r.get("tiles_ms") else "-"
-        lines.append(f"{r['name'][:36]:<36} {r['threads']:>3} {r['tokens']:>4} {r['kind']:<9} {r['kernel_ms']:>10.2f} "
+        lines.append(f"{r['name'][:36]:<36} {r['isa']:<8} {r['threads']:>3} {r['tokens']:>4} {r['kind']:<9} {r['kernel_ms']:>10.2f} "
                      f"{r['min_ms']:>7.2f}-{r['max_ms']:<7.2f} {tiles:>9} {r['dense_ms']:>9.2f} "
                      f"{r['dense_dtype']:<9} {r['speedup']:>5.2f}x {r['gbps']:>6.1f} {r.get('ceiling_ms', 0):>8.2f}")
     return "\n".join(lines)
@@ -253,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="expert shapes by name (default: all of " + "; ".join(s[0] for s in SHAPES) + ")")
     p.add_argument("--size", nargs=2, type=_positive("--size", 4, 1 << 16), metavar=("ROWS", "COLS"),
                    help="one custom expert shape instead of --shapes")
+    p.add_argument("--isa", nargs="+", default=None, choices=["avx512", "avx2", "portable"],
+                   help="force these CPU paths (one after the other) instead of this machine's own")
     p.add_argument("--out", default=None, help="write the kernel records here (e.g. data/bench/cpu_kernels.json)")
     p.add_argument("--layer", action="store_true", help="also time a Mixtral-shaped MoE layer (builds 24 experts "
                    "matrices, ~2 min)")
@@ -280,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--shapes: expected names from {sorted(known)}, got {bad}")
             shapes = [known[s] for s in args.shapes]
         say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        result = bench_cpu(shapes, args.tokens, thread_counts=args.threads, repeat=args.repeat, progress=say)
+        result = bench_cpu(shapes, args.tokens, thread_counts=args.threads, repeat=args.repeat, progress=say,
+                           isas=args.isa or (None,))
         print(format_table(result))
         if args.out:
             out = Path(args.out)
@@ -325,6 +336,7 @@ _DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "be
 #: Where the recorded results live (what the README table and ``backend="auto"`` read).
 RECORDS_PATH = _DATA / "cpu_kernels.json"
 LAYER_PATH = _DATA / "cpu_moe_layer.json"
+ISA_PATH = _DATA / "cpu_kernels_isa.json"
 
 
 def _write_readme(readme, records, layer) -> None:
@@ -334,11 +346,12 @@ def _write_readme(readme, records, layer) -> None:
         raise FileNotFoundError(f"--out: no recorded results at {records}")
     result = json.loads(records.read_text())
     lay = json.loads(layer.read_text()) if layer.exists() else None
-    readme.write_text(update_readme(readme.read_text(), readme_table(result, lay)))
+    isa = json.loads(ISA_PATH.read_text()) if ISA_PATH.exists() else None
+    readme.write_text(update_readme(readme.read_text(), readme_table(result, lay, isa)))
     print(f"wrote {readme}")
 
 
-def readme_table(result: dict, layer: dict | None = None) -> str:
+def readme_table(result: dict, layer: dict | None = None, isa_result: dict | None = None) -> str:
     """The README's CPU results (markdown) made from a recorded :func:`bench_cpu` result (and layer records)."""
     dev = result["device"]
     bw = result.get("read_bandwidth_gbps", {})
@@ -371,6 +384,25 @@ def readme_table(result: dict, layer: dict | None = None) -> str:
                            f"{r1['gbps']:.1f} GB/s ({100 * r1['bandwidth_fraction']:.0f}% of the measured read "
                            f"bandwidth; byte ceiling {r1['ceiling_ms']:.2f} ms).")
             out.append("")
+    if isa_result:
+        recs = [r for r in isa_result["records"] if r["kind"] in ("samoyeds", "2:4")]
+        out.append("The other CPU paths, forced on the same machine (`bench cpu --isa avx2 portable`; what a CPU "
+                   "without AVX-512 BF16, or without AVX2, e.g. aarch64, would run), speed-up over torch's fastest "
+                   "dense path in the same run:")
+        out.append("")
+        keys = sorted({(r["name"], r["threads"]) for r in recs})
+        toks = sorted({r["tokens"] for r in recs})
+        out.append("| path | kind | " + " | ".join(f"{t} tok" for t in toks) + " |")
+        out.append("|---|---|" + "---|" * len(toks))
+        for isa in dict.fromkeys(r["isa"] for r in recs):
+            for kind in ("samoyeds", "2:4"):
+                by = {r["tokens"]: r for r in recs if r["isa"] == isa and r["kind"] == kind}
+                out.append(f"| `{isa}` | {kind} | " + " | ".join(
+                    f"{by[t]['kernel_ms']:.2f} ms ({by[t]['speedup']:.2f}×)" if t in by else "-" for t in toks) + " |")
+        out.append("")
+        out.append(f"({', '.join(f'{n}, {th} thread(s)' for n, th in keys)}; where a path is slower than dense, "
+                   "`auto` still runs the faster of it and the dense tiles — it has no dense copy of the weight.)")
+        out.append("")
     if layer:
         recs = layer["records"]
         out.append(f"**{recs[0]['name']}** ({recs[0]['experts']} experts {recs[0]['hidden']}→{recs[0]['intermediate']}"

@@ -497,19 +497,23 @@ def weight_kind(weight: object) -> str:
 @functools.lru_cache(maxsize=4)
 def _records(path: str) -> tuple[dict, ...]:
     p = Path(path)
-    if not p.exists():
-        return ()
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return ()
-    recs = data.get("records", []) if isinstance(data, dict) else []
-    return tuple(r for r in recs if isinstance(r, dict) and r.get("op") == "gemm")
+    files = [p] if p.suffix == ".json" else sorted(p.glob("cpu_kernels*.json"))
+    out: list[dict] = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        recs = data.get("records", []) if isinstance(data, dict) else []
+        out += [r for r in recs if isinstance(r, dict) and r.get("op") == "gemm"]
+    return tuple(out)
 
 
 def cpu_records(path: str | os.PathLike | None = None) -> list[dict]:
-    """The recorded per-call CPU timings (``op == "gemm"``) of :data:`RECORDS` (or ``path``); ``[]`` if none."""
-    return list(_records(str(path or RECORDS)))
+    """The recorded per-call CPU timings (``op == "gemm"``) of every ``data/bench/cpu_kernels*.json`` (or of
+    the file ``path``); ``[]`` if none. Each record names its CPU and ISA path, so a forced path
+    (``SAMOYEDS_LAB_CPU_ISA``) follows its own measurements."""
+    return list(_records(str(path or RECORDS.parent)))
 
 
 def cpu_choice(weight: object, tokens: int, dtype: torch.dtype = torch.bfloat16, *,

@@ -84,7 +84,8 @@ def test_readme_results_come_from_the_recorded_json():
         pytest.skip("no recorded CPU benchmark yet")
     result = json.loads(bc.RECORDS_PATH.read_text())
     layer = json.loads(bc.LAYER_PATH.read_text()) if bc.LAYER_PATH.exists() else None
-    assert bc.update_readme(readme, bc.readme_table(result, layer)) == readme
+    isa = json.loads(bc.ISA_PATH.read_text()) if bc.ISA_PATH.exists() else None
+    assert bc.update_readme(readme, bc.readme_table(result, layer, isa)) == readme
 
 
 def test_readme_table_from_records():
