@@ -522,7 +522,8 @@ def cpu_choice(weight: object, tokens: int, dtype: torch.dtype = torch.bfloat16,
 
     Follows the recorded measurements of this CPU model and ISA path (same weight kind and dtype, the
     recorded token count nearest to ``tokens`` on a log scale, the thread count nearest to torch's): the
-    dense tiles are taken where they were measured faster than the kernel. Without a record: the kernel.
+    dense tiles are taken where they were measured faster than the kernel. Without a record of this CPU,
+    those of the same ISA path on another CPU (the reason says so); without any: the kernel.
     """
     path = cpu_path()
     dt = str(dtype).removeprefix("torch.")
@@ -541,10 +542,14 @@ def _choice(path: CpuPath, kind: str, dt: str, tokens: int, th: int, recs: list[
 
     if path.isa == "none":
         return CpuChoice("dense", f"no CPU kernel here ({path.reason})")
-    mine = [r for r in recs if r.get("cpu") == path.cpu and r.get("isa") == path.isa and r.get("kind") == kind
-            and r.get("dtype") == dt and r.get("kernel_ms") and r.get("tiles_ms")]
+    same = [r for r in recs if r.get("isa") == path.isa and r.get("kind") == kind and r.get("dtype") == dt
+            and r.get("kernel_ms") and r.get("tiles_ms")]
+    mine = [r for r in same if r.get("cpu") == path.cpu]
+    where = "this CPU"
+    if not mine and same:  # the same path measured on another CPU: better than no measurement, and said so
+        mine, where = same, f"another CPU, {same[0].get('cpu')}"
     if not mine:
-        return CpuChoice("kernel", f"{path.isa} kernel (no recorded {kind} {dt} measurement of this CPU)")
+        return CpuChoice("kernel", f"{path.isa} kernel (no recorded {kind} {dt} measurement of the {path.isa} path)")
     near_th = min({int(r["threads"]) for r in mine}, key=lambda v: (abs(v - th), v))
     mine = [r for r in mine if int(r["threads"]) == near_th]
     t = tokens
@@ -554,9 +559,9 @@ def _choice(path: CpuPath, kind: str, dt: str, tokens: int, th: int, recs: list[
     d = sorted(r["tiles_ms"] for r in at)[len(at) // 2]
     if d < k:
         return CpuChoice("dense", f"dense tiles: recorded {d:.2f} ms vs kernel {k:.2f} ms at {near} tokens "
-                                  f"({path.isa}, {near_th} threads, {r_date(at)})")
+                                  f"({path.isa}, {near_th} threads, {where}, {r_date(at)})")
     return CpuChoice("kernel", f"{path.isa} kernel: recorded {k:.2f} ms vs dense tiles {d:.2f} ms at {near} tokens "
-                               f"({near_th} threads, {r_date(at)})")
+                               f"({near_th} threads, {where}, {r_date(at)})")
 
 
 def r_date(recs: list[dict]) -> str:
@@ -586,8 +591,9 @@ def auto_summary(records: list[dict] | None = None) -> str:
     th = torch.get_num_threads()
     parts = []
     for kind in ("samoyeds", "2:4"):
-        mine = [r for r in recs if r.get("cpu") == path.cpu and r.get("isa") == path.isa and r.get("kind") == kind
+        same = [r for r in recs if r.get("isa") == path.isa and r.get("kind") == kind
                 and r.get("dtype") == "bfloat16" and r.get("tiles_ms") and r.get("kernel_ms")]
+        mine = [r for r in same if r.get("cpu") == path.cpu] or same
         if not mine:
             continue
         near_th = min({int(r["threads"]) for r in mine}, key=lambda v: (abs(v - th), v))

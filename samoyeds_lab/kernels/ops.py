@@ -217,7 +217,16 @@ def _cpu_mode(backend: str, weight: object, x: torch.Tensor, tensors: Sequence[t
         return "kernel" if cpu.cpu_path().isa != "none" else "dense"
     if not on_cpu or why is not None:
         return None
-    return cpu.cpu_choice(weight, tokens, x.dtype).mode
+    choice = cpu.cpu_choice(weight, tokens, x.dtype)
+    if choice.mode == "dense" and choice.reason not in _said:  # say so, once per reason, on the package logger
+        _said.add(choice.reason)
+        import logging
+
+        logging.getLogger("samoyeds_lab.kernels").info("backend='auto' runs %s: %s", choice.mode, choice.reason)
+    return choice.mode
+
+
+_said: set[str] = set()
 
 
 def _cpu_products(mode: str, weight, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:

@@ -168,7 +168,11 @@ def test_cpu_choice_follows_records():
     far = cpu.cpu_choice(w, 200, records=recs)
     assert far.mode == "dense" and "50.00 ms" in far.reason and "256 tokens" in far.reason
     other = [dict(r, cpu="another CPU") for r in recs]
-    assert cpu.cpu_choice(w, 200, records=other).mode == "kernel"  # another CPU's numbers do not count
+    far_other = cpu.cpu_choice(w, 200, records=other)  # the same path on another CPU: used, and said so
+    assert far_other.mode == "dense" and "another CPU" in far_other.reason
+    mixed = recs[:1] + other[1:]  # this CPU's own record wins over another CPU's
+    assert cpu.cpu_choice(w, 200, records=mixed).mode == "kernel"
+    assert cpu.cpu_choice(w, 200, records=[dict(r, isa="other") for r in recs]).mode == "kernel"
 
 
 @pytest.mark.parametrize("padded", [True, False])
@@ -296,3 +300,19 @@ def test_gradients_take_the_reference_and_cpu_says_why():
         K.ssmm(w, x, None, backend="cpu")
     with torch.no_grad():
         _close32(K.ssmm(w, x, None, backend="cpu"), reference.spmm(w, x.detach(), out_dtype=torch.float32))
+
+
+def test_auto_says_when_it_takes_dense_tiles(monkeypatch, caplog):
+    import logging
+
+    from samoyeds_lab.kernels import ops
+
+    monkeypatch.setattr(cpu, "cpu_choice", lambda w, t, dt=None: cpu.CpuChoice("dense", "dense tiles: test reason"))
+    ops._said.discard("dense tiles: test reason")
+    w = _ws(8, 128, torch.float32)
+    x = torch.randn(2, 128)
+    with caplog.at_level(logging.INFO, logger="samoyeds_lab.kernels"):
+        y = K.ssmm(w, x, None)
+        K.ssmm(w, x, None)
+    assert [r.getMessage() for r in caplog.records].count("backend='auto' runs dense: dense tiles: test reason") == 1
+    torch.testing.assert_close(y, reference.spmm(w, x), rtol=1e-4, atol=1e-4)
