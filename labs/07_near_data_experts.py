@@ -53,10 +53,10 @@ from samoyeds_lab.offload.hardware import load_profile, probe_host
 from samoyeds_lab.offload.hybrid import (
     HybridExecutor,
     calibrate_host,
+    check_placements,
     compressed_bytes,
     make_experts,
     measure_paths,
-    time_hybrid,
 )
 from samoyeds_lab.offload.placement import POLICIES, place_experts, place_layers
 from samoyeds_lab.routing import tokens_per_expert
@@ -278,21 +278,15 @@ x = torch.randn(T, H)
 n_e = np.bincount(ids.reshape(-1).numpy(), minlength=8)
 fast1, near1 = cal.profiles(1, 1)
 reference = experts.forward_grouped(x, ids, w)
-labels, modelled, measured, spread = [], [], [], []
 with HybridExecutor(experts, near_workers=1, threads=1) as hx:
-    for pol in ("all_near", "all_gpu", "threshold", "greedy", "exact"):
-        p = place_experts(n_e, Pc, fast1, near1, d_model=H, policy=pol, bytes_per_param=4, bytes_per_act=4)
-        run = hx(x, ids, w, p.mask)
-        assert torch.allclose(run.output, reference, rtol=1e-5, atol=1e-6)
-        tm = time_hybrid(hx, x, ids, w, p.mask, repeats=5, warmup=1)
-        q1, q3 = np.percentile([s[0] for s in tm.samples], [25, 75])
-        labels.append(f"{pol} ({p.num_on_gpu} fast)")
-        modelled.append(p.time)
-        measured.append(tm.total_s)
-        spread.append((q3 - q1) / 2)
-        print(f"{pol:9s} fast {p.mask.astype(int)}: model {1e3 * p.time:6.1f} ms "
-              f"(fast {1e3 * p.gpu_time:5.1f} / near {1e3 * p.near_time:5.1f})  measured {1e3 * tm.total_s:6.1f} ms "
-              f"(fast {1e3 * tm.fast_s:5.1f} / near {1e3 * tm.near_s:5.1f}), ratio {tm.total_s / p.time:4.2f}")
+    placed = [(pol, p.mask, p) for pol in ("all_near", "all_gpu", "threshold", "greedy", "exact")
+              for p in [place_experts(n_e, Pc, fast1, near1, d_model=H, policy=pol, bytes_per_param=4, bytes_per_act=4)]]
+    checks = check_placements(hx, x, ids, w, placed, reference=reference, rtol=1e-5, atol=1e-6)
+for c in checks:
+    print(c.line())
+labels = [f"{c.label} ({int(c.mask.sum())} fast)" for c in checks]
+modelled, measured, spread = ([c.modelled_s for c in checks], [c.timing.total_s for c in checks],
+                              [c.spread_s for c in checks])
 print(f"measured on this {HERE}; tokens per expert: {n_e.tolist()}; outputs equal the one-device forward (checked)")
 hybrid_figure(labels, modelled, measured, measured_err_s=spread,
               title=f"Hybrid layer, {T} tokens: cost model vs measured ({HERE}, 1 thread per side)").show()
@@ -397,22 +391,15 @@ ref_sp = sp.forward_grouped(x, ids, w)  # dense matmuls on the same pruned weigh
 masks = {"all_near": np.zeros(8, bool), "all_fast": np.ones(8, bool),
          "threshold": n_e >= (x_c1 if x_c1 is not None else np.inf),
          "best": hot_set_placement(n_e, Pc, f1, n1c1, d_model=H, **kw_c)}
-lab_c, mod_c, mea_c, spr_c = [], [], [], []
 with HybridExecutor(sp, near_workers=1, threads=1) as hx:
     assert hx.near_format == "compressed"
-    for name, mask in masks.items():
-        run = hx(x, ids, w, mask)
-        assert torch.allclose(run.output, ref_sp, rtol=1e-4, atol=1e-5)
-        tm = time_hybrid(hx, x, ids, w, mask, repeats=5, warmup=1)
-        lc = layer_cost(n_e, Pc, f1, n1c1, d_model=H, on_gpu=mask, **kw_c)
-        q1, q3 = np.percentile([s_[0] for s_ in tm.samples], [25, 75])
-        lab_c.append(f"{name} ({int(mask.sum())} fast)")
-        mod_c.append(lc.total)
-        mea_c.append(tm.total_s)
-        spr_c.append((q3 - q1) / 2)
-        print(f"{name:9s} fast {mask.astype(int)}: modelled {1e3 * lc.total:6.1f} ms (fast {1e3 * lc.gpu_time:5.1f} / "
-              f"near {1e3 * lc.near_time:5.1f})  measured {1e3 * tm.total_s:6.1f} ms (fast {1e3 * tm.fast_s:5.1f} / "
-              f"near {1e3 * tm.near_s:5.1f}), ratio {tm.total_s / lc.total:4.2f}")
+    cases = [(name, mask, layer_cost(n_e, Pc, f1, n1c1, d_model=H, on_gpu=mask, **kw_c)) for name, mask in masks.items()]
+    checks_c = check_placements(hx, x, ids, w, cases, reference=ref_sp)
+for c in checks_c:
+    print(c.line())
+lab_c = [f"{c.label} ({int(c.mask.sum())} fast)" for c in checks_c]
+mod_c, mea_c, spr_c = ([c.modelled_s for c in checks_c], [c.timing.total_s for c in checks_c],
+                       [c.spread_s for c in checks_c])
 print(f"measured on this {HERE}, compressed near side; outputs equal the dense forward on the pruned weights (checked)")
 hybrid_figure(lab_c, mod_c, mea_c, measured_err_s=spr_c,
               title=f"Hybrid layer, compressed near side, {T} tokens: modelled vs measured ({HERE})").show()

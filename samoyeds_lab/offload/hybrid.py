@@ -71,7 +71,9 @@ __all__ = [
     "HybridTiming",
     "HybridExecutor",
     "PathSweep",
+    "PlacementCheck",
     "calibrate_host",
+    "check_placements",
     "compressed_bytes",
     "compressed_ops",
     "make_experts",
@@ -707,3 +709,55 @@ def measure_paths(experts: SwiGLUExperts, n_tokens, *, fast_threads: int = 1, ne
     fast_a, near_a = np.asarray(fast), np.asarray(near)
     wins = np.nonzero(fast_a <= near_a)[0]
     return PathSweep(ns.astype(np.int64), fast_a, near_a, ft, nt, int(ns[wins[0]]) if wins.size else None, fmt)
+
+
+# ------------------------------------------------------------------------------------------ model vs run
+@dataclass(frozen=True)
+class PlacementCheck:
+    """One placement run for real and compared with its modelled time (seconds)."""
+
+    label: str
+    mask: np.ndarray
+    modelled_s: float
+    modelled_fast_s: float
+    modelled_near_s: float
+    timing: HybridTiming
+    spread_s: float  # half the inter-quartile range of the measured totals
+
+    @property
+    def ratio(self) -> float:
+        """Measured / modelled."""
+        return self.timing.total_s / self.modelled_s if self.modelled_s else float("inf")
+
+    def line(self) -> str:
+        t = self.timing
+        return (f"{self.label:9s} fast {self.mask.astype(int)}: modelled {1e3 * self.modelled_s:6.1f} ms "
+                f"(fast {1e3 * self.modelled_fast_s:5.1f} / near {1e3 * self.modelled_near_s:5.1f})  measured "
+                f"{1e3 * t.total_s:6.1f} ms (fast {1e3 * t.fast_s:5.1f} / near {1e3 * t.near_s:5.1f}), "
+                f"ratio {self.ratio:4.2f}")
+
+
+def check_placements(executor: HybridExecutor, x, topk_ids, topk_weights, cases, *, reference=None,
+                     rtol: float = 1e-4, atol: float = 1e-5, repeats: int = 5, warmup: int = 1) -> list[PlacementCheck]:
+    """Run every placement of ``cases`` for real, check its output, time it and set it beside its model.
+
+    ``cases`` is a sequence of ``(label, on_gpu mask, cost)`` where ``cost`` has ``total`` (or ``time``),
+    ``gpu_time`` and ``near_time`` in seconds (a :class:`~samoyeds_lab.offload.cost.LayerCost` or a
+    :class:`~samoyeds_lab.offload.placement.Placement`). With ``reference`` (the one-device forward), every
+    run's output must match it within ``rtol``/``atol`` (AssertionError otherwise).
+    """
+    if not isinstance(executor, HybridExecutor):
+        raise TypeError(f"executor: expected a HybridExecutor, got {type(executor).__name__}")
+    out = []
+    for label, mask, cost in cases:
+        mask = np.asarray(mask, dtype=bool)
+        run = executor(x, topk_ids, topk_weights, mask)
+        if reference is not None and not torch.allclose(run.output, reference, rtol=rtol, atol=atol):
+            raise AssertionError(f"cases: placement {label!r} gave another output than the one-device forward "
+                                 f"(max |diff| {float((run.output - reference).abs().max()):.3g})")
+        tm = time_hybrid(executor, x, topk_ids, topk_weights, mask, repeats=repeats, warmup=warmup)
+        q1, q3 = np.percentile([s[0] for s in tm.samples], [25, 75])
+        total = float(getattr(cost, "total", getattr(cost, "time", float("nan"))))
+        out.append(PlacementCheck(str(label), mask, total, float(cost.gpu_time), float(cost.near_time), tm,
+                                  float((q3 - q1) / 2)))
+    return out

@@ -261,3 +261,24 @@ def test_compressed_bad_inputs(experts):
         ex.w_gate.mul_(2.0)  # stale operands
     with pytest.raises(ValueError, match="experts"):
         HybridExecutor(ex)
+
+
+def test_check_placements_runs_checks_and_compares(experts):
+    from samoyeds_lab.offload.hybrid import check_placements
+
+    x, ids, w = routing(32, seed=9)
+    ref = experts.forward_grouped(x, ids, w)
+
+    class Cost:
+        total, gpu_time, near_time = 2e-3, 1e-3, 2e-3
+
+    masks = [np.zeros(6, bool), np.ones(6, bool)]
+    with HybridExecutor(experts) as hx:
+        checks = check_placements(hx, x, ids, w, [("near", masks[0], Cost()), ("fast", masks[1], Cost())],
+                                  reference=ref, repeats=2, warmup=0)
+        assert [c.label for c in checks] == ["near", "fast"]
+        assert all(c.modelled_s == 2e-3 and c.ratio == c.timing.total_s / 2e-3 and "ratio" in c.line() for c in checks)
+        with pytest.raises(AssertionError, match="placement 'near' gave another output"):
+            check_placements(hx, x, ids, w, [("near", masks[0], Cost())], reference=ref + 1, repeats=1, warmup=0)
+    with pytest.raises(TypeError, match="executor: expected a HybridExecutor"):
+        check_placements(object(), x, ids, w, [])
