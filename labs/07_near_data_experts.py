@@ -63,7 +63,7 @@ from samoyeds_lab.routing import tokens_per_expert
 from samoyeds_lab.routing.ship import load_shipped_trace
 from samoyeds_lab.viz.monde import (
     crossover_figure,
-    hybrid_figure,
+    placement_checks_figure,
     placement_grid_figure,
     policy_times_figure,
     tokens_placement_figure,
@@ -284,12 +284,9 @@ with HybridExecutor(experts, near_workers=1, threads=1) as hx:
     checks = check_placements(hx, x, ids, w, placed, reference=reference, rtol=1e-5, atol=1e-6)
 for c in checks:
     print(c.line())
-labels = [f"{c.label} ({int(c.mask.sum())} fast)" for c in checks]
-modelled, measured, spread = ([c.modelled_s for c in checks], [c.timing.total_s for c in checks],
-                              [c.spread_s for c in checks])
 print(f"measured on this {HERE}; tokens per expert: {n_e.tolist()}; outputs equal the one-device forward (checked)")
-hybrid_figure(labels, modelled, measured, measured_err_s=spread,
-              title=f"Hybrid layer, {T} tokens: cost model vs measured ({HERE}, 1 thread per side)").show()
+placement_checks_figure(checks, title=f"Hybrid layer, {T} tokens: cost model vs measured ({HERE}, 1 thread per side)"
+                        ).show()
 
 # %% [markdown]
 # **Reading it.** The single-side runs (`all_near`, `all_gpu`) check the per-path model: it predicts
@@ -397,12 +394,9 @@ with HybridExecutor(sp, near_workers=1, threads=1) as hx:
     checks_c = check_placements(hx, x, ids, w, cases, reference=ref_sp)
 for c in checks_c:
     print(c.line())
-lab_c = [f"{c.label} ({int(c.mask.sum())} fast)" for c in checks_c]
-mod_c, mea_c, spr_c = ([c.modelled_s for c in checks_c], [c.timing.total_s for c in checks_c],
-                       [c.spread_s for c in checks_c])
 print(f"measured on this {HERE}, compressed near side; outputs equal the dense forward on the pruned weights (checked)")
-hybrid_figure(lab_c, mod_c, mea_c, measured_err_s=spr_c,
-              title=f"Hybrid layer, compressed near side, {T} tokens: modelled vs measured ({HERE})").show()
+placement_checks_figure(checks_c, title=f"Hybrid layer, compressed near side, {T} tokens: modelled vs measured ({HERE})"
+                        ).show()
 
 # %% [markdown]
 # **Reading it.** The compressed near side reads about a quarter of the bytes, so at few tokens per expert

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from .sparsity import COLORS, _layout
 
 __all__ = [
+    "placement_checks_figure",
     "MONDE_COLORS",
     "PROFILE_COLORS",
     "crossover_figure",
@@ -181,6 +182,14 @@ def crossover_figure(n_tokens, curves: Mapping[str, tuple], *, crossovers: Mappi
                                      marker=dict(symbol="diamond", size=11, color=col, line=dict(color="#ffffff", width=1)),
                                      name=f"{name}: crossover {x} tokens", showlegend=False))
     return fig
+
+
+def placement_checks_figure(checks, *, title: str = "Hybrid layer: cost model vs measured (this machine)") -> go.Figure:
+    """:func:`hybrid_figure` of :func:`samoyeds_lab.offload.hybrid.check_placements` results (label with the
+    number of fast-side experts, modelled vs measured, IQR/2 error bars)."""
+    checks = list(checks)
+    return hybrid_figure([f"{c.label} ({int(c.mask.sum())} fast)" for c in checks], [c.modelled_s for c in checks],
+                         [c.timing.total_s for c in checks], measured_err_s=[c.spread_s for c in checks], title=title)
 
 
 def hybrid_figure(labels: Sequence[str], modelled_s, measured_s, *, measured_err_s=None,

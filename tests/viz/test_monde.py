@@ -217,3 +217,18 @@ def test_tokens_panel_bad_arguments(tokens_panel):
         NearTokensPanel([1, 2], {"a": ([1, 1], [1])})
     with pytest.raises(ValueError, match=r"curves\['a'\]"):
         NearTokensPanel([1, 2], {"a": ([1, float("nan")], [1, 1])})
+
+
+def test_placement_checks_figure_from_checks():
+    import numpy as np
+
+    from samoyeds_lab.offload.hybrid import HybridTiming, PlacementCheck
+    from samoyeds_lab.viz.monde import placement_checks_figure
+
+    checks = [PlacementCheck("near", np.zeros(4, bool), 0.01, 0.0, 0.01, HybridTiming(0.012, 0.0, 0.012, ()), 0.001),
+              PlacementCheck("best", np.array([1, 0, 1, 0], bool), 0.02, 0.02, 0.01,
+                             HybridTiming(0.03, 0.03, 0.01, ()), 0.002)]
+    fig = placement_checks_figure(checks, title="t")
+    assert list(fig.data[0].x) == ["near (0 fast)", "best (2 fast)"]
+    assert [round(float(v), 6) for v in fig.data[0].y] == [10.0, 20.0]  # cost model, ms
+    assert [round(float(v), 6) for v in fig.data[1].y] == [12.0, 30.0]  # measured, ms
