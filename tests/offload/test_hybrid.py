@@ -29,6 +29,16 @@ def experts():
     return make_experts(E, H, I, seed=3)
 
 
+def grouped_one_thread(ex, x, ids, w):
+    """The one-device grouped forward on one torch thread (the summation order a 1-thread near side uses)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return ex.forward_grouped(x, ids, w)
+    finally:
+        torch.set_num_threads(old)
+
+
 def routing(T, k=2, seed=0, skew=1.0):
     g = torch.Generator().manual_seed(seed)
     prior = torch.exp(-skew * torch.arange(E, dtype=torch.float64))
@@ -60,12 +70,7 @@ def test_output_equals_one_device_for_every_placement(experts, T, workers):
 
 def test_bitwise_equal_to_grouped_at_one_thread(experts):
     x, ids, w = routing(64, seed=5)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ref = experts.forward_grouped(x, ids, w)
-    finally:
-        torch.set_num_threads(old)
+    ref = grouped_one_thread(experts, x, ids, w)
     with HybridExecutor(experts) as hx:
         r = hx(x, ids, w, np.array([True, False, True, False, False, True]))
     assert torch.equal(r.output, ref)
@@ -201,12 +206,7 @@ def test_compressed_near_side_bf16():
 def test_dense_near_format_on_sparsified_experts_is_the_old_path():
     ex = sparse_experts("samoyeds")
     x, ids, w = sparse_routing(ex.num_experts, ex.hidden, 40, seed=2)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ref = ex.forward_grouped(x, ids, w)
-    finally:
-        torch.set_num_threads(old)
+    ref = grouped_one_thread(ex, x, ids, w)
     with HybridExecutor(ex, near_format="dense") as hx:
         r = hx(x, ids, w, np.array([True, False, False, True, False]))
     assert r.near_format == "dense" and torch.equal(r.output, ref)
