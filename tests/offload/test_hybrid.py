@@ -71,6 +71,7 @@ def test_output_equals_one_device_for_every_placement(experts, T, workers):
 def test_bitwise_equal_to_grouped_at_one_thread(experts):
     x, ids, w = routing(64, seed=5)
     ref = grouped_one_thread(experts, x, ids, w)
+    old = torch.get_num_threads()
     with HybridExecutor(experts) as hx:
         r = hx(x, ids, w, np.array([True, False, True, False, False, True]))
     assert torch.equal(r.output, ref)
