@@ -199,11 +199,12 @@ def offload_policy_figure(choice: OffloadChoice, *, shape: str = "Mixtral-8x7B")
     xmax = max(c.policies[p].ms_per_token for p in order)
     fig.update_layout(_layout(
         barmode="stack", showlegend=True, height=80 + 46 * len(order),
-        title=dict(text=f"Offloaded: modelled time per token, {c.capacity}/{c.num_slots} experts on the GPU "
-                        f"({c.scope} cache, {c.batch_tokens} token/step, {shape} experts)"),
+        # two lines: one line of this length is cut at notebook width
+        title=dict(text=f"Offloaded: modelled time per token, {c.capacity}/{c.num_slots} experts on the GPU"
+                        f"<br><sub>{c.scope} cache, {c.batch_tokens} token/step, {shape} experts</sub>"),
         xaxis=dict(title="ms per token (model)", range=[0, xmax * 1.45]),
         yaxis=dict(autorange="reversed"),
-        legend=dict(orientation="h", y=-0.25, x=0), margin=dict(l=110, r=20, t=60, b=70)))
+        legend=dict(orientation="h", y=-0.25, x=0), margin=dict(l=110, r=20, t=80, b=70)))
     return fig
 
 
