@@ -102,6 +102,15 @@ def _probe_cupy() -> tuple[str | None, str | None, tuple[int, int] | None, list[
     return version, name, cc, reasons
 
 
+def _cpu_name() -> str:
+    try:
+        from .kernels.cpu import cpu_model
+
+        return f"{cpu_model()} ({platform.machine()})"
+    except Exception:
+        return platform.processor() or platform.machine()
+
+
 @functools.lru_cache(maxsize=1)
 def device_info() -> DeviceInfo:
     """Probe once per process what can run here (cached). Never raises."""
@@ -139,7 +148,7 @@ def device_info() -> DeviceInfo:
         cupy_version=cupy_version,
         torch_version=torch.__version__,
         torch_cuda=torch_cuda,
-        cpu=platform.processor() or platform.machine(),
+        cpu=_cpu_name(),
         threads=torch.get_num_threads(),
         reasons=tuple(reasons),
         cpu_isa=cpu_isa,
