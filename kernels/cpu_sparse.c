@@ -518,10 +518,15 @@ int sl_decompress(const sl_args *a, int64_t c0, int64_t c1, void *out, int64_t l
     const int64_t esz = a->vdtype == SL_F32 ? 4 : 2;
     const int64_t m = a->rsel ? a->m : 1, n = a->rsel ? a->n : 1;
     const int64_t K = a->upr * 32 < ldo ? a->upr * 32 : ldo;
-    /* zero the dense rows of the groups covered */
-    for (int64_t g = c0 / n; g < (c1 + n - 1) / n; ++g)
+    const int64_t g0 = c0 / n, g1 = (c1 + n - 1) / n;
+    /* groups in parallel (torch's OpenMP threads where built with OpenMP): each zeroes its m dense rows,
+     * then writes what its n compressed rows keep */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(a->nthreads > 0 ? (int)a->nthreads : 1) if (g1 - g0 > 8)
+#endif
+    for (int64_t g = g0; g < g1; ++g) {
         memset((char *)out + ((g * m) - row0) * ldo * esz, 0, (size_t)(m * ldo * esz));
-    for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t c = g * n > c0 ? g * n : c0, ce = (g + 1) * n < c1 ? (g + 1) * n : c1; c < ce; ++c)
         for (int64_t u = 0; u < a->upr; ++u) {
             const int64_t w = u / a->upw;
             const int64_t r = a->rsel ? a->rsel[c * a->nwin + w] : 0;
@@ -560,8 +565,8 @@ int sl_decompress(const sl_args *a, int64_t c0, int64_t c1, void *out, int64_t l
             }
 #endif
             for (int v = 0; v < 16; ++v) {
-                const int g = v >> 1, s = v & 1;
-                const int64_t col = u * 32 + 4 * g + ((md >> (s * 16 + 2 * g)) & 3);
+                const int gi = v >> 1, s = v & 1;
+                const int64_t col = u * 32 + 4 * gi + ((md >> (s * 16 + 2 * gi)) & 3);
                 if (col >= K) continue;
                 int64_t src = (c * a->upr + u) * 16 + v;
                 if (a->pair_layout) { /* where the pair layout put value v of unit u */

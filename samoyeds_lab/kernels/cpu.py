@@ -456,7 +456,7 @@ def dense_tiles(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.T
         r0 = c0 // op.n * op.m if op.rsel is not None else c0
         r1 = c1 // op.n * op.m if op.rsel is not None else c1
         if lib is not None:
-            a = _args(op, None, None, 1)
+            a = _args(op, None, None, torch.get_num_threads())
             lib.sl_decompress(ctypes.byref(a), c0, c1, tile.data_ptr(), tile.shape[1], r0)
             t = tile[: r1 - r0, :cols]
         else:
