@@ -380,9 +380,13 @@ def readme_table(result: dict, layer: dict | None = None, isa_result: dict | Non
             r1 = rows.get(("samoyeds", toks[0]))
             if r1 and r1.get("bandwidth_fraction"):
                 out.append("")
+                ref = [r for r in result["records"] if r["kind"] == "reference" and r["name"] == name
+                       and r["threads"] == th]
                 out.append(f"At {toks[0]} token(s) the Samoyeds kernel reads its {r1['bytes'] / 1e6:.1f} MB at "
                            f"{r1['gbps']:.1f} GB/s ({100 * r1['bandwidth_fraction']:.0f}% of the measured read "
-                           f"bandwidth; byte ceiling {r1['ceiling_ms']:.2f} ms).")
+                           f"bandwidth; byte ceiling {r1['ceiling_ms']:.2f} ms)"
+                           + (f"; the pure-torch reference (it rebuilds the dense weight per call) takes "
+                              f"{ref[0]['ms']:.0f} ms." if ref else "."))
             out.append("")
     if isa_result:
         recs = [r for r in isa_result["records"] if r["kind"] in ("samoyeds", "2:4")]
