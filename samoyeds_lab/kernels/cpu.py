@@ -184,7 +184,10 @@ def build(isa: str) -> CpuBuild:
     cc = _compiler()
     if cc is None:
         raise CpuKernelError("no C compiler found ($CC, cc, gcc, clang)")
-    src = SOURCE.read_bytes()
+    try:
+        src = SOURCE.read_bytes()
+    except OSError as exc:  # e.g. a non-editable install without the repository's kernels/ folder
+        raise CpuKernelError(f"the CPU kernel source {SOURCE} cannot be read ({exc.strerror})") from None
     flags = ["-O3", "-fPIC", "-shared", "-std=c11", f"-DSL_ISA={_DEFINE[isa]}"] + _FLAGS[isa]
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout

@@ -316,3 +316,26 @@ def test_auto_says_when_it_takes_dense_tiles(monkeypatch, caplog):
         K.ssmm(w, x, None)
     assert [r.getMessage() for r in caplog.records].count("backend='auto' runs dense: dense tiles: test reason") == 1
     torch.testing.assert_close(y, reference.spmm(w, x), rtol=1e-4, atol=1e-4)
+
+
+def test_missing_source_or_compiler_falls_back_to_dense_tiles(monkeypatch, tmp_path):
+    # no kernel source (a non-editable install) or no compiler: a named reason, the dense tiles, same answers
+    monkeypatch.setattr(cpu, "SOURCE", tmp_path / "missing.c")
+    cpu.build.cache_clear()
+    cpu._cpu_path.cache_clear()
+    monkeypatch.setenv("SAMOYEDS_LAB_CACHE", str(tmp_path))
+    try:
+        with pytest.raises(cpu.CpuKernelError, match="cannot be read"):
+            cpu.build("portable")
+        path = cpu.cpu_path()
+        assert path.isa == "none" and "cannot be read" in path.reason
+        w = _ws(8, 128, torch.float32)
+        x = torch.randn(2, 128)
+        torch.testing.assert_close(K.ssmm(w, x, None), reference.spmm(w, x), rtol=1e-4, atol=1e-4)
+        monkeypatch.setattr(cpu, "_compiler", lambda: None)
+        with pytest.raises(cpu.CpuKernelError, match="no C compiler found"):
+            cpu.build("portable")
+    finally:
+        cpu.build.cache_clear()
+        cpu._cpu_path.cache_clear()
+        cpu._cached_choice.cache_clear()
