@@ -65,6 +65,10 @@ def threads(n: int | None):
 
 def time_flushed(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, flush: bool = True) -> dict[str, float]:
     """Median / min / max milliseconds of ``fn`` over ``repeat`` calls, the cache flushed before each."""
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    repeat = check_int("repeat", repeat, lo=1)
+    warmup = check_int("warmup", warmup, lo=0)
     for _ in range(warmup):
         fn()
     ts = []
@@ -105,8 +109,16 @@ def cpu_device() -> dict[str, object]:
 def make_weights(rows: int, cols: int, *, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
                  patterns: Sequence[str] = ("samoyeds", "2:4")) -> dict[str, object]:
     """A random expert matrix pruned per pattern (magnitude; Samoyeds 1:2 V=128): ``{pattern: weight}``."""
+    from .._checks import FLOAT_DTYPES
     from ..prune import sparsify
 
+    check_int("rows", rows, lo=2)
+    check_int("cols", cols, lo=128)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected torch.float16/bfloat16/float32, got {dtype!r}")
+    bad = [p for p in patterns if p not in ("samoyeds", "2:4")]
+    if bad or isinstance(patterns, str):
+        raise ValueError(f"patterns: expected a sequence of 'samoyeds' / '2:4', got {patterns!r}")
     g = torch.Generator().manual_seed(seed)
     w = (torch.randn(rows, cols, generator=g) * cols ** -0.5).to(dtype)
     out: dict[str, object] = {}

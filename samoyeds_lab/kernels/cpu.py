@@ -412,11 +412,44 @@ def _args(op: CpuOperand, xg: torch.Tensor | None, y: torch.Tensor | None, threa
         xg.shape[1] if xg is not None else 0, y.shape[1] if y is not None else 0, threads, int(op.pair))
 
 
+def _check_call(weight: object, x: object, idx: object, isa: object, threads: object) -> torch.Tensor | None:
+    """The arguments of :func:`kernel_gemm` / :func:`dense_tiles`, checked (named errors); returns ``idx``
+    as int64 (or None)."""
+    from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+
+    why = cpu_unsupported(weight)
+    if why is not None:
+        raise ValueError(f"weight: {why}")
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"x: expected shape [tokens, {weight.shape[1]}] to match the weight's columns, "
+                         f"got {tuple(x.shape)}")
+    if x.device.type != "cpu":
+        raise ValueError(f"x: expected a CPU tensor, got one on {x.device}")
+    if isa is not None and isa not in ISAS + ("none",):
+        raise ValueError(f"isa: expected one of {', '.join(map(repr, ISAS + ('none',)))}, got {isa!r}")
+    if threads is not None:
+        check_int("threads", threads, lo=1, hi=1024)
+    if idx is None:
+        return None
+    check_tensor("idx", idx, ndim=1, dtypes=INT_DTYPES)
+    i = idx.to(torch.int64)
+    if i.numel() and (int(i.min()) < 0 or int(i.max()) >= x.shape[0]):
+        raise ValueError(f"idx: expected row ids in [0, {x.shape[0]}) (no SENTINEL), got values in "
+                         f"[{int(i.min())}, {int(i.max())}]")
+    return i
+
+
 def kernel_gemm(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.Tensor | None = None, *,
                 isa: str | None = None, threads: int | None = None) -> torch.Tensor:
     """``y [len(idx), rows] = x[idx] @ dense(weight)ᵀ`` in fp32 by the CPU kernel of ``isa`` (default: this
     machine's path). ``idx`` holds valid row ids only (no SENTINEL; the caller drops those).
     """
+    return _kernel_gemm(weight, x, _check_call(weight, x, idx, isa, threads), isa, threads)
+
+
+def _kernel_gemm(weight, x, idx, isa, threads) -> torch.Tensor:
+    # unchecked: for callers that validated already (samoyeds_lab.kernels.ops)
     isa = isa or cpu_path().isa
     if isa == "none":
         raise ValueError("isa: no CPU kernel can run here (cpu_path() is 'none'); use dense_tiles")
@@ -430,7 +463,7 @@ def kernel_gemm(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.T
         return y
     a = _args(op, xg, y, _threads(op.vals.numel() * xg.shape[0], threads))
     if b.lib.sl_gemm(ctypes.byref(a)) != 0:
-        raise MemoryError("CPU kernel: could not allocate its per-thread window lists")
+        raise RuntimeError("CPU kernel: a worker reported a failure")
     return y
 
 
@@ -438,6 +471,11 @@ def dense_tiles(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, idx: torch.T
                 isa: str | None = None) -> torch.Tensor:
     """The same product through torch's dense ``F.linear``, decompressing 128 compressed rows at a time
     (never the whole dense weight). Returns fp32 ``[len(idx), rows]``."""
+    return _dense_tiles(weight, x, _check_call(weight, x, idx, isa, None), isa)
+
+
+def _dense_tiles(weight, x, idx, isa) -> torch.Tensor:
+    # unchecked: for callers that validated already (samoyeds_lab.kernels.ops)
     rows, cols = weight.shape
     xs = x if idx is None else x.index_select(0, idx)
     y = torch.empty(xs.shape[0], rows, dtype=torch.float32)
@@ -528,6 +566,13 @@ def cpu_choice(weight: object, tokens: int, dtype: torch.dtype = torch.bfloat16,
     dense tiles are taken where they were measured faster than the kernel. Without a record of this CPU,
     those of the same ISA path on another CPU (the reason says so); without any: the kernel.
     """
+    from .._checks import FLOAT_DTYPES, check_int
+
+    tokens = check_int("tokens", tokens, lo=0)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected torch.float16/bfloat16/float32, got {dtype!r}")
+    if not (weight in (SamoyedsWeight, NMWeight) or cpu_unsupported(weight) is None):
+        raise ValueError(f"weight: {cpu_unsupported(weight)}")
     path = cpu_path()
     dt = str(dtype).removeprefix("torch.")
     if records is None:  # the recorded file: decided once per (path, kind, dtype, tokens, threads) and process

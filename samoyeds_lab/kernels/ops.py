@@ -233,7 +233,13 @@ def _cpu_products(mode: str, weight, x: torch.Tensor, idx: torch.Tensor | None) 
     """fp32 ``[positions, rows]`` products on the CPU path; SENTINEL positions give zero rows."""
     from . import cpu
 
-    fn = cpu.kernel_gemm if mode == "kernel" else cpu.dense_tiles
+    # the ops validated every argument already: the unchecked entries (no second pass over the ids)
+    if mode == "kernel":
+        def fn(w, xx, i):
+            return cpu._kernel_gemm(w, xx, i, None, None)
+    else:
+        def fn(w, xx, i):
+            return cpu._dense_tiles(w, xx, i, None)
     if idx is None:
         return fn(weight, x, None)
     valid = idx != SENTINEL

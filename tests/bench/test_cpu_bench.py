@@ -94,3 +94,22 @@ def test_readme_table_from_records():
     table = bc.readme_table({"device": bc.cpu_device(), "read_bandwidth_gbps": {"1": 5.0}, "records": recs})
     assert "**tiny** (64×256), 1 thread(s):" in table and "| tokens | 1 | 2 |" in table
     assert table.count("×") >= 5
+
+
+def test_bench_helpers_name_the_bad_argument():
+    with pytest.raises(ValueError, match="rows: expected an int >= 2"):
+        bc.make_weights(0, 256)
+    with pytest.raises(TypeError, match="dtype: expected"):
+        bc.make_weights(8, 256, dtype=torch.int8)
+    with pytest.raises(ValueError, match="patterns: expected"):
+        bc.make_weights(8, 256, patterns=("venom",))
+    with pytest.raises(ValueError, match="repeat: expected an int >= 1"):
+        bc.time_flushed(lambda: None, repeat=0)
+    with pytest.raises(TypeError, match="fn: expected a callable"):
+        bc.time_flushed(3)
+    with pytest.raises(ValueError, match="tokens: expected an int >= 1"):
+        bc.bench_expert(64, 256, [0])
+    with pytest.raises(ValueError, match="isa: expected one of"):
+        bc.bench_expert(64, 256, [1], isa="sse2", weights=bc.make_weights(64, 256))
+    with pytest.raises(ValueError, match="nbytes: expected an int >= "):
+        bc.read_bandwidth(10)

@@ -339,3 +339,36 @@ def test_missing_source_or_compiler_falls_back_to_dense_tiles(monkeypatch, tmp_p
         cpu.build.cache_clear()
         cpu._cpu_path.cache_clear()
         cpu._cached_choice.cache_clear()
+
+
+@pytest.mark.parametrize("fn", [cpu.kernel_gemm, cpu.dense_tiles], ids=["kernel_gemm", "dense_tiles"])
+def test_direct_entry_points_name_the_bad_argument(fn):
+    w = _ws(8, 128, torch.float32)
+    x = torch.randn(3, 128)
+    cases = [
+        ((w, torch.randn(3, 64)), ValueError, r"x: expected shape \[tokens, 128\]"),
+        ((w, torch.randn(3, 128, 1)), ValueError, "x: expected a 2-D tensor"),
+        ((w, torch.randn(3, 128).to(torch.float64)), TypeError, "x: expected dtype"),
+        ((w, x, torch.tensor([0, 3])), ValueError, r"idx: expected row ids in \[0, 3\)"),
+        ((w, x, torch.tensor([-1])), ValueError, r"idx: expected row ids in \[0, 3\) \(no SENTINEL\)"),
+        ((w, x, torch.tensor([0.5])), TypeError, "idx: expected dtype"),
+        ((torch.randn(8, 128), x), ValueError, "weight: weight format Tensor"),
+    ]
+    for args, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            fn(*args)
+    with pytest.raises(ValueError, match="isa: expected one of"):
+        fn(w, x, isa="sse2")
+    if fn is cpu.kernel_gemm:
+        with pytest.raises(ValueError, match="threads: expected an int >= 1"):
+            fn(w, x, threads=0)
+
+
+def test_cpu_choice_names_the_bad_argument():
+    w = _ws(8, 128, torch.float32)
+    with pytest.raises(ValueError, match="tokens: expected an int >= 0"):
+        cpu.cpu_choice(w, -1)
+    with pytest.raises(TypeError, match="dtype: expected"):
+        cpu.cpu_choice(w, 1, torch.int8)
+    with pytest.raises(ValueError, match="weight: weight format"):
+        cpu.cpu_choice(torch.randn(4, 4), 1)
