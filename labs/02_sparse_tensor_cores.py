@@ -38,6 +38,7 @@ import torch
 
 from samoyeds_lab import kernels
 from samoyeds_lab.bench.cpu import make_weights, read_bandwidth
+from samoyeds_lab.exercises.cpu_kernels import check_decode_ceiling, check_unit_columns
 from samoyeds_lab.bench.kernels import MODEL_SHAPES, load_kernel_records
 from samoyeds_lab.bench.roofline import DEFAULT_TOKENS, OPS, expert_matrices, op_bytes, roofline, roofline_sweep
 from samoyeds_lab.kernels import cpu as cpu_kernels
@@ -260,6 +261,51 @@ else:
 # read bandwidth measured just now: a model) and the GPU roofline of section 2 (a model). The bandwidth is
 # what `torch.sum` reaches over 256 MB; a kernel that prefetches better can come in a little under that
 # "ceiling", which says the ceiling is approximate, not that the bytes were not read.
+
+# %% [markdown]
+# ### Exercise 1 — the gather columns of one unit
+#
+# The CPU kernel cuts every compressed row into 32-column *units*: 8 groups of 4 columns, 16 kept values.
+# Its metadata is one 32-bit word per unit: the **first** kept position of group `g` in bits `2g..2g+1`,
+# the **second** in bits `16+2g..17+2g`. Kept value `v = 2g + s` (`s = 0` first, `1` second) multiplies
+# column `4g + position` of the token — the kernel turns the word into these 16 gather indices in two
+# vector instructions. Write `my_unit_columns(word)` returning the 16 columns (0–31) in value order.
+# `check_unit_columns` tries words taken from a real 2:4 weight in the kernel's layout and shows yours vs
+# expected (and where the dense unit is nonzero) until it is right.
+
+# %%
+def my_unit_columns(word: int) -> list[int]:
+    """Columns (0..31) multiplied by the 16 kept values of a unit, in value order v = 2g + s."""
+    # TODO: for v in range(16): g, s = v >> 1, v & 1; position = (word >> (16 * s + 2 * g)) & 3;
+    #       column = 4 * g + position
+    raise NotImplementedError
+
+
+check_unit_columns(my_unit_columns);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.cpu_kernels.solution_unit_columns` (read it after trying).
+#
+# ### Exercise 2 — predict the speed-up at one token before you measure it
+#
+# At one token per expert the product reads every weight byte once and does almost nothing else, so its
+# time is at best *bytes / bandwidth*. Write `my_decode_ceiling(rows, cols, gbps)` returning
+# `(dense_ms, samoyeds_ms)` for a bf16 weight: dense `rows·cols` values of 2 bytes; the Samoyeds 1:2, V=128
+# operand the kernel reads: `rows/2 · cols/2` kept values (2 bytes each), 2 bits of metadata per kept value,
+# and one byte of row index per 128-column window per compressed row (`rows/2` of them). Their ratio is
+# the most any decode kernel can gain; the table below shows how close this CPU gets.
+
+# %%
+def my_decode_ceiling(rows: int, cols: int, gbps: float) -> tuple[float, float]:
+    """(dense_ms, samoyeds_ms): the time to read the weight at gbps GB/s, dense bf16 and Samoyeds 1:2 V=128."""
+    # TODO: count the bytes of each, then ms = bytes / (gbps * 1e9) * 1e3
+    raise NotImplementedError
+
+
+check_decode_ceiling(my_decode_ceiling);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.cpu_kernels.solution_decode_ceiling`.
 
 # %%
 print(cpu_kernels.cpu_path().line())

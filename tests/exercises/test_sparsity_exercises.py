@@ -178,3 +178,40 @@ def test_example_words_match_packed_metadata():
             pairs = decode_loop(int(words[r, k].item()))
             pos = nm.positions[r, 16 * k:16 * k + 16].tolist()
             assert pairs == [tuple(pos[2 * j:2 * j + 2]) for j in range(8)]
+
+
+# ---------------------------------------------------------------------------------------------- lab 02 (CPU kernels)
+def test_cpu_kernel_exercises_fail_on_the_stub_and_pass_on_the_solution(capsys):
+    from samoyeds_lab.bench.cpu import make_weights
+    from samoyeds_lab.exercises.cpu_kernels import (
+        check_decode_ceiling, check_unit_columns, solution_decode_ceiling, solution_unit_columns)
+    from samoyeds_lab.kernels.cpu import cpu_operand
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert not check_unit_columns(stub) and "not yet solved" in capsys.readouterr().out
+    assert not check_decode_ceiling(stub) and "not yet solved" in capsys.readouterr().out
+    assert check_unit_columns(solution_unit_columns) and check_decode_ceiling(solution_decode_ceiling)
+    # a near miss: first and second positions swapped
+    assert not check_unit_columns(lambda w: [4 * (v >> 1) + ((w >> ((1 - (v & 1)) * 16 + 2 * (v >> 1))) & 3)
+                                             for v in range(16)])
+    out = capsys.readouterr().out
+    assert "mismatch" in out and "the dense unit is nonzero at columns" in out
+    # a near miss: the metadata bits forgotten
+    assert not check_decode_ceiling(lambda r, c, g: (r * c * 2 / g / 1e6, r * c / 2 / g / 1e6))
+    assert "yours" in capsys.readouterr().out
+    # the spec's byte count is what the kernel reads
+    w = make_weights(256, 512, patterns=("samoyeds",))["samoyeds"]
+    assert solution_decode_ceiling(256, 512, 1.0)[1] == pytest.approx(cpu_operand(w).nbytes / 1e6)
+    with pytest.raises(TypeError, match="fn: expected a function"):
+        check_unit_columns(3)
+
+
+def test_unit_columns_are_where_the_dense_unit_is_nonzero():
+    from samoyeds_lab.exercises.cpu_kernels import example_unit_words, solution_unit_columns
+
+    for word, dense in example_unit_words():
+        if dense is not None:
+            cols = solution_unit_columns(word)
+            assert set((dense != 0).nonzero().flatten().tolist()) <= set(cols)
