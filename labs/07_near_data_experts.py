@@ -49,6 +49,7 @@ from samoyeds_lab.offload.cost import (
     layer_cost,
     near_data_path_cost,
 )
+from samoyeds_lab.exercises.offload import check_crossover, check_path_times
 from samoyeds_lab.offload.hardware import load_profile, probe_host
 from samoyeds_lab.offload.hybrid import (
     HybridExecutor,
@@ -124,6 +125,42 @@ for g in ("h100_pcie", "h100_sxm", "a100_sxm", "rtx_4090", "rtx_4070_super"):
 # *near-data compute* more than on the GPU: every GPU above crosses at about the same `n*` against the same
 # CXL device, while the host CPU (`host_ddr5`, 14 TFLOP/s of AVX-512) moves it up several-fold. A slower
 # link moves the crossover *up* too (moving the weights gets dearer, activations are tiny either way).
+
+# %% [markdown]
+# ### Exercise 1 — the two path times
+#
+# Write `my_path_times(n, P, d, gpu, near, link_gbs)` returning `(t_gpu_s, t_near_s)` in **seconds** for fp16
+# weights and activations (`b = b_act = 2`), the weights not resident, by the two formulas above. `gpu` and
+# `near` are hardware profiles: `.fp16_tflops` (TFLOP/s) and `.memory_bandwidth_gbs` (GB/s); the link is
+# `link_gbs` GB/s. `check_path_times` compares yours with the cost model on Mixtral and a smaller expert.
+
+# %%
+def my_path_times(n, P, d, gpu, near, link_gbs):
+    """(t_gpu, t_near) in seconds for one expert on n tokens (fp16, not resident)."""
+    # TODO: t_gpu  = P*2 / (link_gbs*1e9) + max(2*n*P / (gpu.fp16_tflops*1e12), P*2 / (gpu.memory_bandwidth_gbs*1e9))
+    #       t_near = 2*n*d*2 / (link_gbs*1e9) + max(P*2 / (near.memory_bandwidth_gbs*1e9), 2*n*P / (near.fp16_tflops*1e12))
+    raise NotImplementedError
+
+
+check_path_times(my_path_times);
+
+# %% [markdown]
+# ### Exercise 2 — the crossover n*
+#
+# *Predict first:* against the CXL device on a 64 GB/s link, is a Mixtral expert hot at 16 tokens? At 256?
+# Then write `my_crossover(P, d, gpu, near, link_gbs)`: the smallest `n` in 1 … 65536 with
+# `t_gpu(n) <= t_near(n)`, or `None` if near data wins throughout (use your `my_path_times`; both times grow
+# with `n`, the near one faster, so a bisection works — or solve the linear pieces in closed form).
+# Stuck? The solutions are `samoyeds_lab.exercises.offload.solution_path_times` and `solution_crossover`.
+
+# %%
+def my_crossover(P, d, gpu, near, link_gbs):
+    """Smallest n (1..65536) from which moving the weights is no slower, else None."""
+    # TODO: bisect lo=1, hi=65536 on "my_path_times(n, ...)[0] <= my_path_times(n, ...)[1]"
+    raise NotImplementedError
+
+
+check_crossover(my_crossover);
 
 # %% [markdown]
 # ## 2. How many tokens does an expert get?

@@ -5,6 +5,8 @@ when they differ, and returns ``True``/``False`` without raising because of the 
 """
 
 from .cpu_kernels import check_decode_ceiling, check_unit_columns
+from .offload import check_crossover, check_path_times
 from .sparsity import check_decode_word, check_mask_24
 
-__all__ = ["check_decode_word", "check_mask_24", "check_unit_columns", "check_decode_ceiling"]
+__all__ = ["check_decode_word", "check_mask_24", "check_unit_columns", "check_decode_ceiling",
+           "check_path_times", "check_crossover"]

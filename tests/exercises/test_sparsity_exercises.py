@@ -215,3 +215,22 @@ def test_unit_columns_are_where_the_dense_unit_is_nonzero():
         if dense is not None:
             cols = solution_unit_columns(word)
             assert set((dense != 0).nonzero().flatten().tolist()) <= set(cols)
+
+
+# ---------------------------------------------------------------------------------------------- lab 07 (offload)
+def test_offload_exercises_fail_on_the_stub_and_pass_on_the_solution(capsys):
+    from samoyeds_lab.exercises.offload import (
+        check_crossover, check_path_times, solution_crossover, solution_path_times)
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert not check_path_times(stub) and not check_crossover(stub)
+    assert capsys.readouterr().out.count("not yet solved") == 2
+    assert check_path_times(solution_path_times) and check_crossover(solution_crossover)
+    # near misses: the activations counted one way only; n* one too early
+    assert not check_path_times(lambda n, P, d, g, m, link: (solution_path_times(n, P, d, g, m, link)[0],
+                                                             solution_path_times(n, P, d, g, m, link)[1]
+                                                             - n * d * 2 / (link * 1e9)))
+    assert not check_crossover(lambda *a: (solution_crossover(*a) or 2) - 1)
+    assert "yours" in capsys.readouterr().out
