@@ -607,12 +607,12 @@ def _choice(path: CpuPath, kind: str, dt: str, tokens: int, th: int, recs: list[
     d = sorted(r["tiles_ms"] for r in at)[len(at) // 2]
     if d < k:
         return CpuChoice("dense", f"dense tiles: recorded {d:.2f} ms vs kernel {k:.2f} ms at {near} tokens "
-                                  f"({path.isa}, {near_th} threads, {where}, {r_date(at)})")
+                                  f"({path.isa}, {near_th} threads, {where}, {_r_date(at)})")
     return CpuChoice("kernel", f"{path.isa} kernel: recorded {k:.2f} ms vs dense tiles {d:.2f} ms at {near} tokens "
-                               f"({near_th} threads, {where}, {r_date(at)})")
+                               f"({near_th} threads, {where}, {_r_date(at)})")
 
 
-def r_date(recs: list[dict]) -> str:
+def _r_date(recs: list[dict]) -> str:
     return str(recs[0].get("date", "undated"))
 
 
