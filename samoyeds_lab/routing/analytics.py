@@ -25,7 +25,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from .._checks import check_int
+from .._checks import check_alloc, check_bool, check_int
 from .trace import RoutingTrace
 
 
@@ -41,6 +41,7 @@ def expert_counts(trace: RoutingTrace, *, choice: int | None = None) -> torch.Te
     ``choice=j`` counts only the ``j``-th choice (``choice=0``: first choices, ``Σ_e = T``).
     """
     trace = _check_trace(trace)
+    check_alloc("num_experts", (trace.num_layers, trace.num_experts), torch.int64, what="count table [layers, E]")
     ids = trace.topk_ids
     if choice is not None:
         j = check_int("choice", choice, lo=0, hi=trace.top_k - 1)
@@ -60,9 +61,11 @@ def expert_frequency(trace: RoutingTrace, *, choice: int | None = None, weighted
     ``f[l, e] = Σ_{t,j: ids=e} w[l,t,j] / Σ w[l]``.
     """
     trace = _check_trace(trace)
+    weighted = check_bool("weighted", weighted)
     if not weighted:
         c = expert_counts(trace, choice=choice).double()
         return c / c.sum(dim=1, keepdim=True)
+    check_alloc("num_experts", (trace.num_layers, trace.num_experts), torch.float64, what="weight table [layers, E]")
     ids, w = trace.topk_ids, trace.weights.double()
     if choice is not None:
         j = check_int("choice", choice, lo=0, hi=trace.top_k - 1)
@@ -215,9 +218,11 @@ def transition_matrix(trace: RoutingTrace, layer: int | str, *, normalize: bool 
     """
     trace = _check_trace(trace)
     l = trace.layer_index(layer)
+    normalize = check_bool("normalize", normalize)
     if l == trace.num_layers - 1:
         raise ValueError(f"layer: expected a layer with a next layer (index < {trace.num_layers - 1}), got {layer!r}")
     E = trace.num_experts
+    check_alloc("num_experts", (E, E), torch.float64, what="transition matrix [E, E]")
     src, dst = trace.topk_ids[l, :, 0], trace.topk_ids[l + 1, :, 0]
     n = torch.bincount(src * E + dst, minlength=E * E).view(E, E)
     if not normalize:
@@ -236,7 +241,9 @@ def coactivation(trace: RoutingTrace, layer: int | str, *, normalize: bool = Fal
     """
     trace = _check_trace(trace)
     l = trace.layer_index(layer)
+    normalize = check_bool("normalize", normalize)
     E = trace.num_experts
+    check_alloc("num_experts", (trace.num_tokens + E, E), torch.float64, what="co-activation [E, E] and one-hot [T, E]")
     onehot = torch.zeros(trace.num_tokens, E, dtype=torch.int64)
     onehot.scatter_(1, trace.topk_ids[l], 1)
     C = onehot.T @ onehot
@@ -263,6 +270,8 @@ class TokensPerExpert:
 
     def histogram(self, layer: int | None = None) -> torch.Tensor:
         """int64 ``[batch_tokens + 1]``: ``h[n]`` = number of (layer, batch, expert) with exactly ``n`` tokens."""
+        if layer is not None:
+            layer = check_int("layer", layer, lo=-self.counts.shape[0], hi=self.counts.shape[0] - 1)
         c = self.counts if layer is None else self.counts[layer]
         return torch.bincount(c.reshape(-1), minlength=self.batch_tokens + 1)
 
@@ -291,6 +300,7 @@ def tokens_per_expert(trace: RoutingTrace, batch_tokens: int) -> TokensPerExpert
     batch_tokens = check_int("batch_tokens", batch_tokens, lo=1, hi=trace.num_tokens)
     nb = trace.num_tokens // batch_tokens
     L, E, k = trace.num_layers, trace.num_experts, trace.top_k
+    check_alloc("num_experts", (L, nb, E), torch.int64, what="counts [layers, batches, E]")
     ids = trace.topk_ids[:, : nb * batch_tokens].reshape(L * nb, batch_tokens * k)
     offs = (torch.arange(L * nb) * E).view(-1, 1)
     counts = torch.bincount((ids + offs).reshape(-1), minlength=L * nb * E).view(L, nb, E)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_bool, check_tensor
 from ..moe import MoEBlock, RouterOutput
 from ..moe import hf as _hf
 from .trace import RoutingTrace
@@ -158,6 +158,9 @@ def record_routing(
         raise ValueError(f"input_ids: expected a non-empty [S] or [B, S] tensor, got shape {tuple(input_ids.shape)}")
     if logits_dtype is not None and logits_dtype not in (torch.float16, torch.float32):
         raise TypeError(f"logits_dtype: expected torch.float16, torch.float32 or None, got {logits_dtype}")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise TypeError(f"meta: expected a dict, got {type(meta).__name__}")
+    return_output = check_bool("return_output", return_output)
     points = routing_points(model)
     B, S = input_ids.shape
 

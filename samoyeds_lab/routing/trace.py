@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_path, check_tensor
 from ..errors import CorruptFileError
 
 #: Version of the ``.npz`` layout written by :meth:`RoutingTrace.save`.
@@ -52,6 +52,15 @@ _DISK_DTYPES = {
     "sequence_lengths": ("int64",),
     "logits": ("float16", "float32"),
 }
+
+
+def _tensor_list(name: str, v: object) -> list:
+    """A per-layer sequence (list / tuple, or a tensor whose first dimension is the layers) as a list."""
+    if isinstance(v, torch.Tensor):
+        return list(v.unbind(0)) if v.ndim >= 1 else [v]
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+        raise TypeError(f"{name}: expected a sequence of per-layer tensors, got {type(v).__name__}")
+    return list(v)
 
 
 def _json_ready(name: str, meta: Mapping[str, Any]) -> dict:
@@ -249,6 +258,8 @@ class RoutingTrace:
         column 0 is the first choice even for routers that return an unsorted top-k (DeepSeek-V2's
         ``torch.topk(..., sorted=False)``).
         """
+        topk_ids = _tensor_list("topk_ids", topk_ids)
+        weights = _tensor_list("weights", weights)
         if len(topk_ids) != len(weights):
             raise ValueError(f"weights: expected {len(topk_ids)} per-layer tensors (as topk_ids), got {len(weights)}")
         if len(topk_ids) == 0:
@@ -256,6 +267,15 @@ class RoutingTrace:
         for i, (a, b) in enumerate(zip(topk_ids, weights)):
             check_tensor(f"topk_ids[{i}]", a, ndim=2, dtypes=INT_DTYPES)
             check_tensor(f"weights[{i}]", b, ndim=2, dtypes=FLOAT_DTYPES)
+            if a.shape != topk_ids[0].shape:
+                raise ValueError(f"topk_ids[{i}]: expected shape {tuple(topk_ids[0].shape)} [tokens, k] as topk_ids[0] "
+                                 f"(every layer routes the same tokens), got {tuple(a.shape)}")
+            if b.shape != a.shape:
+                raise ValueError(f"weights[{i}]: expected shape {tuple(a.shape)} (as topk_ids[{i}]), got {tuple(b.shape)}")
+        if isinstance(layer_names, str) or not isinstance(layer_names, Sequence):
+            raise TypeError(f"layer_names: expected a sequence of str, got {type(layer_names).__name__}")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"meta: expected a dict, got {type(meta).__name__}")
         ids = torch.stack([t.detach().cpu().to(torch.int64) for t in topk_ids])
         w = torch.stack([t.detach().cpu().float() for t in weights])
         if ids.shape != w.shape:
@@ -264,8 +284,14 @@ class RoutingTrace:
         ids = torch.gather(ids, -1, order)
         lg = None
         if logits is not None:
+            logits = _tensor_list("logits", logits)
             if len(logits) != len(topk_ids):
                 raise ValueError(f"logits: expected {len(topk_ids)} per-layer tensors, got {len(logits)}")
+            for i, t in enumerate(logits):
+                check_tensor(f"logits[{i}]", t, ndim=2, dtypes=FLOAT_DTYPES)
+                if t.shape != logits[0].shape or t.shape[0] != ids.shape[1]:
+                    raise ValueError(f"logits[{i}]: expected shape [{ids.shape[1]}, num_experts] as every layer's, "
+                                     f"got {tuple(t.shape)}")
             lg = torch.stack([t.detach().cpu() for t in logits])
         return cls(ids, w, token_ids, tuple(layer_names), num_experts, logits=lg,
                    sequence_lengths=sequence_lengths, meta=dict(meta or {}))
@@ -278,6 +304,10 @@ class RoutingTrace:
         ``layer_names``, ``num_experts``, ``k`` and logits presence/dtype. ``meta`` defaults to the first
         trace's ``meta`` with ``"batch_shape"`` removed and ``"parts"`` = number of traces.
         """
+        if isinstance(traces, (str, bytes, RoutingTrace)) or not hasattr(traces, "__iter__"):
+            raise TypeError(f"traces: expected a sequence of RoutingTrace, got {type(traces).__name__}")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"meta: expected a dict, got {type(meta).__name__}")
         traces = list(traces)
         if not traces:
             raise ValueError("traces: expected at least one RoutingTrace, got none")
@@ -310,7 +340,9 @@ class RoutingTrace:
         the same folder first and then renamed, so an interrupted save never leaves half a trace.
         ``topk_ids`` are stored as int16 when ``num_experts <= 32767`` (int32 otherwise).
         """
-        path = Path(path)
+        path = check_path("path", path, must_exist=False)
+        if path.is_dir():
+            raise ValueError(f"path: expected a file name, got the directory {str(path)!r}")
         ids_dtype = np.int16 if self.num_experts <= np.iinfo(np.int16).max else np.int32
         arrays = {
             "format": np.array(FORMAT_NAME),
@@ -350,16 +382,22 @@ class RoutingTrace:
             ``schema_version``, a missing or unknown field, or a field with the wrong dtype, shape or
             values; the message names the file and the field.
         """
-        path = Path(path)
+        path = check_path("path", path, must_exist=False)
         if not path.exists():
             raise FileNotFoundError(f"path: no routing trace at {str(path)!r}")
+        if not path.is_file():
+            raise ValueError(f"path: expected a routing trace file, got the directory {str(path)!r}")
 
         def bad(fieldname: str, msg: str) -> CorruptFileError:
             return CorruptFileError(f"{path}: field {fieldname!r}: {msg}")
 
         data: dict[str, np.ndarray] = {}
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array, not an archive
+                raise CorruptFileError(f"{path}: not a .npz routing trace (a single {type(loaded).__name__} "
+                                       f"{getattr(loaded, 'shape', '')})")
+            with loaded as npz:
                 names = list(npz.files)
                 for name in names:
                     try:
