@@ -97,9 +97,13 @@ def nvcc_options(arch: object) -> tuple[str, ...]:
 def source_path(name: str | Path) -> Path:
     """Path of ``kernels/<name>.cu`` (or ``name`` itself when it is a path to a ``.cu`` file)."""
     if isinstance(name, Path):
-        if name.suffix != ".cu" or not name.is_file():
-            raise ValueError(f"name: expected an existing .cu file, got {name}")
+        if name.suffix != ".cu":
+            raise ValueError(f"name: expected a .cu file, got {name}")
+        if not name.is_file():
+            raise FileNotFoundError(f"name: expected an existing .cu file, got {name} (no such file)")
         return name
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected one of {', '.join(SOURCES)} or a Path to a .cu file, got {type(name).__name__}")
     if name not in SOURCES:
         raise ValueError(f"name: expected one of {', '.join(SOURCES)}, got {name!r}")
     return KERNEL_DIR / f"{name}.cu"
@@ -212,6 +216,9 @@ def compile_source(name: str | Path, arch: object, *, extra_options: tuple[str, 
         With NVRTC's full log when the source does not compile.
     """
     path = source_path(name)
+    if not isinstance(extra_options, (tuple, list)) or not all(isinstance(o, str) for o in extra_options):
+        raise TypeError(f"extra_options: expected a tuple of str options, got {type(extra_options).__name__} "
+                        f"{extra_options!r:.60}")
     options = nvrtc_options(arch) + tuple(extra_options)
     key = (str(path), normalize_arch(arch), options)
     with _LOCK:

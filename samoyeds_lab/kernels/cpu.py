@@ -236,6 +236,19 @@ class CpuPath:
     compile_s: float | None = None
     cached: bool | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.isa, str) or self.isa not in ISAS + ("none",):
+            raise ValueError(f"isa: expected one of {', '.join(map(repr, ISAS + ('none',)))}, got {self.isa!r}")
+        for name in ("reason", "cpu"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name}: expected a str, got {type(getattr(self, name)).__name__}")
+        if self.compile_s is not None:
+            from .._checks import check_float
+
+            check_float("compile_s", self.compile_s, lo=0)
+        if self.cached is not None and not isinstance(self.cached, bool):
+            raise TypeError(f"cached: expected a bool or None, got {type(self.cached).__name__}")
+
     def line(self) -> str:
         extra = ""
         if self.compile_s is not None:
@@ -529,6 +542,12 @@ class CpuChoice:
     mode: str
     reason: str
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in ("kernel", "dense"):
+            raise ValueError(f"mode: expected 'kernel' or 'dense', got {self.mode!r}")
+        if not isinstance(self.reason, str):
+            raise TypeError(f"reason: expected a str, got {type(self.reason).__name__}")
+
 
 def weight_kind(weight: object) -> str:
     """``"samoyeds"`` or ``"2:4"`` (the record key of a weight, or weight class, the CPU kernels take)."""
@@ -568,11 +587,19 @@ def cpu_choice(weight: object, tokens: int, dtype: torch.dtype = torch.bfloat16,
     """
     from .._checks import FLOAT_DTYPES, check_int
 
+    from ..formats import WEIGHT_FORMATS
+
+    if not (weight in (SamoyedsWeight, NMWeight) or isinstance(weight, WEIGHT_FORMATS + (torch.Tensor,))):
+        raise TypeError(f"weight: expected an NMWeight or SamoyedsWeight (or one of the two classes), "
+                        f"got {type(weight).__name__}")
     tokens = check_int("tokens", tokens, lo=0)
-    if dtype not in FLOAT_DTYPES:
+    if not isinstance(dtype, torch.dtype) or dtype not in FLOAT_DTYPES:
         raise TypeError(f"dtype: expected torch.float16/bfloat16/float32, got {dtype!r}")
     if not (weight in (SamoyedsWeight, NMWeight) or cpu_unsupported(weight) is None):
         raise ValueError(f"weight: {cpu_unsupported(weight)}")
+    if records is not None:
+        if not isinstance(records, (list, tuple)) or not all(isinstance(r, dict) for r in records):
+            raise TypeError(f"records: expected a list of benchmark records (dicts), got {type(records).__name__}")
     path = cpu_path()
     dt = str(dtype).removeprefix("torch.")
     if records is None:  # the recorded file: decided once per (path, kind, dtype, tokens, threads) and process

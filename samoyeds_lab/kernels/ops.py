@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference, tiles
-from .._checks import INT_DTYPES, check_int, check_tensor
-from ..formats import SENTINEL, NMWeight, SamoyedsWeight, TokenSelection
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_bool, check_int, check_tensor
+from ..formats import SENTINEL, WEIGHT_FORMATS, NMWeight, SamoyedsWeight, TokenSelection
 from ..formats.sptc import mma_metadata
 from .build import KernelUnavailableError, device_arch, load_module
 from .launch import check_grid, smem_bytes, split_plan, token_tiles
@@ -85,7 +85,7 @@ def _warn_once(msg: str) -> None:
 
 
 def _check_kernel(kernel: object) -> str:
-    if kernel not in KERNELS:
+    if not isinstance(kernel, str) or kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
     return str(kernel)
 
@@ -122,15 +122,30 @@ def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
         raise ValueError(f"dtype: expected float16 or bfloat16 (str or torch dtype), got {dtype!r}")
     if records is None:
         records = _recorded_kernel_records()
+    _check_records(records)
     dt = dtype if isinstance(dtype, str) else {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
     mine = [r for r in records if r.get("op") == "ssmm_wg" and r.get("baseline") == "ssmm"
             and r.get("device") == device and r.get("dtype") == dt and r.get("baseline_ms", 0) > 0]
     if not mine:
         return "mma_sp"
     t = max(int(tokens), 1)
-    near = min({int(r["tokens"]) for r in mine}, key=lambda v: (abs(math.log(max(v, 1)) - math.log(t)), v))
-    ratio = statistics.median(r["ms"] / r["baseline_ms"] for r in mine if int(r["tokens"]) == near)
+    try:
+        near = min({int(r["tokens"]) for r in mine}, key=lambda v: (abs(math.log(max(v, 1)) - math.log(t)), v))
+        ratio = statistics.median(float(r["ms"]) / float(r["baseline_ms"]) for r in mine if int(r["tokens"]) == near)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"records: expected ssmm_wg records with numeric 'tokens', 'ms' and 'baseline_ms', "
+                         f"got a malformed one ({type(exc).__name__}: {exc})") from None
     return "wgmma_sp" if ratio < 1.0 else "mma_sp"
+
+
+def _check_records(records: object) -> None:
+    """``records`` must be a list/tuple of dicts (benchmark records)."""
+    if not isinstance(records, (list, tuple)):
+        raise TypeError(f"records: expected a list of benchmark records (dicts), got {type(records).__name__}")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise TypeError(f"records: expected a list of benchmark records (dicts), got {type(r).__name__} "
+                            f"at index {i}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -159,7 +174,7 @@ def _auto_choice(tokens: int, dtype: str, device: str) -> str:
 
 
 def _check_backend(backend: object) -> str:
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     return str(backend)
 
@@ -335,19 +350,39 @@ def _dt(x: torch.Tensor) -> str:
 
 
 # ----------------------------------------------------------------------------------------- validation
+# NOTE: every public op validates *all* of its arguments here, before it picks a backend, so the same bad
+# input gets the same error (class and message) from "reference", "cpu" and "cupy"; only the refusals
+# that are about the backend itself ("cupy" cannot run here, "cpu" does not take this format) come later.
+def _weight_shape(weight: object, name: str = "weight") -> tuple[int, int]:
+    """``(rows, cols)`` of a weight (any format of :mod:`samoyeds_lab.formats` or a 2-D float tensor)."""
+    if isinstance(weight, torch.Tensor):
+        check_tensor(name, weight, ndim=2, dtypes=FLOAT_DTYPES)
+        return int(weight.shape[0]), int(weight.shape[1])
+    if isinstance(weight, WEIGHT_FORMATS):
+        rows, cols = weight.shape
+        return int(rows), int(cols)
+    reference.dense_of(weight, name)  # raises the TypeError naming the formats
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_split_k(split_k: object) -> int | None:
+    """None (automatic) or an int >= 1; the same rule on every backend (the reference ignores the value)."""
+    return None if split_k is None else check_int("split_k", split_k, lo=1)
+
+
 def _check_x(x: object, cols: int) -> torch.Tensor:
-    check_tensor("x", x, ndim=2)
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
     if x.shape[1] != cols:
         raise ValueError(f"x: expected shape [tokens, {cols}] to match the weight's {cols} columns, got {tuple(x.shape)}")
     return x
 
 
 def _check_epilogue(epilogue, positions, rows, dtype, device, up, out, scatter_idx, scale):
-    if epilogue not in EPILOGUES:
+    if not isinstance(epilogue, str) or epilogue not in EPILOGUES:
         raise ValueError(f"epilogue: expected one of {', '.join(map(repr, EPILOGUES))}, got {epilogue!r}")
     if epilogue == "silu_mul":
-        check_tensor("up", up, ndim=2)
-        if tuple(up.shape) != (positions, rows) or up.dtype != dtype:
+        check_tensor("up", up, ndim=2, dtypes=(dtype,))
+        if tuple(up.shape) != (positions, rows):
             raise ValueError(f"up: expected {dtype} [{positions}, {rows}] for epilogue='silu_mul', "
                              f"got {up.dtype} {tuple(up.shape)}")
     elif up is not None:
@@ -366,7 +401,7 @@ def _check_epilogue(epilogue, positions, rows, dtype, device, up, out, scatter_i
                 raise ValueError(f"scatter_idx: expected rows in [0, {out.shape[0]}) or SENTINEL, "
                                  f"got {int(s[i])} at position {i}")
         if scale is not None:
-            check_tensor("scale", scale, ndim=1)
+            check_tensor("scale", scale, ndim=1, dtypes=FLOAT_DTYPES, finite=True)
             if scale.numel() != positions:
                 raise ValueError(f"scale: expected {positions} entries (one per position), got {scale.numel()}")
     else:
@@ -439,10 +474,8 @@ def ssmm(
     """
     backend = _check_backend(backend)
     kernel = _check_kernel(kernel)
-    w_dense_shape = reference.dense_of(weight).shape if isinstance(weight, torch.Tensor) else getattr(weight, "shape", None)
-    if w_dense_shape is None:
-        reference.dense_of(weight)  # raises the TypeError naming the formats
-    rows, cols = (int(s) for s in w_dense_shape)
+    split_k = _check_split_k(split_k)
+    rows, cols = _weight_shape(weight)
     _check_x(x, cols)
     if token_idx is None:
         positions = x.shape[0]
@@ -558,9 +591,17 @@ def ssmm_grouped(
     """
     backend = _check_backend(backend)
     kernel = _check_kernel(kernel)
+    split_k = _check_split_k(split_k)
+    padded = check_bool("padded", padded)
+    gather = check_bool("gather", gather)
     if not isinstance(selection, TokenSelection):
         raise TypeError(f"selection: expected a TokenSelection, got {type(selection).__name__}")
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights: expected a list of {selection.num_experts} weights (one per expert), "
+                        f"got {type(weights).__name__}")
     weights = list(weights)
+    for i, w in enumerate(weights):
+        _weight_shape(w, f"weights[{i}]")
     if len(weights) != selection.num_experts:
         raise ValueError(f"weights: expected {selection.num_experts} experts (selection.num_experts), got {len(weights)}")
     shapes = {tuple(getattr(w, "shape", ())) for w in weights}
@@ -583,7 +624,7 @@ def ssmm_grouped(
     scale = None
     if epilogue == "scatter_add":
         if routing_weights is not None:
-            check_tensor("routing_weights", routing_weights)
+            check_tensor("routing_weights", routing_weights, dtypes=FLOAT_DTYPES, finite=True)
             if routing_weights.numel() != selection.num_tokens * selection.top_k:
                 raise ValueError(f"routing_weights: expected {selection.num_tokens * selection.top_k} entries "
                                  f"([tokens, k]), got shape {tuple(routing_weights.shape)}")
@@ -594,6 +635,7 @@ def ssmm_grouped(
     else:
         scatter_idx = None
         if routing_weights is not None:
+            check_tensor("routing_weights", routing_weights, dtypes=FLOAT_DTYPES)
             raise ValueError(f"routing_weights: only used by epilogue='scatter_add', got it with epilogue={epilogue!r}")
     _check_epilogue(epilogue, positions, rows, x.dtype, x.device, up, out, scatter_idx, scale)
     tensors = [x] + [t for t in (up, out, scale) if t is not None] + [getattr(w, "values", x) for w in weights]
@@ -635,9 +677,10 @@ def spmm(weight: object, x: torch.Tensor, *, split_k: int | None = None, backend
     gather; any other format (and CPU tensors) the reference.
     """
     backend = _check_backend(backend)
+    split_k = _check_split_k(split_k)
+    rows, cols = _weight_shape(weight)
     if isinstance(weight, SamoyedsWeight):
         return ssmm(weight, x, None, split_k=split_k, backend=backend)
-    rows, cols = (int(s) for s in reference.dense_of(weight).shape) if isinstance(weight, torch.Tensor) else weight.shape
     _check_x(x, cols)
     tensors = [x] + ([weight.values] if isinstance(weight, NMWeight) else [])
     if isinstance(weight, NMWeight):
@@ -682,7 +725,8 @@ def dense_mm(
     is a dense ``[rows, cols]`` tensor with ``cols % 4 == 0`` for the kernel.
     """
     backend = _check_backend(backend)
-    check_tensor("weight", weight, ndim=2)
+    split_k = _check_split_k(split_k)
+    check_tensor("weight", weight, ndim=2, dtypes=FLOAT_DTYPES)
     rows, cols = weight.shape
     _check_x(x, cols)
     idx = None if token_idx is None else reference.check_token_idx(token_idx, x.shape[0])
