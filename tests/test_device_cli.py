@@ -112,5 +112,8 @@ def test_cli_rejects_unknown_suite():
 
 
 def test_cli_train_tiny_rejects_bad_steps(tmp_path, capsys):
-    assert cli.main(["train-tiny", "--out", str(tmp_path / "m"), "--steps", "0"]) == 2
-    assert "steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # an argparse range error: one line, exit 2
+        cli.main(["train-tiny", "--out", str(tmp_path / "m"), "--steps", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_alloc, check_choice, check_float, check_int, check_positive_int
 from ..offload.cache import HAVE_NUMBA, simulate_cache
 from .timing import environment_record, time_cpu
 
@@ -22,12 +23,12 @@ CACHE_POLICIES = ("lru", "fifo", "lfu", "belady", "static", "sida")
 
 def zipf_trace(n: int, ids: int, *, alpha: float = 1.1, seed: int = 0) -> np.ndarray:
     """``int64[n]`` ids in ``[0, ids)`` with P(rank r) ∝ r^-alpha, ranks shuffled over the ids."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
-    if not isinstance(ids, int) or ids < 1:
-        raise ValueError(f"ids: expected a positive int, got {ids!r}")
-    if not alpha > 0:
-        raise ValueError(f"alpha: expected a positive exponent, got {alpha!r}")
+    n = check_positive_int("n", n)
+    ids = check_positive_int("ids", ids)
+    alpha = check_float("alpha", alpha, lo=0.0, lo_open=True)
+    seed = check_int("seed", seed, lo=0)
+    check_alloc("n", (n,), 8 * 3, what="trace")  # the ids, the draw and the result, int64 each
+    check_alloc("ids", (ids,), 8 * 3, what="id distribution")
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, ids + 1) ** alpha
     p /= p.sum()
@@ -43,6 +44,21 @@ def bench_cache(n: int = 10_000_000, ids: int = 2048, capacity: int = 64, *, pol
     Returns one record per policy with ``accesses_per_s`` (= ``n / median_s``), the hit rate and the
     environment stamp; the first call per policy (numba compilation) is the warm-up and is not timed.
     """
+    n = check_positive_int("n", n)
+    ids = check_positive_int("ids", ids)
+    capacity = check_positive_int("capacity", capacity)
+    repeat = check_positive_int("repeat", repeat)
+    group = check_positive_int("group", group)
+    prefetch_width = check_positive_int("prefetch_width", prefetch_width)
+    if isinstance(policies, str):
+        raise TypeError(f"policies: expected a sequence of policy names, got a str ({policies!r})")
+    policies = list(policies)
+    if not policies:
+        raise ValueError("policies: expected at least one policy, got none")
+    for pol in policies:
+        check_choice("policies", pol, CACHE_POLICIES)
+    # the trace and the prefetch groups (n / group rows of prefetch_width ids, twice), int64
+    check_alloc("n", (n * 3 + 2 * (n // group + 1) * prefetch_width,), 8, what="trace and prefetch groups")
     acc = zipf_trace(n, ids, alpha=alpha, seed=seed)
     starts = np.arange(0, n, group, dtype=np.int64)
     nxt = np.minimum(starts[:, None] + np.arange(prefetch_width), n - 1)

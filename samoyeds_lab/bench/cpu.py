@@ -259,13 +259,22 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``samoyeds-lab bench cpu``: the recorded CPU benchmark (kernels and a Mixtral-shaped MoE layer)."""
-    import argparse
+    """``samoyeds-lab bench cpu``: the recorded CPU benchmark (kernels and a Mixtral-shaped MoE layer).
+
+    Every argument (output paths included) is checked before anything is measured; an error is one line
+    ``samoyeds-lab bench cpu: error: ...`` and exit status 2 (``--debug``: traceback).
+    """
     import json
     import sys
     from pathlib import Path
 
-    p = argparse.ArgumentParser(prog="samoyeds-lab bench cpu", description=__doc__.split("\n\n")[0])
+    from .._checkpoint import check_out_path
+    from .._checks import check_path
+    from .._cli import OneLineParser, run_command
+
+    prog = "samoyeds-lab bench cpu"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=_positive("--tokens", 1, 4096), nargs="+", default=list(TOKENS))
     p.add_argument("--threads", type=_positive("--threads", 1, 256), nargs="+", default=[1, 2])
     p.add_argument("--repeat", type=_positive("--repeat", 1, 100), default=5)
@@ -286,8 +295,18 @@ def main(argv: list[str] | None = None) -> int:
                         "written by --out / --layer-out (or, with --no-run, from those files as they are)")
     p.add_argument("--no-run", action="store_true", help="measure nothing (with --readme)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    try:
-        args = p.parse_args(argv)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        if args.layer_shape and args.layer_shape[3] > args.layer_shape[2]:
+            raise ValueError(f"--layer-shape: expected K <= E, got K={args.layer_shape[3]}, E={args.layer_shape[2]}")
+        for flag in ("--out", "--layer-out"):
+            v = getattr(args, flag[2:].replace("-", "_"))
+            if v:
+                check_out_path(flag, v)
+        if args.readme:
+            check_path("--readme", args.readme)
+            check_out_path("--readme", args.readme)
         if args.no_run:
             if not args.readme:
                 raise ValueError("--no-run: only useful with --readme FILE")
@@ -314,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
             from .cpu_layer import MIXTRAL, bench_layer
 
             shape = MIXTRAL if not args.layer_shape else ("custom layer", *args.layer_shape)
-            if shape[4] > shape[3]:
-                raise ValueError(f"--layer-shape: expected K <= E, got K={shape[4]}, E={shape[3]}")
             recs = []
             from .cpu_layer import make_layer
 
@@ -332,14 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {out}")
         if args.readme:
             _write_readme(Path(args.readme), Path(args.out or RECORDS_PATH), Path(args.layer_out or LAYER_PATH))
-    except SystemExit:
-        raise
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        if "--debug" in (argv or sys.argv[1:]):
-            raise
-        print(f"samoyeds-lab bench cpu: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command(prog, body, argv)
 
 
 # ----------------------------------------------------------------------------------------- README table

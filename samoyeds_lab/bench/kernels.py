@@ -9,7 +9,6 @@ the ceiling of :func:`samoyeds_lab.bench.roofline.roofline` on a hardware profil
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import glob
 import json
@@ -141,24 +140,46 @@ def run_kernel_bench(shapes=None, tokens=TOKENS, dtype="float16", *, profile="h1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``samoyeds-lab bench kernels``: run the sweep and write ``data/bench/gpu_kernels_<device>.json``."""
-    ap = argparse.ArgumentParser(prog="samoyeds-lab bench kernels", description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", default=list(MODEL_SHAPES), choices=list(MODEL_SHAPES))
-    ap.add_argument("--tokens", nargs="*", type=int, default=list(TOKENS))
+    """``samoyeds-lab bench kernels``: run the sweep and write ``data/bench/gpu_kernels_<device>.json``.
+
+    Every argument (token counts, dtype, profile, output path) is checked before the GPU is asked for;
+    an error is one line ``samoyeds-lab bench kernels: error: ...`` and exit status 2 (``--debug``: traceback).
+    """
+    import sys
+
+    from .._checkpoint import check_out_path
+    from .._cli import OneLineParser, int_type, run_command
+
+    prog = "samoyeds-lab bench kernels"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(MODEL_SHAPES), choices=list(MODEL_SHAPES))
+    ap.add_argument("--tokens", nargs="+", type=int_type("--tokens", 1, 1 << 20), default=list(TOKENS))
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
-    ap.add_argument("--profile", default="h100_sxm")
+    ap.add_argument("--profile", default="h100_sxm", help="GPU profile of data/hardware (for roofline_ms)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
+        from ..offload.hardware import load_profile
+
+        try:
+            prof = load_profile(args.profile)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--profile: {exc}") from None
+        if prof.kind != "gpu":
+            raise ValueError(f"--profile: expected a profile of kind 'gpu', got {prof.name!r} of kind {prof.kind!r}")
+        out = check_out_path("--out", args.out) if args.out else None
         recs = run_kernel_bench({m: MODEL_SHAPES[m] for m in args.models}, tuple(args.tokens), args.dtype,
                                 profile=args.profile)
-    except RuntimeError as exc:
-        print(f"bench kernels: {exc}")
-        return 2
-    out = Path(args.out) if args.out else _REPO / "data" / "bench" / f"gpu_kernels_{recs[0]['device'].replace(' ', '_')}.json"
-    out.write_text(json.dumps({"records": recs}, indent=1))
-    print(f"wrote {len(recs)} records to {out}")
-    return 0
+        if out is None:
+            out = _REPO / "data" / "bench" / f"gpu_kernels_{recs[0]['device'].replace(' ', '_')}.json"
+        out.write_text(json.dumps({"records": recs}, indent=1))
+        print(f"wrote {len(recs)} records to {out}")
+        return 0
+
+    return run_command(prog, body, argv)
 
 
 __all__ = ["MODEL_SHAPES", "TOKENS", "RECORD_KEYS", "op_bytes", "roofline_ms", "make_record", "validate_record",

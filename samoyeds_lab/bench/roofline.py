@@ -46,7 +46,6 @@ the same for every op, can keep the sparse ops memory-bound there and cap the ra
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
@@ -360,21 +359,38 @@ def _format_table(m: int, k: int, tokens: Sequence[int], profile: str, dtype: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``samoyeds-lab bench roofline``: print the ceilings of one weight shape over a token sweep."""
-    p = argparse.ArgumentParser(prog="samoyeds-lab bench roofline",
-                                description="Roofline ceilings (HBM and tensor-core bounds) of dense, 2:4 and "
-                                            "Samoyeds expert GEMMs: a model, not a measurement.")
-    p.add_argument("--m", type=int, default=14336, help="weight rows (output features); default Mixtral-8x7B w1")
-    p.add_argument("--k", type=int, default=4096, help="weight columns (input features)")
+    """``samoyeds-lab bench roofline``: print the ceilings of one weight shape over a token sweep.
+
+    An error is one line ``samoyeds-lab bench roofline: error: ...`` and exit status 2 (``--debug``: traceback).
+    """
+    import sys
+
+    from .._cli import OneLineParser, int_type, run_command
+
+    prog = "samoyeds-lab bench roofline"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = OneLineParser(prog=prog, description="Roofline ceilings (HBM and tensor-core bounds) of dense, 2:4 and "
+                                             "Samoyeds expert GEMMs: a model, not a measurement.")
+    p.add_argument("--m", type=int_type("--m", 1, 1 << 24), default=14336,
+                   help="weight rows (output features); default Mixtral-8x7B w1")
+    p.add_argument("--k", type=int_type("--k", 1, 1 << 24), default=4096, help="weight columns (input features)")
     p.add_argument("--profile", default="h100_sxm", help=f"GPU profile, e.g. {', '.join(GPU_PROFILES)}")
     p.add_argument("--dtype", default="float16", choices=tuple(DTYPE_BYTES))
-    p.add_argument("--tokens", type=int, nargs="+", default=list(DEFAULT_TOKENS))
+    p.add_argument("--tokens", type=int_type("--tokens", 1, 1 << 24), nargs="+", default=list(DEFAULT_TOKENS))
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
+        from ..offload.hardware import load_profile
+
+        try:
+            load_profile(args.profile)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--profile: {exc}") from None
         print(_format_table(args.m, args.k, args.tokens, args.profile, args.dtype))
-    except (TypeError, ValueError) as e:
-        p.error(str(e))
-    return 0
+        return 0
+
+    return run_command(prog, body, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,9 +10,18 @@ from typing import Callable
 
 import torch
 
+from .._checks import check_int, check_positive_int
+
 
 def time_cpu(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Run ``fn`` ``warmup`` + ``repeat`` times; return the median/min/max wall time in seconds."""
+    """Run ``fn`` ``warmup`` + ``repeat`` times; return the median/min/max wall time in seconds.
+
+    ``fn`` takes no arguments; ``repeat >= 1`` and ``warmup >= 0`` are ints.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable taking no arguments, got {type(fn).__name__}")
+    repeat = check_positive_int("repeat", repeat)
+    warmup = check_int("warmup", warmup, lo=0)
     for _ in range(warmup):
         fn()
     times = []

@@ -39,7 +39,9 @@ cosine ends near the deadline on a machine whose load changes (the cosine then a
 Files written to ``out_dir``
 ----------------------------
 ``model.safetensors`` + ``config.json``  (``save_pretrained``; loadable with ``from_pretrained``)
-``train_state.pt``   optimizer, step, schedule, RNG states (to resume; not meant to be committed)
+``train_state.safetensors``   optimizer, step, schedule, RNG states (to resume; not meant to be committed):
+                     tensors in safetensors, the rest as JSON in its metadata, so resuming never
+                     unpickles anything (a ``train_state.pt`` of earlier versions, a pickle, is refused)
 ``train_log.jsonl``  one JSON record per logged step (``"event": "train"``) or evaluation (``"eval"``)
 ``metrics.json``     held-out perplexity and bits/byte per domain, per-layer load imbalance and
                      per-domain expert frequencies of the trained model and of the same model at init.
@@ -58,12 +60,17 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_int
+from .._checkpoint import read_state_file, write_state_file
+from .._checks import check_bool, check_float, check_int
 from ..corpus import DOMAINS, load_corpus
+from ..errors import CorruptFileError
 
 __all__ = ["train_tiny", "evaluate", "routing_stats", "lr_at", "STATE_FILE", "LOG_FILE", "METRICS_FILE"]
 
-STATE_FILE = "train_state.pt"
+STATE_FILE = "train_state.safetensors"
+#: The pickled training state of earlier versions: never loaded (unpickling runs code); resume refuses it.
+OLD_STATE_FILE = "train_state.pt"
+_STATE_KIND = "tiny_moe_train_state"
 LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
 _CALIBRATION_STEPS = 10  # steps timed (after the first) to fix the schedule length under a time budget
@@ -245,9 +252,17 @@ def routing_stats(counts: torch.Tensor, domains: Sequence[str], layer_names: Seq
 # ----------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------
-def _check_args(out_dir, minutes, steps, seed, batch, seq, lr, aux_coef, warmup, ckpt_every, log_every, stop_at):
-    if not isinstance(out_dir, (str, os.PathLike)):
+def _check_args(out_dir, minutes, steps, seed, batch, seq, lr, aux_coef, warmup, ckpt_every, log_every, stop_at,
+                *, resume=False, overwrite=False, min_lr_frac=0.1, weight_decay=0.1, eval_every=0, eval_windows=1,
+                threads=None, progress=False):
+    if not isinstance(out_dir, (str, os.PathLike)) or isinstance(out_dir, bytes):
         raise TypeError(f"out_dir: expected a path (str or os.PathLike), got {type(out_dir).__name__}")
+    check_bool("resume", resume)
+    check_bool("overwrite", overwrite)
+    check_bool("progress", progress)
+    if resume and overwrite:
+        raise ValueError("overwrite: expected False with resume=True (resume continues the run in out_dir, "
+                         "overwrite starts a new one), got both")
     if minutes is None and steps is None:
         raise ValueError("minutes/steps: expected a time budget (minutes) or a step count (steps), got neither")
     if minutes is not None:
@@ -268,6 +283,12 @@ def _check_args(out_dir, minutes, steps, seed, batch, seq, lr, aux_coef, warmup,
             raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     if lr == 0:
         raise ValueError("lr: expected a positive learning rate, got 0")
+    check_float("min_lr_frac", min_lr_frac, lo=0.0, hi=1.0)
+    check_float("weight_decay", weight_decay, lo=0.0)
+    check_int("eval_every", eval_every, lo=0)
+    check_int("eval_windows", eval_windows, lo=1)
+    if threads is not None:
+        check_int("threads", threads, lo=1)
 
 
 def _param_groups(model, weight_decay: float):
@@ -284,9 +305,80 @@ def _save(model, opt, state: dict, out: Path) -> None:
     payload = dict(state)
     payload["optimizer"] = opt.state_dict()
     payload["torch_rng"] = torch.get_rng_state()
-    tmp = out / (STATE_FILE + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, out / STATE_FILE)
+    write_state_file(out / STATE_FILE, payload, kind=_STATE_KIND)
+
+
+#: The fields of a training state and what each must be (checked on resume, before anything is used).
+_ARG_FIELDS = {"seed": int, "batch": int, "seq": int, "lr": (int, float), "min_lr_frac": (int, float),
+               "warmup": int, "weight_decay": (int, float), "aux_coef": (int, float), "domains": list}
+
+
+def _load_state(path: Path) -> dict:
+    """The training state at ``path``, every field checked; a bad file is a CorruptFileError naming it."""
+    st = read_state_file(path, kind=_STATE_KIND)
+
+    def bad(field: str, what: str, got: object = None) -> CorruptFileError:
+        shown = "missing" if got is _MISSING else f"got {got!r}"[:120]
+        return CorruptFileError(f"{path}: field {field!r}: expected {what}, {shown}")
+
+    def need(d: dict, key: str, types, what: str, prefix: str = "", *, optional: bool = False):
+        field = prefix + key
+        if key not in d:
+            raise bad(field, what, _MISSING)
+        v = d[key]
+        if v is None and optional:
+            return v
+        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise bad(field, what, v)
+        if not isinstance(v, types):
+            raise bad(field, what, v)
+        return v
+
+    args = need(st, "args", dict, "a dict of the run's settings")
+    for k, t in _ARG_FIELDS.items():
+        need(args, k, t, "a " + ("list" if t is list else "number"), "args.")
+    if not all(isinstance(a, str) for a in args["domains"]):
+        raise bad("args.domains", "a list of domain names", args["domains"])
+    for k in ("batch", "seq"):
+        if args[k] < 1:
+            raise bad("args." + k, "a positive int", args[k])
+    if need(st, "step", int, "an int >= 0") < 0:
+        raise bad("step", "an int >= 0", st["step"])
+    total = need(st, "total_steps", int, "an int or null", optional=True)
+    if total is not None and total < st["step"]:
+        raise bad("total_steps", f"an int >= step={st['step']}", total)
+    need(st, "auto_schedule", bool, "a bool")
+    need(st, "tokens", int, "an int")
+    need(st, "train_seconds", (int, float), "a number")
+    for k in ("sampler_rng", "torch_rng"):
+        r = need(st, k, torch.Tensor, "a uint8 RNG-state tensor", optional=(k == "sampler_rng"))
+        if r is not None and (r.dtype != torch.uint8 or r.ndim != 1):
+            raise bad(k, "a 1-D uint8 RNG-state tensor", f"{r.dtype} of shape {tuple(r.shape)}")
+    opt = need(st, "optimizer", dict, "an optimizer state dict")
+    need(opt, "state", dict, "a dict of per-parameter states", "optimizer.")
+    groups = need(opt, "param_groups", list, "a list of parameter groups", "optimizer.")
+    if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        raise bad("optimizer.param_groups", "a list of dicts with 'params'", groups)
+    return st
+
+
+_MISSING = object()
+
+
+def _restore_optimizer(opt, st: dict, path: Path) -> None:
+    """Load the checked optimizer state into ``opt``; a state that does not fit the model is corrupt."""
+    try:
+        opt.load_state_dict(st["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CorruptFileError(f"{path}: field 'optimizer': does not fit the model in {path.parent} ({exc})") from None
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.ndim and tuple(v.shape) != tuple(p.shape):
+                    raise CorruptFileError(f"{path}: field 'optimizer': state {k!r} of shape {tuple(v.shape)} "
+                                           f"for a parameter of shape {tuple(p.shape)}")
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    raise CorruptFileError(f"{path}: field 'optimizer': state {k!r} holds non-finite values")
 
 
 def _log(out: Path, rec: dict) -> None:
@@ -341,7 +433,7 @@ def train_tiny(
     Parameters
     ----------
     out_dir : path
-        Where ``model.safetensors``, ``config.json``, ``train_state.pt``, ``train_log.jsonl`` and
+        Where ``model.safetensors``, ``config.json``, ``train_state.safetensors``, ``train_log.jsonl`` and
         ``metrics.json`` go (created if missing).
     minutes : float or None
         Wall-clock budget of this call (training + final evaluation). With ``steps=None`` the schedule
@@ -352,7 +444,7 @@ def train_tiny(
     seed : int
         Seeds the initial weights and the data sampler; with ``steps`` the run is deterministic.
     resume : bool
-        Continue from ``out_dir/train_state.pt`` (model, optimizer, step, schedule and RNG states).
+        Continue from ``out_dir/train_state.safetensors`` (model, optimizer, step, schedule and RNG states).
         ``steps`` given on resume replaces the stored schedule length.
     overwrite : bool
         Allow a fresh run into a directory that already holds a training state.
@@ -384,23 +476,27 @@ def train_tiny(
         The metrics written to ``metrics.json`` (``"status": "done"``), or ``{"status": "stopped",
         "step": …}`` when ``stop_at`` ended the call.
     """
-    _check_args(out_dir, minutes, steps, seed, batch, seq, lr, aux_coef, warmup, ckpt_every, log_every, stop_at)
+    _check_args(out_dir, minutes, steps, seed, batch, seq, lr, aux_coef, warmup, ckpt_every, log_every, stop_at,
+                resume=resume, overwrite=overwrite, min_lr_frac=min_lr_frac, weight_decay=weight_decay,
+                eval_every=eval_every, eval_windows=eval_windows, threads=threads, progress=progress)
+    t_start = time.perf_counter()
     TinyMoEConfig, TinyMoEForCausalLM, load_balancing_loss = _model_api()
     out = Path(out_dir)
-    t_start = time.perf_counter()
-    deadline = t_start + minutes * 60.0 if minutes is not None else None
-    if threads is not None:
-        torch.set_num_threads(check_int("threads", threads, lo=1))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir: expected a directory, got a file {out}")
 
-    train_txt = load_corpus("train", domains, root=corpus_root)
-    held_txt = load_corpus("heldout", domains, root=corpus_root)
-
-    state_path = out / STATE_FILE
+    # every check (arguments, state file, configuration, corpus) comes before anything in out_dir is
+    # touched, so that a bad call never deletes the log or metrics of an earlier run
+    state_path, old_path = out / STATE_FILE, out / OLD_STATE_FILE
     if resume:
         if not state_path.is_file():
+            if old_path.is_file():
+                raise CorruptFileError(
+                    f"resume: {old_path} is a training state in the old pickle format, which is not loaded "
+                    f"(unpickling a file can run code); start the run afresh with overwrite=True")
             raise FileNotFoundError(f"resume: expected a training state {state_path} from an earlier run, found none")
+        st = _load_state(state_path)
         model = TinyMoEForCausalLM.from_pretrained(out)
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
         args = st["args"]
         for k, v in (("batch", batch), ("seq", seq)):
             if args[k] != v:
@@ -411,14 +507,13 @@ def train_tiny(
             st["total_steps"] = steps
             st["auto_schedule"] = False
         seed = args["seed"]
+        cfg = model.config
     else:
-        if state_path.exists() and not overwrite:
+        if (state_path.exists() or old_path.exists()) and not overwrite:
+            held = STATE_FILE if state_path.exists() else OLD_STATE_FILE
             raise FileExistsError(
-                f"out_dir: {out} already holds a training state ({STATE_FILE}); pass resume=True or overwrite=True"
+                f"out_dir: {out} already holds a training state ({held}); pass resume=True or overwrite=True"
             )
-        out.mkdir(parents=True, exist_ok=True)
-        for f in (LOG_FILE, METRICS_FILE):
-            (out / f).unlink(missing_ok=True)
         if config is None:
             cfg = TinyMoEConfig()
         elif isinstance(config, dict):
@@ -427,6 +522,19 @@ def train_tiny(
             cfg = config
         else:
             raise TypeError(f"config: expected a TinyMoEConfig, a dict or None, got {type(config).__name__}")
+    if seq > cfg.max_seq:
+        raise ValueError(f"seq: expected <= the model's max_seq={cfg.max_seq}, got {seq}")
+    train_txt = load_corpus("train", domains, root=corpus_root)
+    held_txt = load_corpus("heldout", domains, root=corpus_root)
+    sampler = _Sampler(train_txt, seq, seed)
+
+    deadline = t_start + minutes * 60.0 if minutes is not None else None
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        for f in (LOG_FILE, METRICS_FILE, OLD_STATE_FILE):
+            (out / f).unlink(missing_ok=True)
         torch.manual_seed(seed)
         model = TinyMoEForCausalLM(cfg)
         args = {
@@ -436,16 +544,18 @@ def train_tiny(
         }
         st = {"args": args, "step": 0, "total_steps": steps, "auto_schedule": steps is None, "tokens": 0,
               "train_seconds": 0.0, "sampler_rng": None}
-    cfg = model.config
-    if seq > cfg.max_seq:
-        raise ValueError(f"seq: expected <= the model's max_seq={cfg.max_seq}, got {seq}")
-    sampler = _Sampler(train_txt, seq, seed)
     if st.get("sampler_rng") is not None:
-        sampler.gen.set_state(st["sampler_rng"])
+        try:
+            sampler.gen.set_state(st["sampler_rng"])
+        except RuntimeError as exc:
+            raise CorruptFileError(f"{state_path}: field 'sampler_rng': not a generator state ({exc})") from None
     opt = torch.optim.AdamW(_param_groups(model, args["weight_decay"]), lr=args["lr"], betas=(0.9, 0.95), eps=1e-8)
     if resume:
-        opt.load_state_dict(st["optimizer"])
-        torch.set_rng_state(st["torch_rng"])
+        _restore_optimizer(opt, st, state_path)
+        try:
+            torch.set_rng_state(st["torch_rng"])
+        except RuntimeError as exc:
+            raise CorruptFileError(f"{state_path}: field 'torch_rng': not a generator state ({exc})") from None
         _trim_log(out, st["step"])
     layer_names = [n for n, _ in model.moe_blocks()]
     doms = list(held_txt)

@@ -1128,34 +1128,48 @@ Training is deterministic for the same seed, torch version and thread count unle
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``samoyeds-lab train-sida [--out D] [--seed N] [--minutes M] [--steps N] [--windows N] [--lr F] [--threads N]``."""
-    import argparse
+    """``samoyeds-lab train-sida [--out D] [--seed N] [--minutes M] [--steps N] [--windows N] [--lr F] [--threads N]``.
 
-    ap = argparse.ArgumentParser(prog="samoyeds-lab train-sida",
-                                 description="Retrain the SiDA predictor of the tiny MoE and rewrite data/sida.")
+    Every argument (ranges, the output directory) is checked before anything is recorded or trained; an error
+    is one line ``samoyeds-lab train-sida: error: ...`` and exit status 2 (``--debug``: traceback).
+    """
+    from .._checkpoint import check_out_path
+    from .._cli import OneLineParser, float_type, int_type, run_command
+
+    prog = "samoyeds-lab train-sida"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = OneLineParser(prog=prog, description="Retrain the SiDA predictor of the tiny MoE and rewrite data/sida.")
     ap.add_argument("--out", default="data/sida", help="output directory (default data/sida)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--minutes", type=float, default=4.5, help="cap on recording + training (default 4.5)")
-    ap.add_argument("--steps", type=int, default=450, help="training steps planned (default 450)")
-    ap.add_argument("--windows", type=int, default=256, help="256-byte training windows per domain (default 256)")
-    ap.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 0.003)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--seed", type=int_type("--seed", 0), default=0)
+    ap.add_argument("--minutes", type=float_type("--minutes", 0.0), default=4.5,
+                    help="cap on recording + training (default 4.5)")
+    ap.add_argument("--steps", type=int_type("--steps", 1), default=450, help="training steps planned (default 450)")
+    ap.add_argument("--windows", type=int_type("--windows", 1), default=256,
+                    help="256-byte training windows per domain (default 256)")
+    ap.add_argument("--lr", type=float_type("--lr", 0.0), default=3e-3, help="peak Adam learning rate (default 0.003)")
+    ap.add_argument("--threads", type=int_type("--threads", 1, 1024), default=1, help="torch threads (default 1)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
-    cmd = "samoyeds-lab train-sida" + "".join(
-        f" {flag} {shlex.quote(str(v))}" for flag, v, default in (
-            ("--out", args.out, "data/sida"), ("--seed", args.seed, 0), ("--minutes", args.minutes, 4.5),
-            ("--steps", args.steps, 450), ("--windows", args.windows, 256), ("--lr", args.lr, 3e-3),
-            ("--threads", args.threads, 1))
-        if v != default)
-    m = build_shipped(args.out, seed=args.seed, minutes=args.minutes, steps=args.steps,
-                      windows_per_domain=args.windows, lr=args.lr, threads=args.threads, command=cmd, progress=False)
-    tr = m["training"]
-    print(f"recorded {tr['teacher']['tokens']} teacher tokens in {tr['teacher']['record_s']:.1f} s; trained "
-          f"{tr['steps_done']} steps in {tr['train_s']:.1f} s")
-    for d, r in m["domains"].items():
-        print(f"{d}: " + ", ".join(f"{n} {v['mean_hit_rate']:.3f}" for n, v in r["methods"].items()))
-    print(f"wrote {args.out}")
-    return 0
+
+    def body() -> int:
+        check_out_path("--out", args.out, kind="dir")
+        cmd = "samoyeds-lab train-sida" + "".join(
+            f" {flag} {shlex.quote(str(v))}" for flag, v, default in (
+                ("--out", args.out, "data/sida"), ("--seed", args.seed, 0), ("--minutes", args.minutes, 4.5),
+                ("--steps", args.steps, 450), ("--windows", args.windows, 256), ("--lr", args.lr, 3e-3),
+                ("--threads", args.threads, 1))
+            if v != default)
+        m = build_shipped(args.out, seed=args.seed, minutes=args.minutes, steps=args.steps,
+                          windows_per_domain=args.windows, lr=args.lr, threads=args.threads, command=cmd, progress=False)
+        tr = m["training"]
+        print(f"recorded {tr['teacher']['tokens']} teacher tokens in {tr['teacher']['record_s']:.1f} s; trained "
+              f"{tr['steps_done']} steps in {tr['train_s']:.1f} s")
+        for d, r in m["domains"].items():
+            print(f"{d}: " + ", ".join(f"{n} {v['mean_hit_rate']:.3f}" for n, v in r["methods"].items()))
+        print(f"wrote {args.out}")
+        return 0
+
+    return run_command(prog, body, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

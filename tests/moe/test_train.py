@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from samoyeds_lab._checkpoint import read_state_file
 from samoyeds_lab.corpus import DOMAINS, RECORD_SEP, load_documents
 from samoyeds_lab.moe import TinyMoEForCausalLM
 from samoyeds_lab.moe.train import LOG_FILE, METRICS_FILE, STATE_FILE, lr_at, routing_stats, train_tiny
@@ -67,7 +68,7 @@ def test_resume_is_exactly_the_uninterrupted_run(tmp_path, small_corpus):
     _run(tmp_path / "a", small_corpus)
     r = _run(tmp_path / "b", small_corpus, stop_at=4)
     assert r == {"status": "stopped", "step": 4}
-    assert torch.load(tmp_path / "b" / STATE_FILE, weights_only=False)["step"] == 4
+    assert read_state_file(tmp_path / "b" / STATE_FILE, kind="tiny_moe_train_state")["step"] == 4
     m = _run(tmp_path / "b", small_corpus, resume=True, steps=None, minutes=5)
     assert m["steps"] == 8
     a = TinyMoEForCausalLM.from_pretrained(tmp_path / "a").state_dict()
@@ -190,3 +191,140 @@ def test_shipped_tiny_moe_is_small_trained_and_routes_by_domain():
             logits = model(x[:, :-1])
             nll = torch.nn.functional.cross_entropy(logits[0], x[0, 1:]).item()
             assert nll < 3.5, d
+
+
+# ----------------------------------------------------------------------------------------------------
+# the training state on disk: safetensors + JSON, never unpickled; corrupt files are named
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory, small_corpus):
+    """A run stopped at step 2 of 4 (model, state, log): copied by each test that tampers with it."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    assert _run(out, small_corpus, steps=4, stop_at=2)["status"] == "stopped"
+    return out
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+class _Evil:
+    """A pickle that would create a marker file when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil_pickle(path, marker):
+    import pickle
+
+    path.write_bytes(pickle.dumps({"step": 2, "x": _Evil(marker)}))
+
+
+def test_state_file_is_safetensors_and_json(stopped_run):
+    from safetensors import safe_open
+
+    with safe_open(str(stopped_run / STATE_FILE), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "samoyeds-lab/state" and json.loads(meta["state"])["step"] == 2
+    assert not (stopped_run / "train_state.pt").exists()
+
+
+def test_malicious_pickle_as_state_is_refused_and_not_run(tmp_path, stopped_run, small_corpus):
+    from samoyeds_lab.errors import CorruptFileError
+
+    out = _copy(stopped_run, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    _evil_pickle(out / STATE_FILE, marker)
+    with pytest.raises(CorruptFileError, match=STATE_FILE):
+        _run(out, small_corpus, resume=True)
+    assert not marker.exists()
+
+
+def test_old_pickled_state_is_refused_with_a_clear_message(tmp_path, stopped_run, small_corpus):
+    from samoyeds_lab.errors import CorruptFileError
+
+    out = _copy(stopped_run, tmp_path / "run")
+    (out / STATE_FILE).unlink()
+    marker = tmp_path / "pwned"
+    _evil_pickle(out / "train_state.pt", marker)
+    with pytest.raises(CorruptFileError, match=r"train_state\.pt.*old pickle format.*overwrite=True"):
+        _run(out, small_corpus, resume=True)
+    assert not marker.exists()
+    with pytest.raises(FileExistsError, match="train_state.pt"):  # a fresh run does not clobber it silently
+        _run(out, small_corpus)
+    assert _run(out, small_corpus, steps=2, overwrite=True)["steps"] == 2
+    assert not (out / "train_state.pt").exists() and not marker.exists()
+
+
+def test_truncated_state_is_corrupt(tmp_path, stopped_run, small_corpus):
+    from samoyeds_lab.errors import CorruptFileError
+
+    out = _copy(stopped_run, tmp_path / "run")
+    data = (out / STATE_FILE).read_bytes()
+    for cut in (0, 7, 100, len(data) // 2, len(data) - 1):
+        (out / STATE_FILE).write_bytes(data[:cut])
+        with pytest.raises(CorruptFileError, match=STATE_FILE):
+            _run(out, small_corpus, resume=True)
+
+
+@pytest.mark.parametrize("field, change", [
+    ("step", lambda st: st.pop("step")),
+    ("args", lambda st: st.pop("args")),
+    ("args.batch", lambda st: st["args"].pop("batch")),
+    ("optimizer", lambda st: st.pop("optimizer")),
+    ("torch_rng", lambda st: st.pop("torch_rng")),
+    ("step", lambda st: st.update(step="two")),
+    ("step", lambda st: st.update(step=-1)),
+    ("auto_schedule", lambda st: st.update(auto_schedule=1)),
+    ("torch_rng", lambda st: st.update(torch_rng=torch.zeros(3))),
+    ("sampler_rng", lambda st: st.update(sampler_rng=torch.zeros(3, dtype=torch.uint8))),
+    ("optimizer", lambda st: st["optimizer"]["state"][0].update(exp_avg=torch.zeros(3, 3))),
+    ("optimizer", lambda st: st["optimizer"]["param_groups"].pop()),
+])
+def test_state_with_a_bad_field_is_corrupt_and_named(tmp_path, stopped_run, small_corpus, field, change):
+    from samoyeds_lab._checkpoint import write_state_file
+    from samoyeds_lab.errors import CorruptFileError
+
+    out = _copy(stopped_run, tmp_path / "run")
+    st = read_state_file(out / STATE_FILE, kind="tiny_moe_train_state")
+    change(st)
+    write_state_file(out / STATE_FILE, st, kind="tiny_moe_train_state")
+    with pytest.raises(CorruptFileError, match=f"{STATE_FILE}.*'{field}'"):
+        _run(out, small_corpus, resume=True)
+
+
+def test_state_of_another_kind_is_refused(tmp_path, stopped_run, small_corpus):
+    from samoyeds_lab._checkpoint import write_state_file
+    from samoyeds_lab.errors import CorruptFileError
+
+    out = _copy(stopped_run, tmp_path / "run")
+    write_state_file(out / STATE_FILE, {"step": 2}, kind="something_else")
+    with pytest.raises(CorruptFileError, match="'kind'"):
+        _run(out, small_corpus, resume=True)
+
+
+def test_bad_calls_touch_nothing_in_out_dir(tmp_path, stopped_run, small_corpus):
+    out = _copy(stopped_run, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for kw, exc in (({"overwrite": True, "seq": 33}, ValueError), ({"overwrite": True, "domains": ["fr"]}, ValueError),
+                    ({"overwrite": True, "config": {"experts": 4}}, ValueError),
+                    ({"resume": True, "overwrite": True}, ValueError), ({"overwrite": True, "min_lr_frac": 2.0}, ValueError),
+                    ({"overwrite": True, "eval_windows": 0}, ValueError), ({"resume": 1}, TypeError)):
+        with pytest.raises(exc):
+            _run(out, small_corpus, **kw)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_after_tampering_checks_never_change_a_good_resume(tmp_path, stopped_run, small_corpus):
+    out = _copy(stopped_run, tmp_path / "run")
+    m = _run(out, small_corpus, resume=True, steps=None, minutes=5)
+    assert m["status"] == "done" and m["steps"] == 4
