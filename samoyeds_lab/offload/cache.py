@@ -610,6 +610,19 @@ def _as_int_array(name: str, v: object, *, ndim: int) -> np.ndarray:
     return a
 
 
+def _check_distinct(name: str, a: np.ndarray) -> None:
+    """Raise unless the ids along the last axis of ``a`` (one token's top-k choices) are distinct."""
+    if a.ndim < 1 or a.size == 0 or a.shape[-1] < 2:
+        return
+    s = np.sort(a.reshape(-1, a.shape[-1]), axis=-1)
+    dup = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=-1))
+    if dup.size:
+        row = int(dup[0])
+        where = np.unravel_index(row, a.shape[:-1]) if a.ndim > 1 else ()
+        raise ValueError(f"{name}: expected distinct expert ids per token, got "
+                         f"{a.reshape(-1, a.shape[-1])[row].tolist()} at index {tuple(int(i) for i in where)}")
+
+
 def _check_count(name: str, v: object) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name}: expected a non-negative int, got {type(v).__name__} ({v!r})")
@@ -735,6 +748,8 @@ def simulate_cache(
         raise ValueError(f"popularity: only used by policy='static', got policy={policy!r}")
     if not isinstance(lfu_history, (bool, np.bool_)):
         raise TypeError(f"lfu_history: expected a bool, got {type(lfu_history).__name__}")
+    if lfu_history and pol != "lfu":
+        raise ValueError(f"lfu_history: only used by policy='lfu', got lfu_history=True with policy={policy!r}")
     if n >= (1 << 31):
         raise ValueError(f"accesses: expected fewer than 2**31 accesses, got {n}")
 
@@ -914,6 +929,7 @@ def flatten_layer_expert(topk_ids, num_experts: int) -> np.ndarray:
     if a.size and (a.min() < 0 or a.max() >= num_experts):
         bad = int(a.min()) if a.min() < 0 else int(a.max())
         raise ValueError(f"topk_ids: expected expert ids in [0, {num_experts}), got {bad}")
+    _check_distinct("topk_ids", a)
     layers = a.shape[0]
     g = a.astype(np.int64) + (np.arange(layers, dtype=np.int64) * int(num_experts))[:, None, None]
     return np.ascontiguousarray(g.transpose(1, 0, 2)).reshape(-1)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samoyeds_lab._checks import check_alloc, check_bool, check_choice, check_instance, check_int, check_positive_int
 from samoyeds_lab.offload.hardware import HardwareProfile, load_profile
 
 __all__ = [
@@ -110,12 +111,30 @@ class LayerCost:
 
 
 # ----------------------------------------------------------------------------------------- checks
-def _profile(name: str, p: object) -> HardwareProfile:
-    if isinstance(p, HardwareProfile):
-        return p
+#: The profile kinds each role of the cost model accepts (a profile says what it is in ``kind``).
+ROLE_KINDS = {
+    "gpu": ("gpu",),
+    "near": ("near_data", "host"),
+    "link_only": ("link",),
+}
+
+
+def _profile(name: str, p: object, role: str | None = None) -> HardwareProfile:
+    """``p`` (a profile or a shipped name) as a profile, refused unless its ``kind`` fits ``role``."""
     if isinstance(p, str):
-        return load_profile(p)
-    raise TypeError(f"{name}: expected a HardwareProfile or a profile name, got {type(p).__name__}")
+        p = load_profile(p)
+    check_instance(name, p, HardwareProfile, "a HardwareProfile or a profile name")
+    kinds = ROLE_KINDS.get(role or name)
+    if kinds is not None and p.kind not in kinds:
+        hint = (" (are the gpu and near profiles swapped?)" if role in ("gpu", "near") or name in ("gpu", "near")
+                else "")
+        raise ValueError(f"{name}: expected a profile of kind {' or '.join(map(repr, kinds))}, got {p.name!r} of "
+                         f"kind {p.kind!r}{hint}")
+    return p
+
+
+def _flag(name: str, v: object) -> bool:
+    return check_bool(name, v)
 
 
 def _positive(name: str, v: object, *, allow_zero: bool = False) -> float:
@@ -162,7 +181,7 @@ def _link_bw(link: object, *profiles: HardwareProfile) -> float:
             if p.link_bandwidth_gbs is not None:
                 bws.append(p.link_bandwidth)
             elif p.link is not None:  # e.g. host DRAM names the PCIe link it sits behind
-                bws.append(_profile("link", p.link).link_bandwidth)
+                bws.append(_profile("link", p.link, "link_only").link_bandwidth)
         if not bws:
             names = ", ".join(repr(p.name) for p in profiles)
             raise ValueError(
@@ -171,8 +190,28 @@ def _link_bw(link: object, *profiles: HardwareProfile) -> float:
             )
         return min(bws)
     if isinstance(link, (HardwareProfile, str)):
-        return _profile("link", link).link_bandwidth
+        return _profile("link", link, "link_only").link_bandwidth
     return _positive("link", link) * 1e9
+
+
+def _resident(v: object, shape: tuple) -> np.ndarray:
+    """``resident`` as a bool array broadcastable to the token counts' ``shape``."""
+    if hasattr(v, "detach") and hasattr(v, "cpu"):
+        v = v.detach().cpu().numpy()
+    a = np.asarray(v)
+    if a.dtype != bool:
+        raise TypeError(f"resident: expected a bool or a bool mask, got dtype {a.dtype}")
+    try:
+        np.broadcast_shapes(a.shape, shape)
+    except ValueError:
+        raise ValueError(f"resident: expected a mask broadcastable to n_tokens' shape {shape}, got {a.shape}") from None
+    return a
+
+
+def _d_model(v: object) -> float:
+    if isinstance(v, (float, np.floating)):
+        raise TypeError(f"d_model: expected an int (hidden size), got {type(v).__name__} ({v!r})")
+    return float(check_positive_int("d_model", v))
 
 
 def _out(a: np.ndarray) -> float | np.ndarray:
@@ -227,9 +266,10 @@ def gpu_path_cost(
     P = _positive("expert_params", expert_params)
     b = _positive("bytes_per_param", bytes_per_param)
     eta = _efficiency(efficiency)
+    sparse, overlap = _flag("sparse", sparse), _flag("overlap", overlap)
     bw = _link_bw(link, gpu)
     flops = (gpu.sparse_flops if sparse else gpu.flops) * eta
-    res = np.asarray(resident, dtype=bool)
+    res = _resident(resident, n.shape)
     active = n > 0
     transfer = np.where(active & ~res, P * b / bw, 0.0)
     compute = np.where(active, np.maximum(2.0 * n * P / flops, P * b / gpu.memory_bandwidth), 0.0)
@@ -287,7 +327,8 @@ def near_data_path_cost(
     near = _profile("near", near)
     n = _tokens("n_tokens", n_tokens)
     P = _positive("expert_params", expert_params)
-    d = _positive("d_model", d_model)
+    d = _d_model(d_model)
+    sparse, overlap = _flag("sparse", sparse), _flag("overlap", overlap)
     b = _positive("bytes_per_param", bytes_per_param)
     ba = _positive("bytes_per_act", bytes_per_act)
     eta = _efficiency(efficiency)
@@ -308,6 +349,7 @@ def _both(n, P, gpu, near, d_model, link, b, b_act, resident, sparse, efficiency
           near_bytes=None, near_sparse=False):
     if near_bytes is not None:
         near_bytes = _positive("near_bytes", near_bytes)
+    near_sparse = _flag("near_sparse", near_sparse)
     bw = _link_bw(link, gpu, near)
     g = gpu_path_cost(n, P, gpu, link=bw / 1e9, bytes_per_param=b, resident=resident,
                       sparse=sparse, efficiency=efficiency, overlap=overlap)
@@ -389,10 +431,10 @@ def layer_cost(
     gpu = _profile("gpu", gpu)
     near = _profile("near", near)
     n = _tokens("tokens_per_expert", tokens_per_expert)
-    if n.ndim != 1:
-        raise ValueError(f"tokens_per_expert: expected a 1-D array (one count per expert), got shape {n.shape}")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+    if n.ndim != 1 or n.size == 0:
+        raise ValueError(f"tokens_per_expert: expected a non-empty 1-D array (one count per expert), got shape {n.shape}")
+    top_k = check_positive_int("top_k", top_k)
+    concurrent = _flag("concurrent", concurrent)
     E = n.shape[0]
     res = _mask("resident", resident, E, False)
     if isinstance(on_gpu, str):
@@ -452,8 +494,11 @@ def hot_set_placement(
     gpu = _profile("gpu", gpu)
     near = _profile("near", near)
     n = _tokens("tokens_per_expert", tokens_per_expert)
-    if n.ndim != 1:
-        raise ValueError(f"tokens_per_expert: expected a 1-D array, got shape {n.shape}")
+    if n.ndim != 1 or n.size == 0:
+        raise ValueError(f"tokens_per_expert: expected a non-empty 1-D array, got shape {n.shape}")
+    concurrent = _flag("concurrent", concurrent)
+    if max_on_gpu is not None:
+        max_on_gpu = check_int("max_on_gpu", max_on_gpu, lo=0)
     E = n.shape[0]
     res = _mask("resident", resident, E, False)
     g, m = _both(n, expert_params, gpu, near, d_model, link, bytes_per_param, bytes_per_act,
@@ -520,11 +565,11 @@ def crossover_tokens(
     """
     gpu = _profile("gpu", gpu)
     near = _profile("near", near)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
-        raise ValueError(f"max_tokens: expected an int >= 1, got {max_tokens!r}")
-    if not isinstance(method, str) or method not in CROSSOVER_METHODS:
-        raise ValueError(f"method: expected one of {CROSSOVER_METHODS}, got {method!r}")
-    nmax = int(max_tokens)
+    nmax = check_positive_int("max_tokens", max_tokens)
+    check_choice("method", method, CROSSOVER_METHODS)
+    sparse, overlap = _flag("sparse", sparse), _flag("overlap", overlap)
+    if method == "brute_force":  # evaluates every count: a few float64 arrays of max_tokens entries
+        check_alloc("max_tokens", (8, nmax), 8, what="brute-force sweep")
 
     def diff(ns) -> np.ndarray:
         """:math:`T_{gpu}(n) - T_{near}(n)` for a non-resident expert (validates every argument)."""
@@ -576,7 +621,7 @@ def _breakpoints(gpu, near, P, d_model, link, b, b_act, sparse, efficiency, near
     cg, a = P * b / gpu.memory_bandwidth, P * b / bw  # HBM floor, weight transfer
     W = P * b if near_bytes is None else _positive("near_bytes", near_bytes)
     kn = 2.0 * P / ((near.sparse_flops if near_sparse else near.flops) * eta)  # near compute slope
-    km = 2.0 * _positive("d_model", d_model) * _positive("bytes_per_act", b_act) / bw  # activations
+    km = 2.0 * _d_model(d_model) * _positive("bytes_per_act", b_act) / bw  # activations
     cm = W / near.memory_bandwidth
     cuts = [cg / kg, a / kg, max(a, cg) / kg, cm / kn, cm / km]
     return [c for c in cuts if math.isfinite(c)]

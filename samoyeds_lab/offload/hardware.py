@@ -36,6 +36,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from samoyeds_lab._checks import check_alloc, check_path
 from samoyeds_lab.errors import CorruptFileError
 
 SCHEMA_VERSION = 1
@@ -180,7 +181,9 @@ class HardwareProfile:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the profile as JSON to ``path`` and return the path."""
-        path = Path(path)
+        path = check_path("path", path, must_exist=False)
+        if path.is_dir():
+            raise ValueError(f"path: expected a file name, got the directory {str(path)!r}")
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
@@ -228,7 +231,7 @@ def _validate(p: HardwareProfile, origin: str) -> None:
 
 def list_profiles(directory: str | os.PathLike | None = None) -> list[str]:
     """Names (file stems) of the profiles in ``directory`` (default :func:`profiles_dir`), sorted."""
-    d = Path(directory) if directory is not None else profiles_dir()
+    d = check_path("directory", directory, kind="dir") if directory is not None else profiles_dir()
     return sorted(p.stem for p in d.glob("*.json"))
 
 
@@ -255,7 +258,9 @@ def load_profile(
             f"got {type(name_or_path).__name__}"
         )
     s = os.fspath(name_or_path)
-    d = Path(directory) if directory is not None else profiles_dir()
+    if isinstance(s, bytes) or not s:
+        raise ValueError(f"name_or_path: expected a profile name or a path, got {name_or_path!r}")
+    d = check_path("directory", directory, kind="dir") if directory is not None else profiles_dir()
     if s.endswith(".json") or os.sep in s or "/" in s:
         path = Path(s)
     else:
@@ -265,12 +270,14 @@ def load_profile(
                 f"name_or_path: expected one of the profiles {list_profiles(d)} in {d} or a path "
                 f"to a .json file, got {s!r}"
             )
+    if not path.exists():
+        raise FileNotFoundError(f"name_or_path: no such profile file {str(path)!r}")
     if not path.is_file():
-        raise ValueError(f"name_or_path: no such profile file {str(path)!r}")
+        raise ValueError(f"name_or_path: expected a profile .json file, got the directory {str(path)!r}")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptFileError(f"{path}: not valid JSON ({e})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
     return HardwareProfile.from_dict(data, origin=str(path))
 
 
@@ -379,6 +386,11 @@ def probe_host(*, rows: int = 2048, cols: int = 2048, dtype=None, pattern: str =
         if v % unit:
             raise ValueError(f"{nm}: expected a multiple of {unit} for pattern {pattern!r}, got {v}")
     compute_tokens = check_int("compute_tokens", compute_tokens, lo=1)
+    # the weight, its pruned and dense copies and the CPU operand: a handful of rows × cols fp32 matrices
+    check_alloc("rows", (6, rows, cols), 4, what="probe matrices (rows x cols, a few copies)")
+    check_alloc("compute_tokens", (2, compute_tokens, cols), 4, what="probe activations (compute_tokens x cols)")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise TypeError(f"name: expected a non-empty str or None, got {type(name).__name__} ({name!r})")
     bandwidth_bytes = check_int("bandwidth_bytes", bandwidth_bytes, lo=1 << 20, hi=1 << 34)
     repeats = check_int("repeats", repeats, lo=1)
     if threads is not None:

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_alloc, check_ids, check_int, check_positive_int, check_tensor
 from ..formats import NMWeight, SamoyedsWeight, TokenSelection
 from ..moe.experts import SwiGLUExperts
 from .hardware import HardwareProfile
@@ -93,6 +93,14 @@ _NEAR_BACKENDS = ("cpu", "auto", "reference")
 def make_experts(num_experts: int = 8, hidden: int = 512, intermediate: int = 1792, *, seed: int = 0,
                  dtype: torch.dtype = torch.float32) -> SwiGLUExperts:
     """A seeded :class:`SwiGLUExperts` (``nn.Linear``-style init) for hybrid runs, without gradients."""
+    E = check_positive_int("num_experts", num_experts)
+    H = check_positive_int("hidden", hidden)
+    I = check_positive_int("intermediate", intermediate)
+    if not isinstance(dtype, torch.dtype) or dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected one of torch.float16, torch.bfloat16, torch.float32, got {dtype!r}")
+    check_alloc("num_experts", (E, 3 * H, I), torch.float32, what="expert weights [num_experts, 3 * hidden, intermediate]")
+    seed = check_int("seed", seed, lo=0)
+    num_experts, hidden, intermediate = E, H, I
     g = torch.random.fork_rng()
     with g:
         torch.manual_seed(check_int("seed", seed, lo=0))
@@ -157,6 +165,7 @@ def compressed_ops(experts: SwiGLUExperts) -> list[tuple] | None:
     take (only 2:4 ``NMWeight`` and ``SamoyedsWeight`` with ``vector % 32 == 0``). Raises ``ValueError``
     naming ``experts`` when the operands are stale (the dense weights changed since ``sparsify``).
     """
+    experts = _check_experts(experts)
     if experts.compressed is None:
         return None
     from ..kernels import cpu as ck
@@ -357,6 +366,9 @@ def calibrate_host(experts: SwiGLUExperts, *, threads=(1,), probe_tokens: int = 
         raise ValueError("threads: expected at least one thread count, got none")
     probe_tokens = check_int("probe_tokens", probe_tokens, lo=1)
     repeats = check_int("repeats", repeats, lo=1)
+    seed = check_int("seed", seed, lo=0)
+    check_alloc("probe_tokens", (2, probe_tokens, max(experts.hidden, experts.intermediate)), 4,
+                what="probe activations [probe_tokens, hidden]")
     wg, wu, wd = experts.w_gate[0], experts.w_up[0], experts.w_down[0]
     P = wg.numel() + wu.numel() + wd.numel()
     b = wg.element_size()
@@ -461,6 +473,7 @@ class HybridExecutor:
         self.device = device
         self.near_workers = _threads_arg("near_workers", near_workers)
         self.threads = _threads_arg("threads", threads)
+        self._closed = False
         self._pool = ThreadPoolExecutor(self.near_workers, thread_name_prefix="near-data")
         w = experts.weights()
         self._host = [tuple(w[p][e] for p in ("gate", "up", "down")) for e in range(experts.num_experts)]
@@ -472,8 +485,14 @@ class HybridExecutor:
             self._stage = [torch.empty_like(m) for m in self._host[0]]
 
     def close(self) -> None:
-        """Shut the near-side workers down."""
+        """Shut the near-side workers down (a closed executor refuses :meth:`forward`)."""
+        self._closed = True
         self._pool.shutdown(wait=True)
+
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", False):
+            raise RuntimeError("HybridExecutor: this executor is closed (close() or its `with` block ended); "
+                               "create a new HybridExecutor")
 
     def __enter__(self) -> "HybridExecutor":
         return self
@@ -506,15 +525,16 @@ class HybridExecutor:
         resident : array-like of bool, shape (E,), optional
             Experts whose weights need no move to the fast side.
         """
+        self._check_open()
         ex = self.experts
         E, H = ex.num_experts, ex.hidden
-        check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+        check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
         if x.shape[1] != H or x.dtype != ex.w_gate.dtype:
             raise ValueError(f"x: expected [tokens, {H}] in {ex.w_gate.dtype}, got {tuple(x.shape)} {x.dtype}")
         if x.device.type != self.device:
             raise ValueError(f"x: expected a tensor on {self.device!r} (the fast side), got {x.device}")
-        check_tensor("topk_ids", topk_ids, ndim=2, dtypes=INT_DTYPES)
-        check_tensor("topk_weights", topk_weights, ndim=2, dtypes=FLOAT_DTYPES)
+        check_ids("topk_ids", topk_ids, num=E, ndim=2, distinct_rows=True)
+        check_tensor("topk_weights", topk_weights, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
         if topk_ids.shape[0] != x.shape[0] or topk_weights.shape != topk_ids.shape:
             raise ValueError(f"topk_ids, topk_weights: expected shape [{x.shape[0]}, k], got "
                              f"{tuple(topk_ids.shape)} and {tuple(topk_weights.shape)}")
@@ -622,6 +642,7 @@ def time_hybrid(executor: HybridExecutor, x, topk_ids, topk_weights, on_gpu, *, 
         raise TypeError(f"executor: expected a HybridExecutor, got {type(executor).__name__}")
     repeats = check_int("repeats", repeats, lo=1)
     warmup = check_int("warmup", warmup, lo=0)
+    executor._check_open()
     runs = []
     for i in range(warmup + repeats):
         r = executor.forward(x, topk_ids, topk_weights, on_gpu, resident=resident)
@@ -675,9 +696,12 @@ def measure_paths(experts: SwiGLUExperts, n_tokens, *, fast_threads: int = 1, ne
     ft = _threads_arg("fast_threads", fast_threads)
     nt = _threads_arg("near_threads", near_threads)
     repeats = check_int("repeats", repeats, lo=1)
+    seed = check_int("seed", seed, lo=0)
     ns = np.asarray(n_tokens)
     if ns.ndim != 1 or ns.size == 0 or not np.issubdtype(ns.dtype, np.integer) or (ns < 1).any():
         raise ValueError(f"n_tokens: expected a non-empty 1-D sequence of ints >= 1, got {n_tokens!r}")
+    check_alloc("n_tokens", (2 * int(ns.max()), max(experts.hidden, experts.intermediate)), 4,
+                what="activations [2 * max(n_tokens), hidden]")
     ws = (experts.w_gate[0], experts.w_up[0], experts.w_down[0])
     stage = [torch.empty_like(w) for w in ws]
     gen = torch.Generator().manual_seed(seed)

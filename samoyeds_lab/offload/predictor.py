@@ -87,7 +87,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checks import (FLOAT_DTYPES, INT_DTYPES, check_alloc, check_bool, check_float, check_ids, check_int,
+                       check_path, check_tensor)
 from .._checkpoint import read_config, read_state, write_checkpoint
 from ..errors import CorruptFileError
 
@@ -196,9 +197,25 @@ def sparsemax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
     check_tensor("scores", scores, dtypes=_FLOATS)
     if scores.ndim < 1 or scores.shape[-1] < 1:
         raise ValueError(f"scores: expected a tensor [..., n] with n >= 1, got shape {tuple(scores.shape)}")
-    z = scores.double() if scores.dtype == torch.float64 else scores.float()
+    check_tensor("scores", scores, finite=True)
     if mask is not None:
         check_tensor("mask", mask, dtypes=(torch.bool,))
+        try:
+            full = torch.broadcast_shapes(mask.shape, scores.shape)
+        except RuntimeError:
+            full = None
+        if full != scores.shape:
+            raise ValueError(f"mask: expected a shape broadcastable to scores' {tuple(scores.shape)}, "
+                             f"got {tuple(mask.shape)}")
+        if bool((~mask.expand_as(scores).any(-1)).any()):
+            raise ValueError("mask: expected at least one True entry in every row, got a fully masked row")
+    return _sparsemax(scores, mask)
+
+
+def _sparsemax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`sparsemax` without the argument checks (the predictor's forward calls it on its own scores)."""
+    z = scores.double() if scores.dtype == torch.float64 else scores.float()
+    if mask is not None:
         z = z.masked_fill(~mask, _MASKED)
     zs = torch.sort(z, dim=-1, descending=True).values
     rank = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=z.device)
@@ -241,9 +258,12 @@ class SiDAPredictor(nn.Module):
             raise TypeError(f"config: expected a SiDAConfig, got {type(config).__name__}")
         self.config = config
         V, D, d = config.vocab_size, config.embed_dim, config.hidden
+        check_alloc("vocab_size", (V, D), torch.float32, what="embedding [vocab_size, embed_dim]")
+        check_alloc("hidden", (8 + 2 * config.num_layers, d, max(d, D, config.num_experts)), torch.float32,
+                    what="predictor weights")
         if embedding is None:
             embedding = torch.zeros(V, D)
-        check_tensor("embedding", embedding, ndim=2, dtypes=FLOAT_DTYPES)
+        check_tensor("embedding", embedding, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
         if tuple(embedding.shape) != (V, D):
             raise ValueError(f"embedding: expected shape {(V, D)} (vocab_size, embed_dim), "
                              f"got {tuple(embedding.shape)}")
@@ -277,7 +297,7 @@ class SiDAPredictor(nn.Module):
         scores = self.q_proj(h) @ self.k_proj(h).transpose(1, 2) / math.sqrt(self.config.hidden)
         causal = torch.ones(S, S, dtype=torch.bool, device=h.device).tril()
         if self.config.attention == "sparsemax":
-            return sparsemax(scores, causal.expand_as(scores))
+            return _sparsemax(scores, causal.expand_as(scores))
         return _topk_softmax(scores, causal.expand_as(scores), self.config.attn_topk)
 
     @torch.no_grad()
@@ -377,10 +397,18 @@ def truncated_kd_loss(
     if isinstance(ce_weight, bool) or not isinstance(ce_weight, (int, float)) or not math.isfinite(ce_weight) \
             or ce_weight < 0:
         raise ValueError(f"ce_weight: expected a finite float >= 0, got {ce_weight!r}")
+    if student_logits.numel() == 0:
+        raise ValueError("student_logits: expected at least one row, got 0")
+    check_tensor("student_logits", student_logits, finite=True)
+    check_tensor("teacher_logits", teacher_logits, finite=True)
+    return _kd_loss(student_logits, teacher_logits, top_t, float(ce_weight))
+
+
+def _kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, top_t: int, ce_weight: float) -> torch.Tensor:
+    """:func:`truncated_kd_loss` without the argument checks (called every training step)."""
+    E = student_logits.shape[-1]
     s = student_logits.float().reshape(-1, E)
     z = teacher_logits.detach().float().reshape(-1, E)
-    if s.shape[0] == 0:
-        raise ValueError("student_logits: expected at least one row, got 0")
     logq = torch.log_softmax(s, dim=-1)
     zt, idx = torch.topk(z, top_t, dim=-1)
     logp = torch.log_softmax(zt, dim=-1)
@@ -472,6 +500,7 @@ def train_predictor(
     cfg = predictor.config
     _check_ids("windows", windows, cfg.vocab_size, ndim=2)
     check_tensor("teacher_logits", teacher_logits, ndim=4, dtypes=FLOAT_DTYPES)
+    progress = check_bool("progress", progress)
     N, S = windows.shape
     want = (cfg.num_layers, N, S, cfg.num_experts)
     if tuple(teacher_logits.shape) != want:
@@ -488,6 +517,7 @@ def train_predictor(
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
                                 or not (minutes > 0 and math.isfinite(minutes))):
         raise ValueError(f"minutes: expected a positive finite number or None, got {minutes!r}")
+    check_tensor("teacher_logits", teacher_logits, finite=True)  # once: the steps below use the unchecked loss
     truncated_kd_loss(teacher_logits[:, :1, :1], teacher_logits[:, :1, :1], top_t=top_t, ce_weight=ce_weight)
 
     gen = torch.Generator().manual_seed(seed)
@@ -512,7 +542,7 @@ def train_predictor(
             g["lr"] = rate
         idx = torch.randint(N, (min(batch, N),), generator=gen)
         pred = predictor(windows[idx])
-        loss = truncated_kd_loss(pred, teacher_logits[:, idx], top_t=top_t, ce_weight=ce_weight)
+        loss = _kd_loss(pred, teacher_logits[:, idx], top_t, float(ce_weight))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(predictor.parameters(), 1.0)
@@ -611,6 +641,7 @@ def _check_pred_true(pred_ids: object, true_ids: object) -> tuple[torch.Tensor, 
         raise ValueError(f"pred_ids: expected expert ids >= 0 or -1 (no prediction), got {int(pred.min())}")
     if bool((true < 0).any()):
         raise ValueError(f"true_ids: expected expert ids >= 0, got {int(true.min())}")
+    check_ids("true_ids", true, num=int(true.max()) + 1, distinct_rows=True)
     return pred.long(), true.long()
 
 
@@ -669,6 +700,7 @@ def frequency_predictions(
     num_experts = check_int("num_experts", num_experts, lo=1)
     tokens = check_int("tokens", tokens, lo=1)
     k = check_int("k", train_topk_ids.shape[2] if k is None else k, lo=1, hi=num_experts)
+    check_alloc("tokens", (train_topk_ids.shape[0], tokens, k), torch.int64, what="predictions [layers, tokens, k]")
     ids = train_topk_ids.long()
     if ids.numel() == 0 or bool((ids < 0).any()) or bool((ids >= num_experts).any()):
         raise ValueError(f"train_topk_ids: expected a non-empty tensor of ids in [0, {num_experts})")
@@ -770,8 +802,12 @@ def next_layer_predictions(
 
 def router_topk(router: nn.Module, logits: torch.Tensor, k: int) -> torch.Tensor:
     """Top-``k`` expert ids the router's own selection rule picks from ``logits`` (``route`` of its style)."""
-    from ..moe.router import route
+    from ..moe.router import Router, route
 
+    if not isinstance(router, Router):
+        raise TypeError(f"router: expected a samoyeds_lab.moe.Router, got {type(router).__name__}")
+    check_tensor("logits", logits, ndim=2, dtypes=_FLOATS)
+    k = check_int("k", k, lo=1, hi=logits.shape[-1])
     ro = route(logits, k, style=router.style, norm_topk=router.norm_topk,
                routed_scaling_factor=router.routed_scaling_factor, n_group=router.n_group,
                topk_group=router.topk_group)
@@ -783,12 +819,13 @@ def router_topk(router: nn.Module, logits: torch.Tensor, k: int) -> torch.Tensor
 # ----------------------------------------------------------------------------------------------------
 def load_shipped_predictor(directory: str | os.PathLike | None = None) -> SiDAPredictor:
     """The predictor shipped in ``data/sida`` (eval mode). See :meth:`SiDAPredictor.from_pretrained` for errors."""
-    return SiDAPredictor.from_pretrained(Path(directory) if directory is not None else sida_dir())
+    return SiDAPredictor.from_pretrained(check_path("directory", directory, must_exist=False)
+                                         if directory is not None else sida_dir())
 
 
 def load_shipped_metrics(directory: str | os.PathLike | None = None) -> dict[str, Any]:
     """``data/sida/metrics.json`` as a dict (``CorruptFileError`` naming the file if unreadable)."""
-    path = (Path(directory) if directory is not None else sida_dir()) / METRICS_NAME
+    path = (check_path("directory", directory, must_exist=False) if directory is not None else sida_dir()) / METRICS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; rebuild with `samoyeds-lab train-sida`")
     try:
@@ -841,7 +878,8 @@ def load_shipped_predictions(domain: str, *, directory: str | os.PathLike | None
 
     if not isinstance(domain, str) or domain not in DOMAINS:
         raise ValueError(f"domain: expected one of {DOMAINS}, got {domain!r}")
-    path = (Path(directory) if directory is not None else sida_dir()) / PREDICTIONS_TEMPLATE.format(domain=domain)
+    base = check_path("directory", directory, must_exist=False) if directory is not None else sida_dir()
+    path = base / PREDICTIONS_TEMPLATE.format(domain=domain)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no shipped SiDA predictions for domain {domain!r}; rebuild with "
                                 f"`samoyeds-lab train-sida`")
@@ -958,6 +996,19 @@ def build_shipped(
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (
             minutes > 0 and math.isfinite(minutes)):
         raise ValueError(f"minutes: expected a positive finite number, got {minutes!r}")
+    # the cheap arguments are checked here, before minutes of recording the teacher
+    if out_dir is not None:
+        check_path("out_dir", out_dir, must_exist=False)
+    for nm, d in (("model_dir", model_dir), ("trace_dir", trace_dir)):
+        if d is not None:
+            check_path(nm, d, must_exist=False)
+    check_int("steps", steps, lo=1)
+    check_int("batch", batch, lo=1)
+    check_int("windows_per_domain", windows_per_domain, lo=1)
+    check_float("lr", lr, lo=0, lo_open=True)
+    progress = check_bool("progress", progress)
+    if command is not None and not isinstance(command, str):
+        raise TypeError(f"command: expected a str or None, got {type(command).__name__}")
     prev_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(check_int("threads", threads, lo=1))

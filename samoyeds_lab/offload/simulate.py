@@ -67,10 +67,12 @@ from samoyeds_lab.offload.cache import (
     PREFETCH_POLICIES,
     CacheStats,
     _as_int_array,
-    _jit,
     _check_count,
+    _check_distinct,
+    _jit,
     simulate_cache,
 )
+from samoyeds_lab._checks import check_alloc
 
 __all__ = [
     "ExpertAccesses",
@@ -104,6 +106,7 @@ def _topk(topk_ids, num_experts) -> tuple[np.ndarray, int]:
     lo, hi = int(a.min()), int(a.max())
     if lo < 0 or hi >= E:
         raise ValueError(f"topk_ids: expected expert ids in [0, {E}), got {lo if lo < 0 else hi}")
+    _check_distinct("topk_ids", a)
     return a.astype(np.int64, copy=False), E
 
 
@@ -243,6 +246,7 @@ def oracle_predictions(topk_ids) -> np.ndarray:
     a = _as_int_array("topk_ids", topk_ids, ndim=3)
     if a.size and int(a.min()) < 0:
         raise ValueError(f"topk_ids: expected expert ids >= 0, got {int(a.min())}")
+    _check_distinct("topk_ids", a)
     return np.array(a, dtype=np.int64)
 
 
@@ -279,7 +283,10 @@ def noisy_predictions(topk_ids, num_experts: int, quality: float, seed: int = 0)
         raise ValueError(f"quality: expected a number in [0, 1], got {quality!r}")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__} ({seed!r})")
+    if seed < 0:
+        raise ValueError(f"seed: expected an int >= 0, got {seed}")
     L, T, k = a.shape
+    check_alloc("num_experts", (L, T, E), 12, what="candidate keys [layers, tokens, E]")
     rng = np.random.default_rng(int(seed))
     keep = rng.random((L, T, k)) < q
     key = rng.random((L, T, E), dtype=np.float32)  # random order of the candidates, in [0, 1)
@@ -519,6 +526,8 @@ def simulate_offload(
     if not isinstance(scope, str) or scope not in SCOPES:
         raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
     B = _positive_int("batch_tokens", batch_tokens)
+    if not isinstance(lfu_history, (bool, np.bool_)):
+        raise TypeError(f"lfu_history: expected a bool, got {type(lfu_history).__name__} ({lfu_history!r})")
     L, T, _ = a.shape
     if (capacity is None) == (capacity_bytes is None):
         raise ValueError(
@@ -790,7 +799,9 @@ def offload_latency(
 
     if not isinstance(stats, OffloadStats):
         raise TypeError(f"stats: expected an OffloadStats from simulate_offload, got {type(stats).__name__}")
-    gpu = _profile("profile_gpu", profile_gpu)
+    gpu = _profile("profile_gpu", profile_gpu, "gpu")
+    if not isinstance(sparse, (bool, np.bool_)):
+        raise TypeError(f"sparse: expected a bool, got {type(sparse).__name__} ({sparse!r})")
     acc = stats.accesses
     L, E = acc.num_layers, acc.num_experts
     if expert_bytes is not None:
@@ -810,9 +821,14 @@ def offload_latency(
     nsteps = acc.num_batches * L
     shape = (acc.num_batches, L)
     if compute_s_per_layer is not None:
-        if isinstance(compute_s_per_layer, (bool, np.bool_)):
-            raise TypeError("compute_s_per_layer: expected a number or shape (layers,), got bool")
-        c = np.asarray(compute_s_per_layer, dtype=np.float64)
+        if isinstance(compute_s_per_layer, (bool, np.bool_, str, bytes)):
+            raise TypeError(f"compute_s_per_layer: expected a number or shape (layers,), got "
+                            f"{type(compute_s_per_layer).__name__}")
+        try:
+            c = np.asarray(compute_s_per_layer, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"compute_s_per_layer: expected a number or shape (layers,), got "
+                            f"{type(compute_s_per_layer).__name__}") from None
         if c.ndim > 1 or (c.ndim == 1 and c.shape[0] != L):
             raise ValueError(f"compute_s_per_layer: expected a scalar or shape ({L},), got {c.shape}")
         if not np.all(np.isfinite(c)) or np.any(c < 0):

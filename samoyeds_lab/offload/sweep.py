@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from samoyeds_lab._checks import check_float, check_int
+
 from samoyeds_lab.offload.simulate import OffloadLatency, OffloadStats, offload_latency, simulate_offload
 
 __all__ = [
@@ -64,12 +66,11 @@ class ExpertShape:
     bytes_per_param: float = 2.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name: expected a str, got {type(self.name).__name__} ({self.name!r})")
         for n in ("d_model", "d_ffn"):
-            v = getattr(self, n)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n}: expected a positive int, got {v!r}")
-        if not (isinstance(self.bytes_per_param, (int, float)) and self.bytes_per_param > 0):
-            raise ValueError(f"bytes_per_param: expected a positive number, got {self.bytes_per_param!r}")
+            check_int(n, getattr(self, n), lo=1)
+        check_float("bytes_per_param", self.bytes_per_param, lo=0, lo_open=True)
 
     @property
     def params(self) -> int:
@@ -100,6 +101,12 @@ def _check_policies(policies) -> tuple[str, ...]:
         if p not in SWEEP_POLICIES:
             raise ValueError(f"policies: expected names from {SWEEP_POLICIES}, got {p!r}")
     return out
+
+
+def _check_predictions(predictions) -> None:
+    if predictions is not None and not isinstance(predictions, dict):
+        raise TypeError(f"predictions: expected a dict {{policy: int [layers, tokens, p]}} or None, got "
+                        f"{type(predictions).__name__}")
 
 
 def _run(topk, E, policy, capacity, *, scope, batch_tokens, predictions, popularity, expert_bytes) -> OffloadStats:
@@ -174,11 +181,13 @@ def budget_sweep(
     BudgetSweep
     """
     pols = _check_policies(policies)
-    caps = np.asarray(list(capacities), dtype=np.int64)
-    if caps.ndim != 1 or caps.size == 0:
+    _check_predictions(predictions)
+    if isinstance(capacities, (str, bytes)) or not hasattr(capacities, "__iter__"):
+        raise TypeError(f"capacities: expected a sequence of ints, got {type(capacities).__name__}")
+    caps_in = list(capacities)
+    if not caps_in:
         raise ValueError(f"capacities: expected a non-empty sequence of ints, got {capacities!r}")
-    if (caps < 0).any():
-        raise ValueError(f"capacities: expected budgets >= 0, got {int(caps.min())}")
+    caps = np.asarray([check_int("capacities", c, lo=0) for c in caps_in], dtype=np.int64)
     hr, moved = {}, {}
     for p in pols:
         h = np.empty(caps.size)
@@ -219,6 +228,8 @@ def policy_latencies(
         every expert in GPU memory (the same for every policy).
     """
     pols = _check_policies(policies)
+    _check_predictions(predictions)
+    capacity = check_int("capacity", capacity, lo=0)
     if not isinstance(expert, ExpertShape):
         raise TypeError(f"expert: expected an ExpertShape, got {type(expert).__name__}")
     if link_gbs is not None and not (isinstance(link_gbs, (int, float)) and not isinstance(link_gbs, bool)

@@ -338,7 +338,7 @@ def test_flatten_layer_expert_order():
     topk = np.array(
         [
             [[0, 1], [2, 3], [1, 0]],  # layer 0
-            [[3, 2], [0, 0], [1, 2]],  # layer 1
+            [[3, 2], [0, 1], [1, 2]],  # layer 1
         ]
     )
     got = flatten_layer_expert(topk, 4)
@@ -434,3 +434,9 @@ def test_pure_python_fallback_gives_the_same_answers():
                        prefetch_ids=[[3, 0, 4], [0, 3, 2], [0, 1, -1]])
     want_pf = [r.misses, r.prefetches, r.prefetch_hits, r.peak_resident_bytes]
     assert out.stdout.split("\n")[:3] == [str(want), "12", str(want_pf)]
+
+
+def test_flatten_layer_expert_refuses_a_token_naming_an_expert_twice():
+    # a repeated id would be a second access to the same expert by one token: a free, false cache hit
+    with pytest.raises(ValueError, match=r"topk_ids: expected distinct expert ids per token"):
+        flatten_layer_expert(np.array([[[0, 1]], [[2, 2]]]), 4)

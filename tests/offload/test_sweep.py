@@ -37,10 +37,12 @@ def test_mixtral_expert_sizes():
     assert MIXTRAL_EXPERT.flops_per_token == 2 * MIXTRAL_EXPERT.params
 
 
-@pytest.mark.parametrize("bad", [dict(d_model=0), dict(d_ffn=-1), dict(d_model=1.5), dict(bytes_per_param=0)])
-def test_expert_shape_rejects_bad_sizes(bad):
+@pytest.mark.parametrize("bad, err", [(dict(d_model=0), ValueError), (dict(d_ffn=-1), ValueError),
+                                      (dict(d_model=1.5), TypeError), (dict(bytes_per_param=0), ValueError),
+                                      (dict(bytes_per_param=float("inf")), ValueError), (dict(name=3), TypeError)])
+def test_expert_shape_rejects_bad_sizes(bad, err):
     kw = dict(name="x", d_model=8, d_ffn=16) | bad
-    with pytest.raises(ValueError, match=next(iter(bad))):
+    with pytest.raises(err, match=next(iter(bad))):
         ExpertShape(**kw)
 
 
