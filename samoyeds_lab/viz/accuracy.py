@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from .._checks import check_bool, check_float, check_int, check_path, check_positive_int
+from ._args import check_text, offered
 from .panels import _copy_into
 from .sparsity import _TEMPLATE, COLORS, _layout
 
@@ -45,15 +47,46 @@ _REQUIRED = ("label", "pattern", "method", "density", "expert_bytes", "dense_exp
              "modelled_decode_speedup", "heldout_ppl")
 
 
+_RECORD_METHODS = ("none", "magnitude", "wanda")
+
+
+def _check_ppl(name: str, ppl: object, domains: Sequence[str] | None) -> list[str]:
+    """A mapping domain -> perplexity (finite, > 0) with ``"overall"`` (and exactly ``domains`` if given)."""
+    if not isinstance(ppl, Mapping):
+        raise TypeError(f"{name}: expected a mapping domain -> perplexity, got {type(ppl).__name__}")
+    if "overall" not in ppl:
+        raise ValueError(f"{name}: expected an 'overall' perplexity, got domains {list(ppl)}")
+    if domains is not None and set(ppl) != set(domains):
+        raise ValueError(f"{name}: expected the domains of the first record {list(domains)}, got {list(ppl)}")
+    for d, v in ppl.items():
+        check_float(f"{name}[{d!r}]", v, lo=0, lo_open=True)
+    return list(ppl)
+
+
 def _check_records(name: str, records: object, *, allow_empty: bool = False) -> list[Mapping[str, Any]]:
+    """Sweep records (:func:`~samoyeds_lab.moe.accuracy.sparsity_sweep`), each field of the kind and range the
+    figures read: a NaN perplexity or an unknown method would otherwise be drawn (or dropped) in silence."""
     if not isinstance(records, (list, tuple)) or (not records and not allow_empty):
         raise ValueError(f"{name}: expected a non-empty list of sweep records (sparsity_sweep), got {records!r}")
+    domains: list[str] | None = None
     for i, r in enumerate(records):
+        where = f"{name}[{i}]"
         if not isinstance(r, Mapping):
-            raise ValueError(f"{name}[{i}]: expected a record dict, got {type(r).__name__}")
+            raise ValueError(f"{where}: expected a record dict, got {type(r).__name__}")
         missing = [k for k in _REQUIRED if k not in r]
         if missing:
-            raise ValueError(f"{name}[{i}]: expected a sweep record, missing field {missing[0]!r}")
+            raise ValueError(f"{where}: expected a sweep record, missing field {missing[0]!r}")
+        check_text(f"{where}['label']", r["label"])
+        check_text(f"{where}['pattern']", r["pattern"])
+        if r["method"] not in _RECORD_METHODS:
+            raise ValueError(f"{where}['method']: expected one of {_RECORD_METHODS}, got {r['method']!r}")
+        check_float(f"{where}['density']", r["density"], lo=0, lo_open=True, hi=1)
+        check_float(f"{where}['expert_bytes']", r["expert_bytes"], lo=0)
+        check_float(f"{where}['dense_expert_bytes']", r["dense_expert_bytes"], lo=0, lo_open=True)
+        check_float(f"{where}['modelled_decode_speedup']", r["modelled_decode_speedup"], lo=0, lo_open=True)
+        domains = _check_ppl(f"{where}['heldout_ppl']", r["heldout_ppl"], domains)
+        if r.get("recovered_ppl") is not None:
+            _check_ppl(f"{where}['recovered_ppl']", r["recovered_ppl"], domains)
     return list(records)
 
 
@@ -78,6 +111,7 @@ def sweep_table(records: Sequence[Mapping[str, Any]], *, title: str = "Held-out 
     record (``Δ = ppl / ppl_dense − 1``). When records carry ``recovered_ppl`` two more columns show the
     overall perplexity after the recovery fine-tune and its change vs the *fine-tuned* dense record."""
     records = _check_records("records", records)
+    check_text("title", title)
     domains = [d for d in records[0]["heldout_ppl"] if d != "overall"] + ["overall"]
     dense = _dense(records)
     base = dense["heldout_ppl"]["overall"] if dense else None
@@ -144,9 +178,13 @@ def _dodge(xs: list[float], span: float) -> list[float]:
 def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered: bool, title: str,
               x_range: list[float]) -> go.Figure:
     records = _check_records("records", records)
+    if live is not None and not isinstance(live, (list, tuple)):
+        raise TypeError(f"live: expected a list of sweep records (or None), got {type(live).__name__}")
     live = _check_records("live", list(live or []), allow_empty=True)
     if not isinstance(domain, str):
         raise TypeError(f"domain: expected a str such as 'overall', got {type(domain).__name__}")
+    check_bool("recovered", recovered)
+    check_text("title", title)
     if recovered and not any(r.get("recovered_ppl") for r in records):
         raise ValueError("recovered: True needs records with 'recovered_ppl' (a sweep with recovery_steps > 0)")
     shown = [r for r in records if _ppl_of(r, domain, recovered) is not None]
@@ -281,10 +319,11 @@ class AccuracyPanel:
 
     def __init__(self, model_dir, records: Sequence[Mapping[str, Any]], *, calib_tokens: int = 2048,
                  eval_tokens: int = 1024, seed: int = 0) -> None:
-        from pathlib import Path
-
         self.records = _check_records("records", records)
-        self.model_dir = Path(model_dir)
+        check_positive_int("calib_tokens", calib_tokens)
+        check_positive_int("eval_tokens", eval_tokens)
+        check_int("seed", seed)
+        self.model_dir = check_path("model_dir", model_dir, kind="dir")
         if not (self.model_dir / "model.safetensors").is_file():
             raise FileNotFoundError(f"model_dir: {self.model_dir / 'model.safetensors'} missing")
         self.calib_tokens, self.eval_tokens, self.seed = calib_tokens, eval_tokens, seed
@@ -330,7 +369,7 @@ class AccuracyPanel:
         for name, value in values.items():
             if name not in opts:
                 raise TypeError(f"run: unexpected argument {name!r}; expected some of {list(opts)}")
-            if value not in opts[name] or isinstance(value, bool):
+            if not offered(value, opts[name]):
                 raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
             self.controls[name].value = value
         v = {k: w.value for k, w in self.controls.items()}

@@ -17,8 +17,10 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
 
+from .._checks import check_int
 from ..formats import as_dense, compress_nm, compress_samoyeds, compress_venom, to_csr
 from ..prune import outlier_activations, prune_mask, reconstruction_error
+from ._args import check_text, offered
 from .sparsity import (
     _TEMPLATE,
     bytes_bar,
@@ -100,6 +102,9 @@ class SparsityView:
     errors: dict[str, dict[str, float]] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check_view_fields(self)
+
 
 def _size_options(total: int, lo: int) -> tuple[int, ...]:
     """Powers of two from ``lo`` up to ``total`` (and ``total`` itself)."""
@@ -154,6 +159,7 @@ class SparsityPanel:
         rows: int | None = None,
         cols: int | None = None,
     ) -> None:
+        check_int("seed", seed)
         if weight is None:
             gen = torch.Generator().manual_seed(seed)
             weight = 0.02 * torch.randn(256, 512, generator=gen)
@@ -164,20 +170,25 @@ class SparsityPanel:
         R, C = weight.shape
         if R < 32 or C < 64 or R % 32 or C % 64:
             raise ValueError(f"weight: expected rows a multiple of 32 and cols a multiple of 64, got {R}×{C}")
+        _check_finite("weight", weight)
         if acts is None:
             acts = outlier_activations(128, C, seed=seed)
         if not isinstance(acts, torch.Tensor) or acts.ndim != 2 or acts.shape[1] != C:
             got = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
             raise ValueError(f"acts: expected a [tokens, {C}] tensor (the weight's columns), got {got}")
+        if not acts.is_floating_point() or acts.shape[0] == 0:
+            raise ValueError(f"acts: expected a non-empty [tokens, {C}] float tensor, got shape "
+                             f"{tuple(acts.shape)}, dtype {acts.dtype}")
+        _check_finite("acts", acts)
         self.weight = weight.detach().float().cpu()
         self.acts = acts.detach().float().cpu()
         self.rows_options = _size_options(R, 32)
         self.cols_options = _size_options(C, 64)
         rows = rows if rows is not None else min(64, R)
         cols = cols if cols is not None else min(128, C)
-        if rows not in self.rows_options:
+        if not offered(rows, self.rows_options):
             raise ValueError(f"rows: expected one of {self.rows_options}, got {rows!r}")
-        if cols not in self.cols_options:
+        if not offered(cols, self.cols_options):
             raise ValueError(f"cols: expected one of {self.cols_options}, got {cols!r}")
         self._reference_cache: dict[tuple[int, int], dict[str, int]] = {}
         self._busy = False
@@ -283,9 +294,13 @@ class SparsityPanel:
         return view
 
     def compute(self, pattern: str, n: int, m: int, vector: int, rows: int, cols: int, method: str) -> SparsityView:
-        """The pure part of :meth:`update`: build the view for these values without touching widgets."""
+        """The pure part of :meth:`update`: build the view for these values without touching widgets.
+
+        Each value must be one its widget offers (see :meth:`options`), as for :meth:`update`.
+        """
         t0 = time.perf_counter()
         settings = dict(pattern=pattern, n=n, m=m, vector=vector, rows=rows, cols=cols, method=method)
+        _check_update_values(settings, self.options())
         w = self.weight[:rows, :cols]
         acts = self.acts[:, :cols]
         dense_bytes = as_dense(w.half()).nbytes
@@ -501,8 +516,32 @@ def _check_update_values(values: dict, opts: dict) -> None:
     for name, value in values.items():
         if name not in opts:
             raise TypeError(f"update: unexpected argument {name!r}; expected some of {list(opts)}")
-        if isinstance(value, bool) or value not in opts[name]:
+        if not offered(value, opts[name]):
             raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf of {t.numel()}")
+
+
+def _check_view_fields(view: Any) -> None:
+    """The fields every panel view shares: ``settings`` a dict, ``figures`` a dict name -> go.Figure, the
+    text fields str (a view is built by the panels; this catches one assembled by hand from the wrong parts)."""
+    if not isinstance(view.settings, dict):
+        raise TypeError(f"settings: expected a dict of widget values, got {type(view.settings).__name__}")
+    if not isinstance(view.figures, dict):
+        raise TypeError(f"figures: expected a dict name -> go.Figure, got {type(view.figures).__name__}")
+    for k, f in view.figures.items():
+        if not isinstance(k, str) or not isinstance(f, go.Figure):
+            raise TypeError(f"figures[{k!r}]: expected a go.Figure under a str name, got {type(f).__name__}")
+    check_text("summary", view.summary)
+    if hasattr(view, "message"):
+        check_text("message", view.message, optional=True)
+    if hasattr(view, "notes") and (not isinstance(view.notes, list)
+                                   or not all(isinstance(n, str) for n in view.notes)):
+        raise TypeError(f"notes: expected a list of str, got {type(view.notes).__name__}")
 
 
 def _set_quietly(panel, values: dict) -> None:

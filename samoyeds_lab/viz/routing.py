@@ -22,7 +22,16 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from .._checks import check_bool, check_float, check_ids, check_int, check_positive_int, check_tensor
 from ..routing import TemporalLocality
+from ._args import (
+    MAX_EXPERTS,
+    check_counts,
+    check_fractions,
+    check_optional_float,
+    check_str_keys,
+    check_text,
+)
 from .sparsity import _TEMPLATE, COLORS, _layout
 
 __all__ = [
@@ -101,8 +110,7 @@ def _blank() -> go.Figure:
 
 def expert_colors(num_experts: int) -> list[str]:
     """``num_experts`` hex colours: :data:`EXPERT_COLORS`, then evenly spaced HSL hues for the rest."""
-    if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-        raise ValueError(f"num_experts: expected a positive int, got {num_experts!r}")
+    check_positive_int("num_experts", num_experts, hi=MAX_EXPERTS)
     out = list(EXPERT_COLORS[:num_experts])
     extra = num_experts - len(out)
     for i in range(extra):
@@ -199,14 +207,13 @@ def hotness_heatmap(
     u = _tensor("usage", usage, 2).double()
     if not bool(torch.isfinite(u).all()) or bool((u < 0).any()) or bool((u > 1 + 1e-9).any()):
         raise ValueError("usage: expected fractions in [0, 1]")
-    if isinstance(uniform, bool) or not isinstance(uniform, (int, float)) or not 0 < uniform <= 1:
-        raise ValueError(f"uniform: expected a number in (0, 1], got {uniform!r}")
+    uniform = check_float("uniform", uniform, lo=0, lo_open=True, hi=1)
+    check_optional_float("zmax", zmax, lo=0, lo_open=True)
+    check_text("title", title)
     L, E = u.shape
     names = [_short_layer(n) for n in _names("layer_names", layer_names, L, "layer")]
     hl = _check_layer("highlight_layer", highlight_layer, L)
     top = float(zmax) if zmax is not None else max(float(u.max()), 2 * uniform)
-    if not top > 0:
-        raise ValueError(f"zmax: expected a positive number, got {zmax!r}")
     z = u.numpy()
     text = [[f"{v:.0%}" for v in row] for row in z]
     fig = go.Figure(
@@ -249,6 +256,8 @@ def domain_hotness_figure(
     """
     if not isinstance(usage, Mapping) or not usage:
         raise ValueError(f"usage: expected a non-empty mapping domain -> [L, E] tensor, got {usage!r}")
+    check_str_keys("usage", usage, "domain names")
+    check_text("title", title)
     mats = {d: _tensor(f"usage[{d!r}]", u, 2).double() for d, u in usage.items()}
     shape = next(iter(mats.values())).shape
     for d, m in mats.items():
@@ -256,8 +265,7 @@ def domain_hotness_figure(
             raise ValueError(f"usage[{d!r}]: expected shape {tuple(shape)} (as the first domain), got {tuple(m.shape)}")
         if bool((m < 0).any()) or bool((m > 1 + 1e-9).any()) or not bool(torch.isfinite(m).all()):
             raise ValueError(f"usage[{d!r}]: expected fractions in [0, 1]")
-    if isinstance(uniform, bool) or not isinstance(uniform, (int, float)) or not 0 < uniform <= 1:
-        raise ValueError(f"uniform: expected a number in (0, 1], got {uniform!r}")
+    uniform = check_float("uniform", uniform, lo=0, lo_open=True, hi=1)
     L, E = shape
     names = [_short_layer(n) for n in _names("layer_names", layer_names, L, "layer")]
     top = max(max(float(m.max()) for m in mats.values()), 2 * uniform)
@@ -301,6 +309,11 @@ def imbalance_figure(
     """
     if not isinstance(values, Mapping) or not values:
         raise ValueError(f"values: expected a non-empty mapping domain -> [L] tensor, got {values!r}")
+    check_str_keys("values", values, "domain names")
+    ideal = check_optional_float("ideal", ideal)
+    worst = check_optional_float("worst", worst)
+    check_text("ytitle", ytitle)
+    check_text("title", title)
     vecs = {d: _tensor(f"values[{d!r}]", v, 1).double() for d, v in values.items()}
     L = next(iter(vecs.values())).numel()
     for d, v in vecs.items():
@@ -373,21 +386,23 @@ def token_timeline(
     L, T, k = ids.shape
     if tok.numel() != T:
         raise ValueError(f"token_ids: expected {T} ids (the tokens of topk_ids), got {tok.numel()}")
-    if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < k:
+    check_int("num_experts", num_experts, hi=MAX_EXPERTS)
+    if num_experts < k:
         raise ValueError(f"num_experts: expected an int >= k = {k}, got {num_experts!r}")
-    if bool((ids < 0).any()) or bool((ids >= num_experts).any()):
-        raise ValueError(f"topk_ids: expected expert ids in [0, {num_experts}), got min {int(ids.min())}, "
-                         f"max {int(ids.max())}")
+    check_ids("topk_ids", ids, num=num_experts, distinct_rows=True)
     if weights is not None:
-        w = _tensor("weights", weights, 3).float()
+        w = _tensor("weights", weights, 3)
+        if not w.is_floating_point():
+            raise TypeError(f"weights: expected a float tensor, got {w.dtype}")
         if tuple(w.shape) != (L, T, k):
             raise ValueError(f"weights: expected shape {(L, T, k)} (as topk_ids), got {tuple(w.shape)}")
+        w = check_tensor("weights", w, finite=True).float()
     else:
         w = None
     if view not in ("first", "all"):
         raise ValueError(f"view: expected 'first' or 'all', got {view!r}")
-    if isinstance(first_position, bool) or not isinstance(first_position, int) or first_position < 0:
-        raise ValueError(f"first_position: expected an int >= 0, got {first_position!r}")
+    check_int("first_position", first_position, lo=0)
+    check_text("title", title)
     names = [_short_layer(n) for n in _names("layer_names", layer_names, L, "layer")]
     hl = _check_layer("highlight_layer", highlight_layer, L)
     kk = 1 if view == "first" else k
@@ -480,6 +495,8 @@ def locality_figure(
             raise TypeError(f"locality[{d!r}]: expected a TemporalLocality, got {type(t).__name__}")
     if metric not in ("both", "first", "first_or_second"):
         raise ValueError(f"metric: expected 'both', 'first' or 'first_or_second', got {metric!r}")
+    check_bool("paper", paper)
+    check_text("title", title)
     metrics = ["first", "first_or_second"] if metric == "both" else [metric]
     first = next(iter(locality.values()))
     L = first.first.numel()
@@ -488,6 +505,13 @@ def locality_figure(
             raise ValueError(f"locality[{d!r}]: expected {L} layers (as the first entry), got {t.first.numel()}")
         if "first_or_second" in metrics and t.first_or_second is None:
             raise ValueError(f"locality[{d!r}]: has no first-or-second rates (k = 1); use metric='first'")
+        for m in metrics:
+            for f in (m, f"{m}_random"):
+                rates = check_tensor(f"locality[{d!r}].{f}", getattr(t, f), ndim=1)
+                if rates.numel() != L:
+                    raise ValueError(f"locality[{d!r}].{f}: expected {L} layers, got {rates.numel()}")
+                check_fractions(f"locality[{d!r}].{f}", rates.double())
+            check_float(f"locality[{d!r}].{m}_uniform", getattr(t, f"{m}_uniform"), lo=0, hi=1)
     names = [_short_layer(n) for n in _names("layer_names", layer_names, L, "layer")]
     if len(metrics) > 1:
         fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[_METRIC_LABEL[m] for m in metrics],
@@ -560,6 +584,9 @@ def transition_heatmap(
         ``[E]`` tokens whose first choice was ``i`` (shown in the row labels).
     """
     P = _tensor("transitions", transitions, 2).double()
+    check_text("layer_from", layer_from)
+    check_text("layer_to", layer_to)
+    check_text("title", title, optional=True)
     E = P.shape[0]
     if P.shape != (E, E):
         raise ValueError(f"transitions: expected a square [E, E] matrix, got {tuple(P.shape)}")
@@ -573,6 +600,7 @@ def transition_heatmap(
         rc = _tensor("row_counts", row_counts, 1)
         if rc.numel() != E:
             raise ValueError(f"row_counts: expected {E} counts, got {rc.numel()}")
+        check_counts("row_counts", rc)
         ylab = [f"e{i} (n={int(c)})" for i, c in enumerate(rc.tolist())]
     z = P.numpy()
     src, dst = _short_layer(layer_from), _short_layer(layer_to)
@@ -612,13 +640,17 @@ def coactivation_heatmap(
         For the title.
     """
     C = _tensor("coactivation", coactivation, 2)
+    if C.is_floating_point() or C.is_complex() or C.dtype == torch.bool:
+        raise TypeError(f"coactivation: expected an integer tensor of counts, got {C.dtype} "
+                        f"(use coactivation(trace, layer) without normalize)")
+    check_text("layer_name", layer_name)
+    check_text("title", title, optional=True)
     E = C.shape[0]
     if C.shape != (E, E):
         raise ValueError(f"coactivation: expected a square [E, E] matrix, got {tuple(C.shape)}")
     if not torch.equal(C, C.T) or bool((C < 0).any()):
         raise ValueError("coactivation: expected a symmetric matrix of non-negative counts")
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-        raise ValueError(f"num_tokens: expected a positive int, got {num_tokens!r}")
+    check_positive_int("num_tokens", num_tokens)
     if float(C.max()) > num_tokens:
         raise ValueError(f"num_tokens: expected at least the largest count {int(C.max())}, got {num_tokens}")
     frac = C.double() / num_tokens
@@ -681,13 +713,14 @@ def tokens_per_expert_figure(
     c = _tensor("counts", counts, 2)
     if c.is_floating_point():
         raise TypeError(f"counts: expected an integer tensor, got {c.dtype}")
-    if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
-        raise ValueError(f"batch_tokens: expected a positive int, got {batch_tokens!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k: expected a positive int, got {top_k!r}")
-    if isinstance(pad_to, bool) or not isinstance(pad_to, int) or pad_to < 1:
-        raise ValueError(f"pad_to: expected a positive int, got {pad_to!r}")
+    check_positive_int("batch_tokens", batch_tokens)
+    check_positive_int("pad_to", pad_to)
+    check_text("layer_name", layer_name)
+    check_text("title", title, optional=True)
     B, E = c.shape
+    check_positive_int("top_k", top_k)
+    if top_k > E:
+        raise ValueError(f"top_k: expected an int <= E = {E} (the experts of counts), got {top_k}")
     if bool((c < 0).any()) or bool((c > batch_tokens).any()):
         raise ValueError(f"counts: expected values in [0, batch_tokens={batch_tokens}], got min {int(c.min())}, "
                          f"max {int(c.max())}")
@@ -761,6 +794,8 @@ def padding_curve_figure(
     highlight : int, optional
         A batch size marked with a vertical amber line (the panel's selection).
     """
+    check_positive_int("pad_to", pad_to)
+    check_text("title", title, optional=True)
     if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
         raise ValueError(f"batch_sizes: expected a non-empty sequence of positive ints, got {batch_sizes!r}")
     bs = list(batch_sizes)

@@ -30,7 +30,8 @@ from ..routing import (
     tokens_per_expert,
     transition_matrix,
 )
-from .panels import _check_update_values, _copy_into, _set_quietly
+from ._args import offered
+from .panels import _check_update_values, _check_view_fields, _copy_into, _set_quietly
 from .routing import (
     coactivation_heatmap,
     hotness_heatmap,
@@ -105,6 +106,9 @@ class RoutingView:
     idle_fraction: float = 0.0
     elapsed_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check_view_fields(self)
+
 
 def _powers_of_two(upto: int) -> tuple[int, ...]:
     out, b = [], 1
@@ -172,14 +176,13 @@ class RoutingPanel:
         self.layer_names = first.layer_names
         self.num_layers, self.top_k, self.num_experts = first.num_layers, first.top_k, first.num_experts
         trace = trace if trace is not None else next(iter(self.traces))
-        if trace not in self.traces:
-            raise ValueError(f"trace: expected one of {list(self.traces)}, got {trace!r}")
+        self._check_trace(trace)
         batches = self._batches(trace)
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.num_layers:
             raise ValueError(f"layer: expected an int in [0, {self.num_layers}), got {layer!r}")
         if batch is None:
             batch = 64 if 64 in batches else batches[-1]
-        if batch not in batches:
+        if not offered(batch, batches):
             raise ValueError(f"batch: expected one of {batches}, got {batch!r}")
         self._cache: dict[tuple, Any] = {}
         self._busy = False
@@ -224,6 +227,10 @@ class RoutingPanel:
         if self.last is None:
             self.update()
         display(self.widget)
+
+    def _check_trace(self, trace: object) -> None:
+        if not isinstance(trace, str) or trace not in self.traces:
+            raise ValueError(f"trace: expected one of {list(self.traces)}, got {trace!r}")
 
     def _num_sequences(self, trace: str) -> int:
         return int(self.traces[trace].sequence_lengths.numel())
@@ -299,8 +306,7 @@ class RoutingPanel:
             For an unknown name or a value no widget offers.
         """
         trace = values.get("trace", self.controls["trace"].value)
-        if trace not in self.traces:
-            raise ValueError(f"trace: expected one of {list(self.traces)}, got {trace!r}")
+        self._check_trace(trace)
         _check_update_values(values, self.options(trace))
         if trace != self.controls["trace"].value:
             _set_quietly(self, {"trace": trace})
@@ -334,9 +340,14 @@ class RoutingPanel:
         """The pure part of :meth:`update`: build the view for these values without touching widgets.
 
         Figures of ``previous`` whose settings (see ``_DEPENDS``) are unchanged are reused as they are.
+        Each value must be one its widget offers for ``trace`` (see :meth:`options`), as for :meth:`update`.
         """
         t0 = time.perf_counter()
         settings = dict(trace=trace, layer=layer, view=view, batch=batch, sequence=sequence, offset=offset)
+        self._check_trace(trace)
+        _check_update_values(settings, self.options(trace))
+        if previous is not None and not isinstance(previous, RoutingView):
+            raise TypeError(f"previous: expected a RoutingView or None, got {type(previous).__name__}")
 
         def stale(fig: str) -> bool:
             return previous is None or any(previous.settings[s] != settings[s] for s in _DEPENDS[fig])

@@ -10,11 +10,15 @@ averaged over cells no longer shows its pattern.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 import torch
+
+from .._checks import check_int, check_positive_int, check_tensor
+from ._args import check_optional_positive_int, check_str_keys, check_text
 
 __all__ = [
     "COLORS",
@@ -67,17 +71,34 @@ _BASE_LAYOUT = dict(template=_TEMPLATE, font=_FONT, margin=dict(l=60, r=20, t=60
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _as_2d(name: str, t: object) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
+    """A non-empty 2-D real tensor, detached on the CPU (a figure of an empty matrix shows nothing)."""
+    t = check_tensor(name, t, ndim=2, nonempty=True)
+    if t.is_complex():
+        raise TypeError(f"{name}: expected a real tensor, got {t.dtype}")
     return t.detach().cpu()
 
 
 def _check_crop(max_rows: int, max_cols: int) -> None:
-    for name, v in (("max_rows", max_rows), ("max_cols", max_cols)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    check_positive_int("max_rows", max_rows)
+    check_positive_int("max_cols", max_cols)
+
+
+def _check_groups(group_cols: object, group_rows: object = None) -> None:
+    check_optional_positive_int("group_cols", group_cols)
+    check_optional_positive_int("group_rows", group_rows)
+
+
+def _check_highlight(highlight: object, rows: int, cols: int) -> tuple[int, int, int, int]:
+    """A half-open box ``(row0, row1, col0, col1)`` inside a ``rows × cols`` matrix, non-empty."""
+    if isinstance(highlight, (str, bytes)) or not isinstance(highlight, Sequence):
+        raise TypeError(f"highlight: expected a (row0, row1, col0, col1) tuple, got {type(highlight).__name__}")
+    if len(highlight) != 4:
+        raise ValueError(f"highlight: expected (row0, row1, col0, col1), got {highlight!r}")
+    r0, r1, c0, c1 = (check_int(f"highlight[{i}]", v) for i, v in enumerate(highlight))
+    if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
+        raise ValueError(f"highlight: expected a non-empty box with 0 <= row0 < row1 <= {rows} and "
+                         f"0 <= col0 < col1 <= {cols} (the matrix), got {tuple(highlight)!r}")
+    return r0, r1, c0, c1
 
 
 def _crop(t: torch.Tensor, max_rows: int, max_cols: int) -> tuple[torch.Tensor, str]:
@@ -142,8 +163,10 @@ def message_figure(text: str, *, title: str = "", height: int = 260, wrap: int =
     height : int
         Figure height in pixels.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text: expected a str, got {type(text).__name__}")
+    check_text("text", text)
+    check_text("title", title)
+    check_positive_int("height", height)
+    check_positive_int("wrap", wrap)
     text = "<br>".join(
         "<br>".join(textwrap.wrap(line, wrap, break_long_words=False) or [""]) for line in text.split("<br>")
     )
@@ -186,8 +209,12 @@ def mask_heatmap(
     height : int, optional
         Figure height in pixels (default: from the number of rows shown).
     """
-    mask = _as_2d("mask", mask)
+    mask = check_tensor("mask", _as_2d("mask", mask), finite=True)
     _check_crop(max_rows, max_cols)
+    _check_groups(group_cols, group_rows)
+    check_optional_positive_int("height", height)
+    check_text("title", title)
+    box = None if highlight is None else _check_highlight(highlight, *mask.shape)
     keep = mask != 0
     density = float(keep.float().mean()) if keep.numel() else 0.0
     shown, what = _crop(keep, max_rows, max_cols)
@@ -204,11 +231,9 @@ def mask_heatmap(
         hovertemplate="row %{y}, col %{x}: %{z} (1 = kept, 0 = pruned)<extra></extra>",
     )
     shapes = _separators(rows, cols, group_cols, group_rows)
-    if highlight is not None:
-        if len(highlight) != 4:
-            raise ValueError(f"highlight: expected (row0, row1, col0, col1), got {highlight!r}")
-        r0, r1, c0, c1 = (int(v) for v in highlight)
-        r1, c1 = min(r1, rows), min(c1, cols)
+    if box is not None:
+        r0, r1, c0, c1 = box
+        r1, c1 = min(r1, rows), min(c1, cols)  # the box may reach beyond the shown crop
         if r0 < r1 and c0 < c1:
             shapes.append(dict(type="rect", x0=c0 - 0.5, x1=c1 - 0.5, y0=r0 - 0.5, y1=r1 - 0.5,
                                line=dict(color=COLORS["highlight"], width=3), layer="above"))
@@ -245,8 +270,19 @@ def values_heatmap(
     """
     values = _as_2d("values", values)
     _check_crop(max_rows, max_cols)
+    _check_groups(group_cols)
+    check_optional_positive_int("height", height)
+    check_text("title", title)
     if values.is_complex() or not (values.is_floating_point() or values.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"values: expected a real float tensor, got {values.dtype}")
+    if values.is_floating_point():
+        # NaN is a blank cell (documented); ±inf has no colour, and an all-blank matrix shows nothing
+        n_inf = int(torch.isinf(values).sum())
+        if n_inf:
+            raise ValueError(f"values: expected finite values (NaN for a blank cell), got {n_inf} inf of "
+                             f"{values.numel()}")
+        if bool(torch.isnan(values).all()):
+            raise ValueError(f"values: expected at least one finite value, got all {values.numel()} NaN")
     shown, what = _crop(values.float(), max_rows, max_cols)
     rows, cols = shown.shape
     finite = shown[torch.isfinite(shown)]
@@ -289,6 +325,8 @@ def _check_word(word: object) -> int:
     if isinstance(word, torch.Tensor):
         if word.numel() != 1:
             raise ValueError(f"word: expected one 32-bit word, got a tensor of shape {tuple(word.shape)}")
+        if word.is_floating_point() or word.is_complex() or word.dtype == torch.bool:
+            raise TypeError(f"word: expected an integer tensor (one uint32 metadata word), got {word.dtype}")
         word = int(word.to(torch.int64).item()) if word.dtype != torch.uint32 else int(word.item())
     if isinstance(word, bool) or not isinstance(word, int):
         try:
@@ -334,8 +372,10 @@ def metadata_word_figure(
         Second, smaller title line (default: the colour legend).
     """
     word = _check_word(word)
-    if isinstance(col_offset, bool) or not isinstance(col_offset, int) or col_offset < 0:
-        raise ValueError(f"col_offset: expected a non-negative int, got {col_offset!r}")
+    check_int("col_offset", col_offset, lo=0)
+    check_text("col_label", col_label)
+    check_text("title", title, optional=True)
+    check_text("subtitle", subtitle, optional=True)
     decoded = decode_metadata_word(word)
     z, text, hover = [], [], []
     for row_bits in (range(31, 15, -1), range(15, -1, -1)):
@@ -442,11 +482,16 @@ def bytes_bar(
     """
     if not isinstance(formats, Mapping) or not formats:
         raise ValueError(f"formats: expected a non-empty mapping of label -> bytes, got {formats!r}")
+    check_str_keys("formats", formats, "format labels")
+    check_text("title", title)
     for label, b in formats.items():
         if isinstance(b, bool) or not isinstance(b, int) or b < 0:
             raise ValueError(f"formats[{label!r}]: expected a non-negative int number of bytes, got {b!r}")
     if isinstance(dense_bytes, bool) or not isinstance(dense_bytes, int) or dense_bytes <= 0:
         raise ValueError(f"dense_bytes: expected a positive int, got {dense_bytes!r}")
+    if highlight is not None and not isinstance(highlight, str) and not (
+            isinstance(highlight, (list, tuple, set, frozenset)) and all(isinstance(h, str) for h in highlight)):
+        raise TypeError(f"highlight: expected a label or a list of labels (str), got {type(highlight).__name__}")
     marked = {highlight} if isinstance(highlight, str) else set(highlight or ())
     unknown = marked - set(formats)
     if unknown:
@@ -506,6 +551,8 @@ def error_bar(
     """
     if not isinstance(errors, Mapping) or not errors:
         raise ValueError(f"errors: expected a non-empty mapping method -> {{metric: error}}, got {errors!r}")
+    check_str_keys("errors", errors, "method names")
+    check_text("title", title)
     metrics: list[str] | None = None
     for method, per in errors.items():
         if not isinstance(per, Mapping) or not per:
@@ -517,6 +564,9 @@ def error_bar(
         for metric, v in per.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"errors[{method!r}][{metric!r}]: expected a number, got {v!r}")
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"errors[{method!r}][{metric!r}]: expected a finite error >= 0, got {v!r}")
+    check_text("highlight", highlight, optional=True)
     if highlight is not None and highlight not in errors:
         raise ValueError(f"highlight: expected one of {list(errors)}, got {highlight!r}")
     assert metrics is not None
@@ -552,6 +602,8 @@ def activation_scale_figure(acts: torch.Tensor, *, title: str = "Activation RMS 
     acts = _as_2d("acts", acts)
     if not acts.is_floating_point():
         raise TypeError(f"acts: expected a float tensor, got {acts.dtype}")
+    check_tensor("acts", acts, finite=True)
+    check_text("title", title)
     rms = acts.float().pow(2).mean(0).sqrt()
     med = float(rms.median()) if rms.numel() else 0.0
     outlier = rms > 6 * med if med > 0 else torch.zeros(rms.shape, dtype=torch.bool)

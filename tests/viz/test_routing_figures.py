@@ -121,8 +121,11 @@ def test_palettes_are_hex_and_distinct():
         assert len(cols) == n and all(HEX.match(c) for c in cols)
         assert len(set(cols)) == n
     assert expert_colors(5) == list(EXPERT_COLORS[:5])
-    for bad in (0, -1, 2.0, True):
+    for bad in (0, -1):
         with pytest.raises(ValueError, match="num_experts"):
+            expert_colors(bad)
+    for bad in (2.0, True, None):  # wrong kinds
+        with pytest.raises(TypeError, match="num_experts"):
             expert_colors(bad)
 
 
