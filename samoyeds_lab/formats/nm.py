@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import FLOAT_DTYPES, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
 from ..errors import FormatError
 
 #: The nibble used for groups past the end of a row: positions (0, 1), values zero.
@@ -85,6 +85,19 @@ def _compress_groups(groups: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.
     return torch.gather(groups, 1, pos), pos.to(torch.uint8), None
 
 
+def _check_dense_shape(name: str, shape: object) -> tuple[int, int]:
+    """``shape`` as ``(rows, cols)`` if it is a pair of non-negative ints, else raise naming ``name``."""
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{name}: expected a (rows, cols) pair of ints, got {type(shape).__name__}")
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a (rows, cols) pair of ints, got {len(shape)} sizes {tuple(shape)!r}")
+    rows = check_int(f"{name}[0] (rows)", shape[0], lo=0)
+    cols = check_int(f"{name}[1] (cols)", shape[1], lo=0)
+    return rows, cols
+
+
 def _first_violation(counts: torch.Tensor, limit: int) -> tuple[int, ...]:
     """Index (as a tuple) of the first entry of ``counts`` above ``limit``, in row-major order."""
     bad = (counts > limit).nonzero()
@@ -118,12 +131,16 @@ class NMWeight:
         m = check_int("m", self.m, lo=2, hi=16)
         if n >= m:
             raise ValueError(f"n: expected n < m, got n={n}, m={m}")
-        rows, cols = (int(s) for s in self.shape)
+        rows, cols = _check_dense_shape("shape", self.shape)
         if cols % m:
             raise ValueError(f"shape: expected cols to be a multiple of m={m}, got {self.shape}")
         kept = (rows, cols // m * n)
         check_tensor("values", self.values, ndim=2, dtypes=FLOAT_DTYPES)
         check_tensor("positions", self.positions, ndim=2, dtypes=(torch.uint8,))
+        if self.positions.device != self.values.device:
+            raise ValueError(
+                f"positions: expected the device of values ({self.values.device}), got {self.positions.device}"
+            )
         if tuple(self.values.shape) != kept or tuple(self.positions.shape) != kept:
             raise ValueError(
                 f"values/positions: expected shape {kept} for a {rows}x{cols} {n}:{m} matrix, "
@@ -197,15 +214,15 @@ class NMWeight:
             raise ValueError(
                 f"sptc_metadata: Sparse Tensor Cores take 2:4 metadata, this weight is {self.n}:{self.m}"
             )
-        return pack_nibbles(self.positions)
+        return _pack_nibbles(self.positions)
 
     def __repr__(self) -> str:
         rows, cols = self.shape
         return f"NMWeight({self.n}:{self.m}, shape=({rows}, {cols}), dtype={self.dtype}, nbytes={self.nbytes})"
 
 
-def pack_nibbles(positions: torch.Tensor) -> torch.Tensor:
-    """Pack 2:4 positions ``uint8 [rows, cols/2]`` into ``uint32 [rows, ceil(cols/32)]`` metadata words."""
+def _pack_nibbles(positions: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_nibbles` without the checks (for positions a validated weight already holds)."""
     rows, kept = positions.shape
     pos = positions.view(rows, kept // 2, 2).to(torch.int64)
     nib = pos[..., 0] | (pos[..., 1] << 2)  # [rows, groups]
@@ -219,11 +236,64 @@ def pack_nibbles(positions: torch.Tensor) -> torch.Tensor:
     return packed.to(torch.uint32)
 
 
+def pack_nibbles(positions: torch.Tensor) -> torch.Tensor:
+    """Pack 2:4 positions ``uint8 [rows, cols/2]`` into ``uint32 [rows, ceil(cols/32)]`` metadata words.
+
+    ``positions`` holds, for every group of 4 dense columns, its two kept positions ``(lo, hi)`` with
+    ``0 <= lo < hi < 4`` (any integer dtype is accepted).
+
+    Raises
+    ------
+    TypeError
+        ``positions`` is not an integer tensor.
+    ValueError
+        It is not 2-D with an even number of columns.
+    FormatError
+        A position is outside ``0..3``, or a pair is not strictly ascending (names row and group).
+    """
+    check_tensor("positions", positions, ndim=2, dtypes=INT_DTYPES)
+    rows, kept = positions.shape
+    if kept % 2:
+        raise ValueError(
+            f"positions: expected an even number of columns (2 kept positions per group of 4), got shape "
+            f"{tuple(positions.shape)}"
+        )
+    if positions.numel():
+        lo, hi = int(positions.min()), int(positions.max())
+        if lo < 0 or hi > 3:
+            raise FormatError(f"positions: expected 2:4 positions in 0..3, got values in [{lo}, {hi}]")
+        pos = positions.view(rows, kept // 2, 2)
+        bad = pos[..., 1] <= pos[..., 0]
+        if bool(bad.any()):
+            r, g = _first_violation(bad.to(torch.int8), 0)
+            raise FormatError(
+                f"positions: expected strictly ascending positions (lo < hi) in every group, row {r} group {g} "
+                f"has {pos[r, g].tolist()}"
+            )
+    return _pack_nibbles(positions)
+
+
 def unpack_nibbles(words: torch.Tensor, cols: int) -> torch.Tensor:
-    """Inverse of :func:`pack_nibbles`: ``uint32 [rows, W]`` words → ``uint8 [rows, cols/2]`` positions."""
+    """Inverse of :func:`pack_nibbles`: ``uint32 [rows, ceil(cols/32)]`` words → ``uint8 [rows, cols/2]``.
+
+    ``words`` may also be int64 holding 32-bit values; ``cols`` (the dense width) is a multiple of 4.
+    """
     check_tensor("words", words, ndim=2, dtypes=(torch.uint32, torch.int64))
+    cols = check_int("cols", cols, lo=0)
+    if cols % 4:
+        raise ValueError(f"cols: expected a multiple of 4 (groups of 2:4), got {cols}")
     rows = words.shape[0]
+    need = -(-cols // 32)
+    if words.shape[1] != need:
+        raise ValueError(
+            f"cols: {cols} dense columns need ceil(cols/32) = {need} words per row, words has shape "
+            f"{tuple(words.shape)}"
+        )
     w = words.to(torch.int64)
+    if words.dtype == torch.int64 and w.numel() and (int(w.min()) < 0 or int(w.max()) > 0xFFFFFFFF):
+        raise ValueError(
+            f"words: expected 32-bit words in [0, 2**32), got values in [{int(w.min())}, {int(w.max())}]"
+        )
     shifts = torch.arange(8, device=w.device) * 4
     nib = (w.unsqueeze(-1) >> shifts) & 0xF  # [rows, W, 8]
     nib = nib.reshape(rows, w.shape[1] * 8)[:, : cols // 4]

@@ -25,7 +25,7 @@ import torch
 
 from .._checks import FLOAT_DTYPES, check_int, check_tensor
 from ..errors import FormatError
-from .nm import NMWeight, _choose_positions, _compress_groups, _first_violation, pack_nibbles
+from .nm import NMWeight, _check_dense_shape, _choose_positions, _compress_groups, _first_violation, _pack_nibbles
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +57,7 @@ class SamoyedsWeight:
 
     def __post_init__(self) -> None:
         n, m, vector = _check_pattern(self.n, self.m, self.vector)
-        rows, cols = (int(s) for s in self.shape)
+        rows, cols = _check_dense_shape("shape", self.shape)
         _check_shape("shape", rows, cols, m, vector)
         crows = rows // m * n
         check_tensor("row_index", self.row_index, ndim=2, dtypes=(torch.uint8,))
@@ -103,7 +103,7 @@ class SamoyedsWeight:
 
         Same encoding as :meth:`NMWeight.sptc_metadata`.
         """
-        return pack_nibbles(self.positions)
+        return _pack_nibbles(self.positions)
 
     def dense_rows(self) -> torch.Tensor:
         """int64 ``[cols/vector, rows·n/m]``: the dense row each compressed row stands for, per window."""

@@ -66,7 +66,7 @@ def _as_int64_words(name: str, words: torch.Tensor) -> torch.Tensor:
 def nibbles(words: torch.Tensor | int) -> torch.Tensor:
     """Split 32-bit metadata words into their 8 nibbles: int64 ``[..., 8]``, nibble ``j`` = bits ``4j…4j+3``."""
     if isinstance(words, int) and not isinstance(words, bool):
-        words = torch.tensor(words, dtype=torch.int64)
+        words = torch.tensor(check_int("words", words, lo=0, hi=0xFFFFFFFF), dtype=torch.int64)
     w = _as_int64_words("words", words)
     shifts = torch.arange(GROUPS_PER_WORD, device=w.device) * 4
     return (w.unsqueeze(-1) >> shifts) & 0xF
@@ -95,8 +95,10 @@ def check_metadata(logical: torch.Tensor, name: str = "logical") -> None:
     ``logical`` is ``[rows, words]`` logical metadata; the message names the row, the group (counted
     along the row, ``8·word + j``), its dense columns and the offending nibble.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str (the argument named in the message), got {type(name).__name__}")
     check_tensor(name, logical, ndim=2, dtypes=_WORD_DTYPES)
-    ok = nibble_is_ordered(logical)  # [rows, W, 8]
+    ok = nibble_is_ordered(_as_int64_words(name, logical))  # [rows, W, 8]
     if ok.numel() and not bool(ok.all()):
         r, w, j = (int(v) for v in (~ok).nonzero()[0])
         nib = int(nibbles(logical[r, w])[j])

@@ -16,7 +16,7 @@ import torch
 
 from .._checks import FLOAT_DTYPES, check_int, check_tensor
 from ..errors import FormatError
-from .nm import NMWeight, _choose_positions, _first_violation
+from .nm import NMWeight, _check_dense_shape, _choose_positions, _first_violation
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,14 +45,24 @@ class VenomWeight:
 
     def __post_init__(self) -> None:
         v, n, m = _check_pattern(self.v, self.n, self.m)
-        rows, cols = (int(s) for s in self.shape)
+        rows, cols = _check_dense_shape("shape", self.shape)
         _check_shape("shape", rows, cols, v, m)
         check_tensor("column_index", self.column_index, ndim=2, dtypes=(torch.uint8,))
         expect = (rows // v, cols // m * n)
         if tuple(self.column_index.shape) != expect:
             raise ValueError(f"column_index: expected shape {expect}, got {tuple(self.column_index.shape)}")
-        if self.column_index.numel() and int(self.column_index.max()) >= m:
-            raise FormatError(f"column_index: expected values < m={m}, got {int(self.column_index.max())}")
+        if self.column_index.numel():
+            if int(self.column_index.max()) >= m:
+                raise FormatError(f"column_index: expected values < m={m}, got {int(self.column_index.max())}")
+            if n > 1:
+                ci = self.column_index.view(expect[0], cols // m, n)  # uint8 compares: no widening copy
+                bad = ci[..., 1:] <= ci[..., :-1]
+                if bool(bad.any()):
+                    i, b, _ = _first_violation(bad.to(torch.int8), 0)
+                    raise FormatError(
+                        f"column_index: expected strictly ascending (distinct) kept columns inside each block, "
+                        f"row block {i} column block {b} has {ci[i, b].tolist()}"
+                    )
         NMWeight(self.values, self.positions, 2, 4, (rows, cols // m * n))
         object.__setattr__(self, "shape", (rows, cols))
 
@@ -184,17 +194,44 @@ class CSRWeight:
     shape: tuple[int, int]
 
     def __post_init__(self) -> None:
-        rows, cols = (int(s) for s in self.shape)
+        rows, cols = _check_dense_shape("shape", self.shape)
         check_tensor("crow_indices", self.crow_indices, ndim=1, dtypes=(torch.int32,))
         check_tensor("col_indices", self.col_indices, ndim=1, dtypes=(torch.int32,))
         check_tensor("values", self.values, ndim=1, dtypes=FLOAT_DTYPES)
         if self.crow_indices.numel() != rows + 1:
-            raise ValueError(f"crow_indices: expected {rows + 1} entries, got {self.crow_indices.numel()}")
-        if self.col_indices.numel() != self.values.numel() or int(self.crow_indices[-1]) != self.values.numel():
-            raise ValueError("col_indices/values: expected crow_indices[-1] == len(col_indices) == len(values)")
-        if self.col_indices.numel() and (int(self.col_indices.min()) < 0 or int(self.col_indices.max()) >= cols):
-            raise ValueError(f"col_indices: expected values in [0, {cols}), got range "
-                             f"[{int(self.col_indices.min())}, {int(self.col_indices.max())}]")
+            raise ValueError(f"crow_indices: expected {rows + 1} entries (rows + 1), got {self.crow_indices.numel()}")
+        nnz = self.values.numel()
+        if self.col_indices.numel() != nnz:
+            raise ValueError(
+                f"col_indices/values: expected one column index per value, got {self.col_indices.numel()} "
+                f"and {nnz}"
+            )
+        crow = self.crow_indices.to(torch.int64)
+        if int(crow[0]) != 0 or int(crow[-1]) != nnz:
+            raise FormatError(
+                f"crow_indices: expected to start at 0 and end at len(values)={nnz}, got "
+                f"{int(crow[0])} … {int(crow[-1])}"
+            )
+        counts = crow[1:] - crow[:-1]
+        if counts.numel() and int(counts.min()) < 0:
+            r = int((counts < 0).nonzero()[0])
+            raise FormatError(
+                f"crow_indices: expected non-decreasing row pointers, got {int(crow[r])} then {int(crow[r + 1])} "
+                f"(row {r})"
+            )
+        if nnz:
+            col = self.col_indices.to(torch.int64)
+            lo, hi = int(col.min()), int(col.max())
+            if lo < 0 or hi >= cols:
+                raise ValueError(f"col_indices: expected values in [0, {cols}), got range [{lo}, {hi}]")
+            row_of = torch.repeat_interleave(torch.arange(rows, device=col.device), counts.to(col.device))
+            bad = (row_of[1:] == row_of[:-1]) & (col[1:] <= col[:-1])
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0])
+                raise FormatError(
+                    f"col_indices: expected strictly increasing (distinct) columns inside each row, row "
+                    f"{int(row_of[i])} has column {int(col[i])} then {int(col[i + 1])}"
+                )
         object.__setattr__(self, "shape", (rows, cols))
 
     @property
