@@ -10,7 +10,7 @@ import torch
 
 from ..formats import as_dense, compress_nm, compress_samoyeds, compress_venom, to_csr
 from . import masks as _m
-from .scores import _check_weight, column_norms, magnitude_scores, score_rows, wanda_scores
+from .scores import _check_finite, _check_weight, _magnitude, _wanda, column_norms, score_rows
 
 #: Pattern kinds and their keyword arguments with defaults (``None`` = required).
 PATTERNS: dict[str, dict[str, Any]] = {
@@ -44,8 +44,15 @@ def parse_pattern(pattern: str, **pattern_kwargs: Any) -> tuple[str, dict[str, A
     Returns
     -------
     tuple[str, dict]
-        ``kind`` in :data:`PATTERNS` and the full keyword dict (defaults filled in). Values are checked
-        by the mask builders, not here.
+        ``kind`` in :data:`PATTERNS` and the full keyword dict (defaults filled in).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the keyword: an unknown spelling or keyword, a keyword given twice, a missing ``density``,
+        or a value the pattern cannot take (``1 <= n < m <= 16`` for N:M, ``1 <= n < m`` and ``vector`` a
+        multiple of 4 for Samoyeds, ``1 <= n <= m`` for VENOM, ``0 <= density <= 1``). Shape constraints
+        (multiples of ``m``, ``vector``, ``v``) are checked by the mask builders, which see the weight.
     """
     if not isinstance(pattern, str):
         raise TypeError(f"pattern: expected a str such as '2:4' or 'samoyeds', got {type(pattern).__name__}")
@@ -76,7 +83,20 @@ def parse_pattern(pattern: str, **pattern_kwargs: Any) -> tuple[str, dict[str, A
     missing = [k for k, v in params.items() if v is None]
     if missing:
         raise ValueError(f"{missing[0]}: required for pattern {pattern!r}, got none")
+    _check_params(kind, params)
     return kind, params
+
+
+def _check_params(kind: str, p: dict[str, Any]) -> None:
+    """Raise naming the keyword if a pattern's values are out of range (the same rules as the builders)."""
+    if kind == "nm":
+        _m._check_nm(p["n"], p["m"])
+    elif kind == "samoyeds":
+        _m._check_samoyeds(p["n"], p["m"], p["vector"])
+    elif kind == "venom":
+        _m._check_venom(p["v"], p["n"], p["m"])
+    elif kind == "unstructured":
+        _m._check_density(p["density"])
 
 
 def _check_method(method: object) -> str:
@@ -94,28 +114,34 @@ def _mask(name: str, w: object, pattern: str, method: str, acts: object, kwargs:
     method = _check_method(method)
     if method == "wanda" and acts is None:
         raise ValueError("acts: required for method='wanda' ([tokens, in_features] calibration activations)")
+    if method == "magnitude" and acts is not None:
+        raise ValueError(
+            f"acts: method='magnitude' takes no activations (only method='wanda' uses them), got "
+            f"{type(acts).__name__}" + (f" of shape {tuple(acts.shape)}" if isinstance(acts, torch.Tensor) else "")
+        )
     if acts is not None:
-        column_norms(acts, w.shape[-1])  # validate even where the method does not use them
+        column_norms(acts, w.shape[-1])  # shape, dtype, finiteness: before any score is computed
     shape = tuple(w.shape)
     if kind == "dense":
+        _check_finite(name, w)
         return torch.ones(shape, dtype=torch.bool, device=w.device)
     if kind == "unstructured":
         density = _m._check_density(p["density"])
-        s = magnitude_scores(w) if method == "magnitude" else wanda_scores(w, acts)  # type: ignore[arg-type]
+        s = _magnitude(name, w) if method == "magnitude" else _wanda(name, w, acts)
         return _m._unstructured(s, density)
     if kind == "nm":
         n, m = _m._check_nm(p["n"], p["m"])
         _m._check_div(name, shape, "the last dimension (cols)", shape[-1], "m", m)
-        return _m._nm_rows(score_rows(w, method, acts), shape, n, m, w.device)  # type: ignore[arg-type]
+        return _m._nm_rows(score_rows(w, method, acts, name), shape, n, m, w.device)  # type: ignore[arg-type]
     if w.ndim < 2:
         raise ValueError(f"{name}: expected a 2-D [rows, cols] weight for pattern {pattern!r}, got shape {shape}")
     if kind == "samoyeds":
         n, m, vector = _m._check_samoyeds(p["n"], p["m"], p["vector"])
         _m._check_samoyeds_shape(name, shape, m, vector)
-        return _m._samoyeds_rows(score_rows(w, method, acts), shape, n, m, vector, w.device)  # type: ignore[arg-type]
+        return _m._samoyeds_rows(score_rows(w, method, acts, name), shape, n, m, vector, w.device)  # type: ignore[arg-type]
     v, n, m = _m._check_venom(p["v"], p["n"], p["m"])
     _m._check_venom_shape(name, shape, v, n, m)
-    return _m._venom_rows(score_rows(w, method, acts), shape, v, n, m, w.device)  # type: ignore[arg-type]
+    return _m._venom_rows(score_rows(w, method, acts, name), shape, v, n, m, w.device)  # type: ignore[arg-type]
 
 
 def prune_mask(
@@ -143,7 +169,8 @@ def prune_mask(
     method : str
         ``"magnitude"`` (default) or ``"wanda"``.
     acts : torch.Tensor, optional
-        ``[tokens, in]`` calibration activations; required for ``"wanda"``, checked but unused otherwise.
+        ``[tokens, in]`` calibration activations; required for ``"wanda"`` and refused for
+        ``"magnitude"`` (a ``ValueError`` naming ``acts``: magnitude takes no activations).
     **pattern_kwargs
         The pattern's arguments: ``n``, ``m`` (nm); ``n``, ``m``, ``vector`` (samoyeds); ``v``, ``n``, ``m``
         (venom); ``density`` (unstructured).

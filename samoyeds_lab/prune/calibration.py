@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from .._checks import check_alloc, check_float, check_int, check_positive_int
 
 
 def outlier_activations(
@@ -45,17 +45,15 @@ def outlier_activations(
     torch.Tensor
         fp32 ``[tokens, channels]``.
     """
-    for name, v in (("tokens", tokens), ("channels", channels), ("seed", seed)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
-            raise ValueError(f"{name}: expected a {'non-negative' if name == 'seed' else 'positive'} int, got {v!r}")
+    tokens = check_positive_int("tokens", tokens)
+    channels = check_positive_int("channels", channels)
+    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)  # a torch.Generator seed is a signed 64-bit int
     if n_outliers is None:
         n_outliers = min(channels, max(2, round(0.004 * channels)))
-    if isinstance(n_outliers, bool) or not isinstance(n_outliers, int) or not 0 <= n_outliers <= channels:
-        raise ValueError(f"n_outliers: expected an int in [0, channels={channels}], got {n_outliers!r}")
-    if not (isinstance(outlier_scale, (int, float)) and outlier_scale > 0 and math.isfinite(outlier_scale)):
-        raise ValueError(f"outlier_scale: expected a positive finite number, got {outlier_scale!r}")
-    if not (isinstance(sigma, (int, float)) and sigma >= 0 and math.isfinite(sigma)):
-        raise ValueError(f"sigma: expected a non-negative finite number, got {sigma!r}")
+    n_outliers = check_int("n_outliers", n_outliers, lo=0, hi=channels)
+    outlier_scale = check_float("outlier_scale", outlier_scale, lo=0.0, lo_open=True)
+    sigma = check_float("sigma", sigma, lo=0.0)
+    check_alloc("tokens", (tokens, channels), torch.float32, what="activation matrix (tokens x channels)")
     gen = torch.Generator().manual_seed(seed)
     scales = torch.exp(sigma * torch.randn(channels, generator=gen))
     outliers = torch.randperm(channels, generator=gen)[:n_outliers]

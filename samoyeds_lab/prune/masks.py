@@ -57,9 +57,9 @@ def top_n_mask(s: torch.Tensor, n: int) -> torch.Tensor:
     Parameters
     ----------
     s : torch.Tensor
-        ``[..., m]`` float scores (no NaN).
+        ``[..., m]`` float scores (no NaN: a NaN raises, it would compare as neither larger nor smaller).
     n : int
-        Entries kept per group, ``0 <= n <= m``.
+        Entries kept per group, ``0 <= n <= m`` (``n > m`` raises: a group cannot keep more than it holds).
 
     Returns
     -------
@@ -68,9 +68,18 @@ def top_n_mask(s: torch.Tensor, n: int) -> torch.Tensor:
         ``rank_i = #{j < i : s_j >= s_i} + #{j > i : s_j > s_i} < n``.
     """
     check_tensor("s", s, dtypes=SCORE_DTYPES)
-    n = check_int("n", n, lo=0)
     if s.ndim == 0:
         raise ValueError("s: expected a [..., m] tensor, got a 0-d tensor")
+    m = s.shape[-1]
+    n = check_int("n", n, lo=0, hi=m)
+    if s.numel() and bool(torch.isnan(s).any()):
+        idx = tuple(int(i) for i in torch.isnan(s).nonzero()[0])
+        raise ValueError(f"s: expected no NaN scores, found NaN at index {idx}")
+    return _top_n_mask(s, n)
+
+
+def _top_n_mask(s: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`top_n_mask` without the checks (the mask builders call it once per row block)."""
     m = s.shape[-1]
     if n >= m:
         return torch.ones(s.shape, dtype=torch.bool, device=s.device)
@@ -157,7 +166,7 @@ def _nm_rows(rows_of: ScoreRows, shape: tuple[int, ...], n: int, m: int, device:
     out = torch.empty(rows, cols, dtype=torch.bool, device=device)
     for lo, hi in _row_blocks(rows, cols, 1):
         s = rows_of(lo, hi)
-        out[lo:hi] = top_n_mask(s.view(hi - lo, cols // m, m), n).view(hi - lo, cols)
+        out[lo:hi] = _top_n_mask(s.view(hi - lo, cols // m, m), n).view(hi - lo, cols)
     return out.view(shape)
 
 
@@ -217,11 +226,11 @@ def _samoyeds_rows(
     for lo, hi in _row_blocks(rows, cols, m):
         h = hi - lo
         s = rows_of(lo, hi).view(h, cols // 4, 4)
-        keep24 = top_n_mask(s, 2)  # step 2 (2:4), independent of the row choice
+        keep24 = _top_n_mask(s, 2)  # step 2 (2:4), independent of the row choice
         # Row score of a window = what the row would contribute after the 2:4 step.
         row_score = (s * keep24).view(h, windows, vector).sum(-1)  # [h, windows]
         groups = row_score.view(h // m, m, windows).transpose(1, 2)  # [h/m, windows, m]
-        keep_rows = top_n_mask(groups, n).transpose(1, 2).reshape(h, windows, 1)
+        keep_rows = _top_n_mask(groups, n).transpose(1, 2).reshape(h, windows, 1)
         torch.logical_and(keep24.view(h, windows, vector), keep_rows, out=out[lo:hi].view(h, windows, vector))
     return out.view(shape)
 
@@ -298,12 +307,12 @@ def _venom_rows(
     for lo, hi in _row_blocks(rows, cols, v):
         h = hi - lo
         s = rows_of(lo, hi).view(h // v, v, blocks, m)
-        keep_cols = top_n_mask(s.sum(1), n)  # [h/v, blocks, m]
+        keep_cols = _top_n_mask(s.sum(1), n)  # [h/v, blocks, m]
         # kept column indices, ascending inside each block: [h/v, blocks, n]
         idx = torch.sort(torch.where(keep_cols, ar, ar + m), dim=-1).values[..., :n]
         idx = idx.unsqueeze(1).expand(h // v, v, blocks, n)
         kept = torch.gather(s, 3, idx).reshape(h, blocks * n // 4, 4)
-        keep24 = top_n_mask(kept, 2).view(h // v, v, blocks, n)
+        keep24 = _top_n_mask(kept, 2).view(h // v, v, blocks, n)
         block = torch.zeros(h // v, v, blocks, m, dtype=torch.bool, device=device)
         out[lo:hi] = block.scatter_(3, idx, keep24).view(h, cols)
     return out.view(shape)

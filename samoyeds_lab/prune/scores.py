@@ -101,9 +101,13 @@ def magnitude_scores(w: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         fp32 tensor of ``w.shape``.
     """
-    w = _check_weight("w", w)
+    return _magnitude("w", w)
+
+
+def _magnitude(name: str, w: object) -> torch.Tensor:
+    w = _check_weight(name, w)
     s = torch.empty(w.shape, dtype=torch.float32, device=w.device).copy_(w).abs_()
-    _check_abs_finite("w", s, w)
+    _check_abs_finite(name, s, w)
     return s
 
 
@@ -128,14 +132,18 @@ def wanda_scores(w: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     2:4) or across rows of the same columns, so the scores are used as they are. With equal column
     norms ``c``, ``S = c·|W|`` and every mask equals the magnitude mask.
     """
-    w = _check_weight("w", w)
+    return _wanda("w", w, acts)
+
+
+def _wanda(name: str, w: object, acts: object) -> torch.Tensor:
+    w = _check_weight(name, w)
     norms = column_norms(acts, w.shape[-1]).to(w.device)
     s = torch.empty(w.shape, dtype=torch.float32, device=w.device).copy_(w).abs_()
-    _check_abs_finite("w", s, w)
+    _check_abs_finite(name, s, w)
     return s.mul_(norms)
 
 
-def score_rows(w: torch.Tensor, method: str, acts: torch.Tensor | None) -> ScoreRows:
+def score_rows(w: torch.Tensor, method: str, acts: torch.Tensor | None, name: str = "w") -> ScoreRows:
     """Row reader of the scores of ``w`` (viewed ``[-1, in]``) for the chunked mask builders (internal).
 
     Validates ``w``/``acts`` up front except finiteness of ``w``, which is checked per row block.
@@ -147,7 +155,7 @@ def score_rows(w: torch.Tensor, method: str, acts: torch.Tensor | None) -> Score
     def rows(lo: int, hi: int) -> torch.Tensor:
         block = flat[lo:hi]
         s = torch.empty(block.shape, dtype=torch.float32, device=w.device).copy_(block).abs_()
-        _check_abs_finite("w (as [-1, in])", s, block, row_offset=lo)
+        _check_abs_finite(f"{name} (as [-1, in])", s, block, row_offset=lo)
         if norms is not None:
             s.mul_(norms)
         return s
