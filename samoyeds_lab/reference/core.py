@@ -14,12 +14,33 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
 from ..formats import SENTINEL, WEIGHT_FORMATS
+
+
+#: dtypes a product may be returned in (``out_dtype``).
+OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_out_dtype(out_dtype: object) -> torch.dtype | None:
+    """``out_dtype`` if it is ``None`` or a floating torch dtype, else raise naming it (internal)."""
+    if out_dtype is None:
+        return None
+    if not isinstance(out_dtype, torch.dtype):
+        raise TypeError(f"out_dtype: expected a torch.dtype such as torch.float32, got {type(out_dtype).__name__} "
+                        f"({out_dtype!r})")
+    if out_dtype not in OUT_DTYPES:
+        raise TypeError(
+            f"out_dtype: expected a floating dtype (float16/bfloat16/float32/float64), got {out_dtype} "
+            f"(a product is not rounded to integers or bools)"
+        )
+    return out_dtype
 
 
 def dense_of(weight: object, name: str = "weight") -> torch.Tensor:
     """The dense matrix of ``weight`` (any format of :mod:`samoyeds_lab.formats`, or a 2-D tensor)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str (the argument named in errors), got {type(name).__name__}")
     if isinstance(weight, WEIGHT_FORMATS):
         return weight.to_dense()
     if isinstance(weight, torch.Tensor):
@@ -38,6 +59,7 @@ def _check_x(x: torch.Tensor, cols: int) -> None:
 
 def check_token_idx(token_idx: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Validate a 1-D integer token-id tensor against ``num_tokens`` rows; return it as int64."""
+    num_tokens = check_int("num_tokens", num_tokens, lo=0)
     check_tensor("token_idx", token_idx, ndim=1, dtypes=INT_DTYPES)
     idx = token_idx.to(torch.int64)
     if idx.numel():
@@ -61,13 +83,14 @@ def spmm(weight: object, x: torch.Tensor, *, out_dtype: torch.dtype | None = Non
     x : torch.Tensor
         ``[tokens, cols]`` fp16/bf16/fp32.
     out_dtype : torch.dtype, optional
-        Result dtype (default ``x.dtype``).
+        Result dtype (default ``x.dtype``), a floating dtype.
 
     Returns
     -------
     torch.Tensor
         ``[tokens, rows]``.
     """
+    out_dtype = check_out_dtype(out_dtype)
     w = dense_of(weight)
     _check_x(x, w.shape[1])
     y = x.to(torch.float32) @ w.to(torch.float32).T
@@ -94,6 +117,7 @@ def ssmm(
     torch.Tensor
         ``[len(token_idx), rows]`` in ``out_dtype`` (default ``x.dtype``).
     """
+    out_dtype = check_out_dtype(out_dtype)
     w = dense_of(weight)
     _check_x(x, w.shape[1])
     idx = check_token_idx(token_idx, x.shape[0])

@@ -50,6 +50,7 @@ from .._checks import check_int, check_tensor
 from ..tiles import MMA_K, MMA_K16, MMA_M, MMA_N, WARP_SIZE
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+_ACC_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _E_DTYPES = (torch.uint32, torch.int64, torch.int32)
 
 _lane = torch.arange(WARP_SIZE)
@@ -175,14 +176,14 @@ def pack_c(c_matrix: torch.Tensor) -> torch.Tensor:
 
     ``c[lane, j] = C[g + 8(j >> 1), 2t + (j & 1)]``.
     """
-    check_tensor("c_matrix", c_matrix)
+    check_tensor("c_matrix", c_matrix, dtypes=_ACC_DTYPES)
     _tail("c_matrix", c_matrix, {(MMA_M, MMA_N): None})
     return c_matrix.to(torch.float32)[..., _C_ROW, _C_COL]
 
 
 def unpack_d(d: torch.Tensor) -> torch.Tensor:
     """The ``[..., 16, 8]`` matrix held by per-lane accumulators ``d [..., 32, 4]`` (inverse of :func:`pack_c`)."""
-    check_tensor("d", d)
+    check_tensor("d", d, dtypes=_ACC_DTYPES)
     _tail("d", d, {(WARP_SIZE, 4): None})
     out = torch.empty(*d.shape[:-2], MMA_M, MMA_N, dtype=d.dtype, device=d.device)
     out[..., _C_ROW, _C_COL] = d
@@ -208,6 +209,7 @@ def pack_e(words: torch.Tensor, selector: int = 0, *, k: int = MMA_K) -> torch.T
     torch.Tensor
         uint32 ``[..., 32]``; lanes the selector does not name hold 0 (the instruction ignores them).
     """
+    k = check_int("k", k)
     if k not in _SELECTORS:
         raise ValueError(f"k: expected 32 (m16n8k32) or 16 (m16n8k16), got {k}")
     selector = _check_selector(selector, k)

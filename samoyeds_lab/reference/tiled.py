@@ -48,7 +48,7 @@ from ..tiles import (
     ceil_div,
     round_up,
 )
-from .core import check_token_idx
+from .core import check_out_dtype, check_token_idx
 from .mma_sp import mma_sp_m16n8k32, pack_a, pack_b, pack_e, unpack_d
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -111,6 +111,7 @@ def tiled_ssmm(
     torch.Tensor
         ``[len(token_idx), rows]`` on ``x``'s device (the emulation itself runs on the CPU).
     """
+    out_dtype = check_out_dtype(out_dtype)
     inner, dense_rows, vector = _operand(weight)
     check_tensor("x", x, ndim=2, dtypes=_HALF_DTYPES)
     if inner.dtype != x.dtype:
@@ -177,6 +178,8 @@ def tiled_spmm(
 
     Same as :func:`tiled_ssmm` with ``token_idx = arange(tokens)``.
     """
+    out_dtype = check_out_dtype(out_dtype)
+    _operand(weight)
     check_tensor("x", x, ndim=2, dtypes=_HALF_DTYPES)
     return tiled_ssmm(weight, x, torch.arange(x.shape[0]), out_dtype=out_dtype)
 

@@ -77,7 +77,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._checks import check_int, check_tensor
+from .._checks import check_alloc, check_int, check_tensor
 from ..tiles import MMA_K, MMA_M, MMA_N, WARP_SIZE
 from .mma_sp import mma_sp_m16n8k32, pack_a, pack_b, pack_c, pack_e, sparse_a_to_dense, unpack_d
 
@@ -280,6 +280,7 @@ def k_major_offsets(desc: int, rows: int, k: int, elem_bytes: int = 2) -> np.nda
     elem_bytes = check_int("elem_bytes", elem_bytes, lo=1)
     if elem_bytes not in _ELEM_UINT:
         raise ValueError(f"elem_bytes: expected 1, 2 or 4, got {elem_bytes}")
+    check_alloc("rows", (rows, k), 8, what="address table (rows x k, int64)")
     if d.base_offset != 0:
         raise ValueError(
             f"desc: base_offset={d.base_offset} is not supported by the emulator (only 0: the swizzle "
