@@ -49,6 +49,32 @@ class DeviceInfo:
     cpu_isa: str = "none"
     cpu_reason: str = "not probed"
 
+    def __post_init__(self) -> None:
+        from ._checks import check_bool, check_choice, check_int, check_positive_int
+
+        check_choice("backend", self.backend, ("cupy", "reference"))
+        for name in ("sptc", "sm90a", "torch_cuda"):
+            check_bool(name, getattr(self, name))
+        for name in ("torch_version", "cpu", "cpu_isa", "cpu_reason"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name}: expected a str, got {type(getattr(self, name)).__name__}")
+        for name in ("gpu_name", "cupy_version"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name}: expected a str or None, got {type(getattr(self, name)).__name__}")
+        cc = self.compute_capability
+        if cc is not None:
+            if not isinstance(cc, tuple):
+                raise TypeError(f"compute_capability: expected a (major, minor) tuple or None, got {type(cc).__name__}")
+            if len(cc) != 2:
+                raise ValueError(f"compute_capability: expected (major, minor), got {cc!r}")
+            for i, v in enumerate(cc):
+                check_int(f"compute_capability[{i}]", v, lo=0)
+        check_positive_int("threads", self.threads)
+        if not isinstance(self.reasons, tuple) or not all(isinstance(r, str) for r in self.reasons):
+            raise TypeError(f"reasons: expected a tuple of str, got {type(self.reasons).__name__}")
+        if self.backend == "cupy" and not self.sptc:
+            raise ValueError("backend: 'cupy' needs Sparse Tensor Cores (sptc=True), got sptc=False")
+
     def banner(self) -> str:
         """A few lines saying which backend runs, and why the GPU paths are on or off."""
         if self.backend == "cupy":

@@ -115,6 +115,10 @@ def check_mask_24(fn: Callable[[torch.Tensor], torch.Tensor], *, trials: int = 2
         True if every case matches.
     """
     _not_callable("fn", fn)
+    from .._checks import check_int
+
+    trials = check_int("trials", trials, lo=0, hi=10_000)
+    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)
     gen = torch.Generator().manual_seed(seed)
     shapes = [(4, 8)] + [(int(r), 4 * int(c)) for r, c in zip(torch.randint(1, 20, (trials,), generator=gen),
                                                                torch.randint(1, 10, (trials,), generator=gen))]
