@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_alloc, check_ids, check_int, check_tensor
 from ..formats import SENTINEL, TokenSelection
 from ..prune import sparsify as _sparsify_weight
 
@@ -53,7 +53,9 @@ def _ssmm_impl() -> Callable[..., torch.Tensor]:
     return fn
 
 
-def _check_routing(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, hidden: int) -> None:
+def _check_routing(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, hidden: int,
+                   num_experts: int) -> None:
+    """One check for every expert backend (dense, grouped, samoyeds): the same bad input, the same error."""
     check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
     if x.shape[1] != hidden:
         raise ValueError(f"x: expected shape [tokens, {hidden}] (hidden={hidden}), got {tuple(x.shape)}")
@@ -64,6 +66,9 @@ def _check_routing(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.
             f"topk_ids, topk_weights: expected shape [{x.shape[0]}, k] for {x.shape[0]} tokens, got "
             f"{tuple(topk_ids.shape)} and {tuple(topk_weights.shape)}"
         )
+    if topk_ids.device.type != "meta":
+        check_ids("topk_ids", topk_ids, num=num_experts, distinct_rows=True)
+    check_tensor("topk_weights", topk_weights, finite=True)
 
 
 def _swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
@@ -126,6 +131,7 @@ class SwiGLUExperts(nn.Module):
         self.hidden = check_int("hidden", hidden, lo=1)
         self.intermediate = check_int("intermediate", intermediate, lo=1)
         E, H, I = self.num_experts, self.hidden, self.intermediate
+        check_alloc("num_experts, hidden, intermediate", (3, E, I, H), torch.float32, what="expert weight stack")
         self.w_gate = nn.Parameter(torch.empty(E, I, H))
         self.w_up = nn.Parameter(torch.empty(E, I, H))
         self.w_down = nn.Parameter(torch.empty(E, H, I))
@@ -193,7 +199,7 @@ class SwiGLUExperts(nn.Module):
 
     def forward_dense(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """Hugging Face-style loop over experts with ``torch.where`` on the one-hot expert mask."""
-        _check_routing(x, topk_ids, topk_weights, self.hidden)
+        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts)
         out = torch.zeros_like(x)
         mask = F.one_hot(topk_ids.long(), self.num_experts).permute(2, 1, 0)  # [E, k, T]
         hit = mask.sum(dim=(1, 2)).nonzero().flatten().tolist()
@@ -218,7 +224,7 @@ class SwiGLUExperts(nn.Module):
         ``y.index_add_(0, sel.token_ids, ys · w[sel.slot_ids])``. Differentiable in ``x``, the weights
         and ``topk_weights``. Pass a precomputed ``selection`` (any ``pad_to``) to skip the sort.
         """
-        _check_routing(x, topk_ids, topk_weights, self.hidden)
+        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts)
         sel = selection if selection is not None else TokenSelection.from_topk(topk_ids, self.num_experts, pad_to=1)
         tok = sel.token_ids.long()
         xs = x.index_select(0, tok)
@@ -256,7 +262,7 @@ class SwiGLUExperts(nn.Module):
         ValueError
             Before :meth:`sparsify`, or when the dense parameters changed since.
         """
-        _check_routing(x, topk_ids, topk_weights, self.hidden)
+        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts)
         self._check_compressed()
         ssmm = _ssmm_impl()
         pad = 1 if x.device.type == "cpu" else pad_to
@@ -337,14 +343,14 @@ class SwiGLUExperts(nn.Module):
                     a = None
             m = method if a is not None else "magnitude"
             for p in ("gate", "up"):
-                op = _sparsify_weight(self.weights()[p][e], pattern, m, a, **pattern_kwargs)
+                op = _sparsify_weight(self.weights()[p][e], pattern, m, a if m == "wanda" else None, **pattern_kwargs)
                 ops[p].append(op)
                 new[p][e] = op.to_dense().to(new[p].dtype)
             h = None
             if a is not None:
                 a32 = a.to(torch.float32)
                 h = (F.silu(a32 @ new["gate"][e].float().T) * (a32 @ new["up"][e].float().T)).to(new["down"].dtype)
-            op = _sparsify_weight(self.w_down[e], pattern, m, h, **pattern_kwargs)
+            op = _sparsify_weight(self.w_down[e], pattern, m, h if m == "wanda" else None, **pattern_kwargs)
             ops["down"].append(op)
             new["down"][e] = op.to_dense().to(new["down"].dtype)
         for p, w in self.weights().items():

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_alloc, check_int, check_tensor
 from .._checkpoint import read_config, read_state, write_checkpoint
 from ..errors import CorruptFileError
 from .block import BACKENDS, MoEBlock
@@ -219,6 +219,7 @@ class TinyMoEForCausalLM(nn.Module):
         super().__init__()
         if not isinstance(config, TinyMoEConfig):
             raise TypeError(f"config: expected a TinyMoEConfig, got {type(config).__name__}")
+        check_alloc("config", (config.num_parameters(),), torch.float32, what="parameter vector")
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden)
         self.layers = nn.ModuleList(TinyMoEDecoderLayer(config) for _ in range(config.layers))

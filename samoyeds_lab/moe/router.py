@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_float, check_int, check_tensor
 
 #: Router styles and the default of ``norm_topk`` for each.
 ROUTER_STYLES: dict[str, bool] = {"mixtral": True, "qwen": False, "deepseek": False}
@@ -127,11 +127,20 @@ def route(
         As for :class:`Router`.
     """
     check_tensor("logits", logits, ndim=2, dtypes=FLOAT_DTYPES)
+    if logits.numel() and logits.device.type != "meta" and not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).sum())
+        raise ValueError(
+            f"logits: expected finite gate logits, got {bad} NaN/inf of {logits.numel()} (NaN or inf logits would "
+            f"pick arbitrary experts with NaN weights; an fp16 gate that overflows is recomputed in fp32 by Router)"
+        )
     style = _check_style(style)
     num_experts = logits.shape[1]
     top_k = check_int("top_k", top_k, lo=1, hi=num_experts)
+    if norm_topk is not None and not isinstance(norm_topk, bool):
+        raise TypeError(f"norm_topk: expected a bool or None, got {type(norm_topk).__name__}")
     if norm_topk is None:
         norm_topk = ROUTER_STYLES[style]
+    routed_scaling_factor = check_float("routed_scaling_factor", routed_scaling_factor, lo=0.0, lo_open=True)
     z = logits.float()
     probs = torch.softmax(z, dim=-1)
     scores = probs
@@ -233,6 +242,9 @@ class Router(nn.Module):
                 f"x: expected shape [tokens, {self.hidden}] (hidden={self.hidden}), got {tuple(x.shape)}"
             )
         logits = F.linear(x, self.gate.weight.to(x.dtype))
+        if x.dtype != torch.float32 and x.device.type != "meta" and not bool(torch.isfinite(logits).all()) and bool(torch.isfinite(x).all()):
+            # NOTE: an fp16 gate can overflow to inf on finite inputs; the fp32 gate picks the right experts
+            logits = F.linear(x.float(), self.gate.weight.float())
         return route(
             logits, self.top_k, style=self.style, norm_topk=self.norm_topk,
             routed_scaling_factor=self.routed_scaling_factor, n_group=self.n_group, topk_group=self.topk_group,
