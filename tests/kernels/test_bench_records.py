@@ -65,7 +65,8 @@ def test_nothing_recorded_yet_and_no_gpu_means_exit_2(capsys):
     with pytest.raises(RuntimeError, match="GPU"):
         bk.run_kernel_bench()
     assert bk.main(["--tokens", "1"]) == 2
-    assert "GPU" in capsys.readouterr().out
+    err = capsys.readouterr().err  # one error line on stderr (samoyeds_lab._cli)
+    assert "GPU" in err and err.startswith("samoyeds-lab bench kernels: error: ")
     assert set(bk.MODEL_SHAPES["Mixtral-8x7B"]) == {4096, 14336} and bk.TOKENS == (1, 8, 16, 64, 256, 1024, 4096)
 
 
