@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from samoyeds_lab.corpus import load_corpus
+from samoyeds_lab.exercises.routing import check_locality, check_top_k_routing
 from samoyeds_lab.formats import TokenSelection
 from samoyeds_lab.moe import TinyMoEForCausalLM
 from samoyeds_lab.routing import (
@@ -116,6 +117,31 @@ for t in range(8):
     row = " ".join(f"{v:5.2f}" for v in probs[t].tolist())
     chosen = ", ".join(f"e{int(e)} ({float(w):.2f})" for e, w in zip(demo.topk_ids[0, t], demo.weights[0, t]))
     print(f"{labels[t]!r:6s} {row}   → {chosen}")
+
+# %% [markdown]
+# ### Exercise 1 — write the router's top-k
+#
+# Write `my_top_k(logits, k)` for Mixtral-style routing: `logits` is `[T, E]`; return `ids [T, k]`, the `k`
+# experts of largest `p = softmax(logits)` per token **in descending order** (column 0 is the first
+# choice), and `weights [T, k]`, their probabilities renormalised to sum to 1 per token — the formula
+# above. `check_top_k_routing` compares yours with the package's router (`samoyeds_lab.moe.route`) on a
+# small example, 64 tokens of the tiny model's real router logits and random shapes up to 64 experts, and
+# shows yours vs expected for the first tokens that differ.
+
+# %%
+def my_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [T, k] int64, weights [T, k] float): Mixtral-style top-k routing of router logits [T, E]."""
+    # TODO: p = torch.softmax(logits.float(), dim=-1); keep torch.topk(p, k, dim=-1) (values, indices),
+    #       then divide the kept values by their sum over the last dimension
+    raise NotImplementedError
+
+
+check_top_k_routing(my_top_k);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.routing.solution_top_k_routing` (read it after trying).
+# Once it passes, notice that a softmax over only the `k` kept *logits* gives the same weights: the
+# normaliser `Σ_e exp z_e` cancels in the renormalisation.
 
 # %% [markdown]
 # ## 2. Routing traces
@@ -248,6 +274,10 @@ for d in DOMAINS:
 # * **random with the measured skew**: two *independent* tokens drawn from the layer's actual expert
 #   frequencies (`Σ_e p_e²` for first choices). A skewed layer repeats experts often by chance alone, so
 #   *locality is the gap between a solid bar and its light bar*, not the height of the solid bar.
+#
+# *Predict first:* uniform routing repeats the first choice `1/E = 12.5%` of the time. Which domain — English,
+# German or code — do you expect to repeat its first choice most often, and by roughly how many percentage
+# points above its light bar? Write your guess down, then run the next cell.
 
 # %%
 loc = {d: temporal_locality(tr) for d, tr in traces.items()}
@@ -278,6 +308,33 @@ for d in DOMAINS:
 # vocabulary (our tokens are bytes) and quotes layer 15 for the top-2 figure. What carries over:
 # locality depends strongly on the kind of text, and a cache that keeps recent experts hits most on
 # code-like, repetitive input.
+
+# %% [markdown]
+# ### Exercise 2 — the locality statistic and its baseline
+#
+# Write `my_locality(first, sequence_lengths)` returning `(rate, random_rate)` for one layer: `first` is the
+# `[T]` tensor of first-choice experts, tokens in order, and `sequence_lengths` the `[S]` lengths of the
+# windows they came from (summing to `T`). `rate` is the share of **consecutive pairs of the same
+# sequence** with the same first choice (the last token of one window and the first of the next are not
+# consecutive text); `random_rate = Σ_e p_e²`, with `p_e` the share of the `T` tokens whose first choice is
+# `e` — two independent tokens with the measured skew agree that often. `check_locality` compares yours
+# with `samoyeds_lab.routing.repetition_rate` on a 12-token example, two shipped traces and random
+# sequences.
+
+# %%
+def my_locality(first: torch.Tensor, sequence_lengths: torch.Tensor) -> tuple[float, float]:
+    """(rate, random_rate): same-first-choice rate of consecutive same-sequence tokens, and Σ_e p_e²."""
+    # TODO: same = first[1:] == first[:-1]; drop the pairs at positions cumsum(sequence_lengths)[:-1] - 1;
+    #       p = torch.bincount(first) / T; return the mean of the kept pairs and (p ** 2).sum(), as floats
+    raise NotImplementedError
+
+
+check_locality(my_locality);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.routing.solution_locality` (read it after trying). With
+# it, `my_locality(traces["code"].topk_ids[l, :, 0], traces["code"].sequence_lengths)` reproduces the
+# code row of the table above for layer `l`.
 
 # %% [markdown]
 # ## 6. Structure across layers and inside a layer
@@ -339,7 +396,11 @@ for batch in (1, 64, 4096):
     tokens_per_expert_figure(tpe.counts[1], batch_tokens=batch, top_k=K, layer_name=LAYERS[1]).show()
 
 # %% [markdown]
-# The padding waste and the idle experts for every batch size, averaged over layers and domains:
+# The padding waste and the idle experts for every batch size, averaged over layers and domains.
+#
+# *Predict first:* decoding one token (batch 1), `k = 2` experts get one token each. What share of the rows
+# of their 64-token tiles is padding? And at batch 4096, where every expert gets about a thousand tokens,
+# roughly how much? The curve and the printed lines below give both.
 
 # %%
 batch_sizes = [2**i for i in range(14)]  # 1 … 8192
