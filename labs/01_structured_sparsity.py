@@ -34,7 +34,7 @@ print(sl.device_info().banner())
 import torch
 
 from samoyeds_lab import viz
-from samoyeds_lab.exercises import check_decode_word, check_mask_24
+from samoyeds_lab.exercises.sparsity import check_decode_word, check_mask_24
 from samoyeds_lab.formats import SENTINEL, TokenSelection, compress_nm, compress_samoyeds, compress_venom
 from samoyeds_lab.prune import outlier_activations, prune_mask, reconstruction_error, sparsify
 
@@ -124,21 +124,8 @@ check_mask_24(my_mask_24);
 
 
 # %% [markdown]
-# #### Solution to exercise 1 — spoiler, try first
-# The next cell is collapsed (click its bar to expand it). It proves the checker accepts a correct
-# answer: group, rank by magnitude, scatter.
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-def solution_mask_24(w: torch.Tensor) -> torch.Tensor:
-    groups = w.abs().reshape(w.shape[0], -1, 4)
-    top2 = groups.topk(2, dim=-1).indices
-    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top2, True).reshape(w.shape)
-
-
-assert check_mask_24(solution_mask_24)
-
-
-# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.sparsity.solution_mask_24` (read it after trying).
+#
 # ### Exercise 2 — decode a metadata word
 #
 # Write `my_decode_word(word)` that takes one 32-bit metadata word (a Python int) and returns the kept
@@ -156,16 +143,7 @@ check_decode_word(my_decode_word);
 
 
 # %% [markdown]
-# #### Solution to exercise 2 — spoiler, try first
-# The next cell is collapsed (click its bar to expand it): shift, mask, split the nibble.
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-def solution_decode_word(word: int) -> list[tuple[int, int]]:
-    nibbles = [(word >> (4 * j)) & 0xF for j in range(8)]
-    return [(nib & 0b11, nib >> 2) for nib in nibbles]
-
-
-assert check_decode_word(solution_decode_word)
+# Stuck? The solution is `samoyeds_lab.exercises.sparsity.solution_decode_word` (read it after trying).
 
 # %% [markdown]
 # ## 3. Samoyeds: dual-side structured sparsity
@@ -231,7 +209,11 @@ viz.mask_heatmap(mask_v, title="VENOM 8:4:8 (n = kept columns), 2:4 inside", gro
 #
 # Every compressed operand reports its size through `.nbytes`: values plus all the metadata it needs
 # (positions, row or column indices, CSR's 32-bit column index per value and row pointers). Dense fp16
-# is `rows·cols·2` bytes. Compare at the same weight (set `FULL_SIZE = True` for an expert-sized slice):
+# is `rows·cols·2` bytes. Compare at the same weight (set `FULL_SIZE = True` for an expert-sized slice).
+#
+# **Predict first:** write down three percentages of the dense bytes before you run the cell: CSR keeping
+# 50% of the values (each with a 32-bit column index), 2:4 (50% kept, 2 bits of metadata per kept value),
+# and Samoyeds 1:2 V=128 (25% kept). Is any of them *larger* than dense?
 
 # %%
 W16 = W.half()
@@ -271,6 +253,9 @@ viz.bytes_bar(sizes, dense_bytes, highlight="Samoyeds 1:2 V=128 (25%)",
 # per-channel scales that are log-normal (heavy-tailed) plus a few outlier channels at 20× the median
 # scale — the documented property above, not recorded activations (see `outlier_activations`).
 # A later lab ships a small trained MoE; this lab will then switch to its recorded activations.
+#
+# **Predict first:** on the output error, will Wanda beat magnitude for every pattern below, and for which
+# pattern do you expect the largest gain? (Hint: which patterns let a score pick *columns*?)
 
 # %%
 viz.activation_scale_figure(X).show()

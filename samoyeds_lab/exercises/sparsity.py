@@ -12,6 +12,8 @@ elements of each row, the 2 with the largest magnitude ``|w|``.
 Exercise 2 — :func:`check_decode_word`: write ``fn(word) -> [(p0, p1)] * 8`` that decodes one 32-bit
 Sparse-Tensor-Core metadata word: group ``j`` is nibble ``(word >> 4j) & 0xF``, ``bits[1:0]`` = first kept
 position, ``bits[3:2]`` = second.
+
+Solutions: :func:`solution_mask_24`, :func:`solution_decode_word` (read them after trying).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["check_decode_word", "check_mask_24", "example_matrix", "example_words"]
+__all__ = ["check_decode_word", "check_mask_24", "example_matrix", "example_words", "solution_decode_word",
+           "solution_mask_24"]
 
 _OK = "✅"
 _NO = "❌"
@@ -65,6 +68,20 @@ def example_words() -> list[int]:
         words.append(sum(nib << (4 * j) for j, nib in enumerate(nibbles)))
     words += [0x44444444, 0xEEEEEEEE, 0xEDC98DC4]
     return words
+
+
+# ---------------------------------------------------------------------------------------------- solutions
+def solution_mask_24(w: torch.Tensor) -> torch.Tensor:
+    """Exercise 1: group each row in fours, rank each group by ``|w|``, mark the top 2 (bool, ``w``'s shape)."""
+    groups = w.abs().reshape(w.shape[0], -1, 4)
+    top2 = groups.topk(2, dim=-1).indices
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top2, True).reshape(w.shape)
+
+
+def solution_decode_word(word: int) -> list[tuple[int, int]]:
+    """Exercise 2: shift out nibble ``j`` (bits ``4j..4j+3``), split it into ``bits[1:0]`` and ``bits[3:2]``."""
+    nibbles = [(word >> (4 * j)) & 0xF for j in range(8)]
+    return [(nib & 0b11, nib >> 2) for nib in nibbles]
 
 
 # ---------------------------------------------------------------------------------------------- printing

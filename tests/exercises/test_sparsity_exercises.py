@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from samoyeds_lab.exercises import check_decode_word, check_mask_24
-from samoyeds_lab.exercises.sparsity import example_matrix, example_words
+from samoyeds_lab.exercises.sparsity import example_matrix, example_words, solution_decode_word, solution_mask_24
 
 
 # ---------------------------------------------------------------------------------------------- references
@@ -178,6 +178,46 @@ def test_example_words_match_packed_metadata():
             pairs = decode_loop(int(words[r, k].item()))
             pos = nm.positions[r, 16 * k:16 * k + 16].tolist()
             assert pairs == [tuple(pos[2 * j:2 * j + 2]) for j in range(8)]
+
+
+# ---------------------------------------------------------------------------------------------- the package's solutions
+def test_solutions_pass_their_checks(capsys):
+    assert check_mask_24(solution_mask_24) is True
+    assert check_decode_word(solution_decode_word) is True
+    out = capsys.readouterr().out
+    assert out.count("✅ solved") == 2 and "not yet" not in out
+
+
+def test_solutions_agree_with_the_library():
+    """The mask solution is the library's 2:4 magnitude mask; the decoder inverts NMWeight's metadata packing."""
+    from samoyeds_lab.formats import compress_nm
+    from samoyeds_lab.prune import prune_mask
+
+    gen = torch.Generator().manual_seed(3)
+    for rows, cols in [(1, 4), (19, 36), (8, 64)]:
+        w = torch.randn(rows, cols, generator=gen)
+        original = w.clone()
+        assert torch.equal(solution_mask_24(w), prune_mask(w, "2:4"))
+        assert torch.equal(w, original)
+    w = torch.randn(2, 64, generator=gen)
+    nm = compress_nm(w * solution_mask_24(w))
+    words = nm.sptc_metadata()
+    for r in range(2):
+        for k in range(2):
+            pos = nm.positions[r, 16 * k:16 * k + 16].tolist()
+            assert solution_decode_word(int(words[r, k].item())) == [tuple(pos[2 * j:2 * j + 2]) for j in range(8)]
+
+
+def test_decode_other_exception_is_reported(capsys):
+    assert check_decode_word(lambda word: {}["missing"]) is False
+    out = capsys.readouterr().out
+    assert "not yet solved" in out and "KeyError" in out
+
+
+@pytest.mark.parametrize("bad", [3, "solution_decode_word", None])
+def test_decode_rejects_non_callable(bad):
+    with pytest.raises(TypeError, match="fn: expected a function"):
+        check_decode_word(bad)
 
 
 # ---------------------------------------------------------------------------------------------- lab 02 (CPU kernels)
