@@ -53,6 +53,7 @@ from samoyeds_lab.bench.end_to_end import gpu_section
 from samoyeds_lab.bench.kernels import MODEL_SHAPES, load_kernel_records
 from samoyeds_lab.formats import SENTINEL
 from samoyeds_lab.bench.roofline import DEFAULT_TOKENS, roofline_sweep
+from samoyeds_lab.exercises.moe_layer import check_expert_gather, check_moe_combine
 from samoyeds_lab.kernels import cpu as cpu_kernels
 from samoyeds_lab.kernels import ssmm
 from samoyeds_lab.moe import TinyMoEForCausalLM
@@ -164,6 +165,10 @@ for t in range(6):
 # multiple of the kernel's 64-token tile with `SENTINEL = -1`, a row id that names no token (the published
 # code padded with token 0, whose output a scatter epilogue would then corrupt). Blue cells are the tokens
 # each expert will gather, red cells the padding rows its tile computes anyway.
+#
+# *Predict first:* these 50 tokens bring `50 × 2 = 100` (token, expert) pairs, about 12 per expert. If every
+# one of the 8 experts gets at least one token (and none more than 64), how many padding rows do the tiles
+# hold in total, and how many per real row? The last printed line and the red cells answer it.
 
 # %%
 sel = a.selection
@@ -173,6 +178,33 @@ print(f"padded offsets      {sel.padded_offsets.tolist()}   (multiples of {sel.p
 print(f"expert 0's tokens   {sel.tokens_of(0).tolist()}")
 print(f"tile padding: {sel.padding_overhead:.1f} padding rows per real row")
 dispatch_figure(sel, labels).show()
+
+# %% [markdown]
+# ### Exercise 1 — one expert's gather list
+#
+# This list is all an expert's SSMM kernel needs to know about routing. Write
+# `my_expert_gather(topk_ids, expert, pad_to)` returning `(tokens, slots)` for one expert: `tokens` are the
+# ids `t` of the tokens routed to it (in any of their `k` columns), ascending, and `slots` the matching flat
+# positions `t·k + j` in `topk_ids` (`topk_ids[t, j] == expert`: they index the routing weights); both
+# padded with `SENTINEL = -1` up to a multiple of `pad_to` — an expert with `n` tokens gets
+# `pad_to·⌈n/pad_to⌉` entries, one with no token none at all. `check_expert_gather` compares yours with
+# `TokenSelection.from_topk` for every expert of the small example in its docstring and of random
+# routings (1–16 experts, tiles of 1 to 64).
+
+# %%
+def my_expert_gather(topk_ids: torch.Tensor, expert: int, pad_to: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, slots) of one expert, ascending, each padded with SENTINEL to a multiple of pad_to."""
+    # TODO: slots = (topk_ids.reshape(-1) == expert).nonzero().flatten(); tokens = slots // k;
+    #       append (-n) % pad_to copies of SENTINEL to both
+    raise NotImplementedError
+
+
+check_expert_gather(my_expert_gather);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.moe_layer.solution_expert_gather` (read it after trying).
+# With it, `my_expert_gather(a.topk_ids, e, 64)[0]` is `sel.padded_tokens_of(e)`, the `P_e` of the next
+# cells.
 
 # %% [markdown]
 # **Steps 4–6: per expert, three sparse products with fused epilogues** (the kernels' calls,
@@ -231,6 +263,36 @@ print(f"(output scale: max |y| = {a.output.abs().max():.3f}; fp32 throughout)")
 # %% [markdown]
 # Differences of order 1e-7 are fp32 rounding from summing in another order; an exact 0 means the same
 # operations in the same order.
+
+# %% [markdown]
+# ### Exercise 2 — the MoE combine in a few lines
+#
+# Strip away the kernels and the routed part of a block is: for every busy expert, gather the rows of its
+# tokens, run the expert **once** on all of them, and add each output row, times its routing weight, into
+# its token's row of `y`:
+#
+# $$y_t = \sum_{j=1}^{k} w_{t,j}\, \mathrm{Expert}_{\text{ids}_{t,j}}(x_t).$$
+#
+# Write `my_moe_combine(x, topk_ids, topk_weights, expert_fn)` returning `y [T, H]`; `expert_fn(e, rows)`
+# runs expert `e` on `rows [n, H]` (here: `block.experts.expert_forward`). `check_moe_combine` compares yours
+# with `SwiGLUExperts.forward(..., backend="dense")` on random experts of awkward sizes, and counts your
+# calls: one per expert, as the kernels do (a call per token would read the expert's weights every time).
+
+# %%
+def my_moe_combine(x, topk_ids, topk_weights, expert_fn):
+    """y [T, H] = Σ_j topk_weights[t, j] · expert_fn(topk_ids[t, j], x[t]), one expert_fn call per expert."""
+    # TODO: y = torch.zeros_like(x); for each expert e in topk_ids.unique():
+    #       tok, j = (topk_ids == e).nonzero(as_tuple=True)
+    #       y.index_add_(0, tok, expert_fn(e, x[tok]) * topk_weights[tok, j, None])
+    raise NotImplementedError
+
+
+check_moe_combine(my_moe_combine);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.moe_layer.solution_moe_combine` (read it after trying).
+# Solved, `my_moe_combine(x, a.topk_ids, a.topk_weights, block.experts.expert_forward)` equals `a.routed`
+# above to fp32 rounding.
 #
 # ## 2. Three backends: what each reads and computes
 #
@@ -418,6 +480,11 @@ for i, B in enumerate(batch_sizes):
 # prefill (the sequence length of the Samoyeds paper). Mixtral-8x7B uses the tiny model's real routing
 # (same `E = 8, k = 2`); Qwen2-MoE-57B-A14B (64 experts, top-8, a 20 480-wide shared expert) uniform
 # routing. H100 SXM datasheet peaks (`data/hardware/h100_sxm.json`).
+#
+# *Predict first:* Samoyeds reads ≈ 28% of the dense weight bytes and does a quarter of the multiply-adds
+# per row. What speed-up over dense do you expect for a Mixtral-8x7B layer at a decode step of 1 token (the
+# layer is memory-bound), and at a 4096-token prefill (compute-bound)? The table below gives the model's
+# answer.
 
 # %%
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 4096]

@@ -4,6 +4,7 @@ figures, checks and panel, and its .ipynb matches the py:percent source it is ge
 import os
 import re
 
+import jupytext
 import pytest
 
 from .notebooks import (
@@ -30,6 +31,17 @@ def test_structure():
     for needle in ("cpu_expert_records(", "CpuExpertPanel(", "cpu_expert_figure(", "read_bandwidth("):
         assert needle in src, needle
     assert "reference" not in src.split("## 2. Three backends")[1].split("## 3.")[0].replace("references", "")
+    # two self-checking exercises: a stub per exercise, checked by the package, the solution only pointed to
+    nb = jupytext.read(SOURCE)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    stubs = [c for c in code if "# TODO" in c]
+    assert len(stubs) == 2 and all("raise NotImplementedError" in c for c in stubs)
+    checks = [c for c in code if "check_expert_gather(my_expert_gather)" in c or "check_moe_combine(my_moe_combine)" in c]
+    assert len(checks) == 2
+    assert "from samoyeds_lab.exercises.moe_layer import check_expert_gather, check_moe_combine" in src
+    assert src.count("Stuck? The solution is `samoyeds_lab.exercises.moe_layer.solution_") == 2
+    assert not any("solution_" in c for c in code)  # no solution cell in the notebook
+    assert src.count("*Predict first:*") >= 2
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +70,8 @@ def test_figures_checks_and_panel_are_displayed(executed):
     m = re.search(r"ssmm_grouped, 3 launches for all experts:\s+max \|diff\| vs step by step = ([0-9.e+-]+)", text)
     assert m and float(m.group(1)) < 1e-5
     assert "padding rows of h are zero: True" in text
+    # the committed stubs are unsolved: each check says so instead of failing the notebook
+    assert text.count("not yet solved: your function still raises NotImplementedError") == 2
     for needle in ("ms per block forward", f"measured, {os.cpu_count()}-core CPU", "layer time in µs (model)",
                    "No GPU kernel results have been recorded yet", "with padded tiles", "tile padding:",
                    "CPU kernels: ", "expert GEMM,   1 tokens: CPU kernel"):
