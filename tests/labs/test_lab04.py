@@ -36,7 +36,8 @@ def test_structure():
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     stubs = [c for c in code if "# TODO" in c]
     assert len(stubs) == 2 and all("raise NotImplementedError" in c for c in stubs)
-    checks = [c for c in code if "check_expert_gather(my_expert_gather)" in c or "check_moe_combine(my_moe_combine)" in c]
+    checks = [c for c in code
+              if "check_expert_gather(my_expert_gather)" in c or "check_moe_combine(my_moe_combine)" in c]
     assert len(checks) == 2
     assert "from samoyeds_lab.exercises.moe_layer import check_expert_gather, check_moe_combine" in src
     assert src.count("Stuck? The solution is `samoyeds_lab.exercises.moe_layer.solution_") == 2
