@@ -281,7 +281,7 @@ print(f"(output scale: max |y| = {a.output.abs().max():.3f}; fp32 throughout)")
 # %%
 def my_moe_combine(x, topk_ids, topk_weights, expert_fn):
     """y [T, H] = Σ_j topk_weights[t, j] · expert_fn(topk_ids[t, j], x[t]), one expert_fn call per expert."""
-    # TODO: y = torch.zeros_like(x); for each expert e in topk_ids.unique():
+    # TODO: y = torch.zeros_like(x); for each expert e in topk_ids.unique().tolist() (Python ints):
     #       tok, j = (topk_ids == e).nonzero(as_tuple=True)
     #       y.index_add_(0, tok, expert_fn(e, x[tok]) * topk_weights[tok, j, None])
     raise NotImplementedError
