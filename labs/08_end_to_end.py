@@ -36,7 +36,8 @@ print(sl.device_info().banner())
 #
 # **Plan.** (1) serve the three ways · (2) the side-by-side table and figure · (3) accuracy ·
 # (4) time, measured here and modelled at Mixtral shapes · (5) memory · (6) inside the offloaded way:
-# policies and GPU budget · (7) what changes on a GPU.
+# policies and GPU budget, with two exercises (the static hot set; what the misses cost) · (7) what
+# changes on a GPU.
 #
 # **Honesty notes.** Every number carries its provenance. *live / measured*: run in this notebook on
 # this machine. *recorded*: read from a shipped file (with its date). *model*: a roofline or
@@ -55,6 +56,7 @@ from samoyeds_lab.bench.end_to_end import (
     offload_budget_curve,
     serve_three_ways,
 )
+from samoyeds_lab.exercises.end_to_end import check_hot_set, check_offload_time
 from samoyeds_lab.viz.end_to_end import (
     budget_curve_figure,
     end_to_end_figure,
@@ -107,6 +109,11 @@ print(f"samoyeds backend vs grouped on the same pruned weights: max |Δlogit| = 
 # measured or modelled; markers: recorded). The time measured here (the tiny model on this machine) and
 # the time modelled at Mixtral-8x7B shapes on a GPU are different models on different hardware: they get
 # separate panels, never one axis.
+#
+# **Predict first:** the offloaded way holds 9 of the 32 experts on the GPU and, decoding one token per
+# step, loads the others over PCIe when the router asks for them. How many times the dense (all-resident)
+# modelled GPU time per token will it take: 1.5×, 5×, 50×? And the Samoyeds way, what fraction of dense?
+# Write both down, then run the cell.
 
 # %%
 end_to_end_table(result).show()
@@ -225,16 +232,88 @@ print(f"chosen: {c.best} ({c.capacity}/{c.num_slots} experts on the GPU); rankin
       + f" ms/token; Belady {c.bound.ms_per_token:.3g}")
 
 # %% [markdown]
+# ### Exercise 1 — the static hot set
+#
+# The `static` policy needs no cache logic at all: before serving, it pins the experts used most on a
+# *profiling* run (here the train split, not the held-out text it is then replayed on) and never evicts
+# them; every other expert is streamed in when a token needs it. Write `my_hot_set(popularity, budget)`:
+# `popularity` is a `[layers, experts]` array of use counts, slot `l·E + e` is expert `e` of layer `l`, and
+# the GPU holds `budget` experts. Return the `budget` slot ids with the highest popularity, ties to the
+# smaller slot id. `check_hot_set` compares yours with the simulator's static policy on cases with many
+# ties and shows yours vs expected as a layer × expert grid until it is right.
+
+# %%
+def my_hot_set(popularity, budget):
+    """The `budget` slot ids l*E + e with the highest popularity (ties: the smaller id)."""
+    # TODO: flat = popularity.reshape(-1); sort range(flat.size) by the key (-flat[i], i);
+    #       return the first `budget` of them
+    raise NotImplementedError
+
+
+check_hot_set(my_hot_set);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.end_to_end.solution_hot_set` (read it after trying).
+#
+# ### Exercise 2 — what the misses cost per token
+#
+# Without prefetching, the offloaded way's modelled time is the all-resident compute plus, for every miss,
+# one whole expert crossing the link while the step waits. Write
+# `my_offload_time(accesses_per_token, hit_rate, expert_bytes, link_gbs, compute_ms)` returning **ms per
+# token**: each token makes `accesses_per_token` expert accesses, a share `hit_rate` of them find the expert
+# on the GPU; a miss moves `expert_bytes` over a `link_gbs` GB/s link (1 GB/s = 1e9 bytes/s); `compute_ms`
+# is the compute per token with every expert resident. `check_offload_time` compares yours with the
+# simulator's latency model on replays of seeded traces (LRU, LFU, static, Belady; Mixtral-sized and small
+# experts; H100, A100, RTX 4090).
+
+# %%
+def my_offload_time(accesses_per_token, hit_rate, expert_bytes, link_gbs, compute_ms):
+    """Modelled ms per token of an offloaded MoE without prefetching."""
+    # TODO: misses per token = accesses_per_token * (1 - hit_rate); one miss waits
+    #       expert_bytes / (link_gbs * 1e9) seconds; return compute_ms + the waiting, in ms
+    raise NotImplementedError
+
+
+check_offload_time(my_offload_time);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.end_to_end.solution_offload_time` (read it after trying).
+#
+# **Predict first:** at one token per step, which hit rate would make the offloaded way wait only as long
+# as it computes (twice the all-resident time)? 50%? 90%? Write it down; the next cell solves the formula
+# of exercise 2 for the LRU replay above (its stall time tells what one token would wait if every access
+# missed).
+
+# %%
+lru = c.policies["lru"]
+if lru.hit_rate < 1:
+    all_miss_ms = lru.stall_ms / (1 - lru.hit_rate)  # accesses/token × expert bytes / link, in ms
+    needed = 1 - lru.compute_ms / all_miss_ms
+    print(f"LRU with {c.capacity}/{c.num_slots} experts on the GPU: hit rate {lru.hit_rate:.1%}, per token "
+          f"{lru.compute_ms:.3f} ms computing + {lru.stall_ms:.2f} ms waiting (every access missing: "
+          f"{all_miss_ms:.1f} ms)")
+    print(f"waiting no longer than computing needs a hit rate of {needed:.2%}; Belady, the best any demand "
+          f"paging reaches on this trace, gets {c.bound.hit_rate:.1%}")
+else:
+    print(f"LRU hits every access at {c.capacity}/{c.num_slots} experts: no waiting at all")
+
+# %% [markdown]
 # The same sweep at every GPU budget (1 … all 32 experts), against the all-resident dense and Samoyeds
 # times. At the Samoyeds way's own budget the comparison is direct: the same GPU bytes either hold
 # every expert compressed (no transfers, lower accuracy) or a quarter of them dense (full accuracy,
 # transfers).
+#
+# **Predict first:** how many of the 32 experts must be resident before the best policy is within 2× of the
+# all-resident dense time?
 
 # %%
 budgets = list(range(1, c.num_slots + 1)) if FULL_SIZE else sorted({1, 2, 4, 8, c.capacity, 16, 24, c.num_slots})
 curve = offload_budget_curve(result.replay, budgets, progress=True)
 budget_curve_figure(curve, resident_ms=dense.model_ms_per_token, samoyeds_ms=sam.model_ms_per_token,
                     mark=c.capacity).show()
+within_2x = [b for b, ch in sorted(curve.items()) if ch.policies[ch.best].ms_per_token <= 2 * dense.model_ms_per_token]
+print("best policy within 2× of dense from " + (f"{within_2x[0]} of {c.num_slots} experts on the GPU"
+      if within_2x else "no budget computed here") + f" (budgets computed: {sorted(curve)})")
 
 # %% [markdown]
 # Move the budget and the decode batch yourself. With more tokens per step each layer computes longer,

@@ -4,6 +4,7 @@ with provenance, the offload policies and the budget panel, says plainly whether
 
 import re
 
+import jupytext
 import pytest
 
 from .notebooks import (
@@ -31,6 +32,25 @@ def test_structure():
     assert "separate panels, never one axis" in src
     # no empty GPU chart frame: the recorded-results figure only when something was recorded
     assert 'if g["records"]:\n    kernel_records_figure(g["records"]).show()' in src
+
+
+def test_exercises_and_predictions():
+    nb = jupytext.read(SOURCE)
+    # two exercises: a stub the learner fills in, then its self-check; the solutions live in the package
+    stubs = [c for c in nb.cells if "# TODO" in c.source]
+    assert len(stubs) == 2 and all("raise NotImplementedError" in c.source for c in stubs)
+    assert [re.search(r"^(check_\w+)\(my_\w+\);", c.source, re.M).group(1) for c in stubs] == [
+        "check_hot_set", "check_offload_time"]
+    # no solution cell: nothing tagged "solution", no solution_* in any code cell
+    assert not [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert not [c for c in nb.cells if c.cell_type == "code" and "solution_" in c.source]
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    named = re.findall(r"Stuck\? The solution is `samoyeds_lab\.exercises\.end_to_end\.(solution_\w+)`", text)
+    assert named == ["solution_hot_set", "solution_offload_time"]
+    assert text.count("**Predict first:**") >= 2
+    from samoyeds_lab.exercises import end_to_end
+
+    assert all(callable(getattr(end_to_end, n)) for n in named)
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -69,3 +89,14 @@ def test_three_ways_with_provenance(executed):
     if not load_kernel_records():
         assert "No GPU chart" in text
     assert_banner(nb)
+
+
+@pytest.mark.slow
+def test_exercises_report_unsolved_stubs_and_the_reveals(executed):
+    nb, _ = executed
+    stub_out = [outputs_text(c) for c in nb.cells if "# TODO" in c.source]
+    assert len(stub_out) == 2 and all("not yet solved" in s and "NotImplementedError" in s for s in stub_out)
+    text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert re.search(r"waiting no longer than computing needs a hit rate of [0-9.]+%", text) or \
+        "LRU hits every access" in text
+    assert "best policy within 2× of dense from " in text
