@@ -127,6 +127,10 @@ else:
 # Figures are plotly: hover for values, drag to zoom, double-click to reset. `export_figure` saves one as
 # an HTML file with plotly.js inside, which opens in any browser without internet; PNG and other images
 # are drawn by `kaleido`, which drives the machine's Chromium (`make chromium` installs Debian's).
+#
+# **Predict first:** the figure compares the bytes of the Samoyeds weight of section 1 stored as 2:4 and as
+# Samoyeds 1:2 V=128, against dense fp16. 2:4 keeps half the values, Samoyeds a quarter; both also store
+# metadata. Guess both percentages of dense before you run the cell (Lab 01 counts every byte).
 
 # %%
 W16 = W.to("cpu", torch.float16)  # bytes as stored in fp16: values + metadata + row indices
@@ -194,7 +198,8 @@ print(f"{len(found)} labs in {LABS_DIR.name}/: {', '.join(p.name for p in found.
 #
 # The package is tested the same way everywhere: `make test` in a terminal runs every test (the labs in
 # a real browser included). `samoyeds_lab.testing.run(selection)` runs a part of them from a notebook, in
-# a separate process, with a progress bar, and returns a table with one row per test (failures first):
+# a separate process, with a progress bar, and shows one row per test *module* (passed, failed, skipped,
+# seconds) followed by every failure in full, traceback included (`result.table()` lists every test):
 #
 # - `"formats"`: sparse formats, SpTC metadata and the `mma.sp` emulator (a few seconds);
 # - `"kernels"`: the GPU kernels against the CPU references, and the references themselves (on a machine
@@ -211,6 +216,7 @@ result
 print(result.summary())
 for reason, n in result.skip_reasons.items():
     print(f"  skipped {n}: {reason}")
-if result.failures:
-    print(result.table(outcomes=("failed", "error")))
-    print(result.output[-3000:])  # pytest's own report, with the tracebacks
+slowest = max(result.modules, key=lambda r: r["seconds"], default=None)
+if slowest:
+    print(f"slowest module: {slowest['module']} ({slowest['seconds']:.1f} s); result.table() lists all "
+          f"{len(result.outcomes)} tests, result.failure_report() the failures in full")

@@ -5,7 +5,8 @@ subprocess does not import samoyeds_lab (and torch) unless the tests themselves 
 environment variable ``SAMOYEDS_LAB_TESTING_REPORT`` names the report file.
 
 Events: ``{"event": "collected", "count": N}`` once, then per test ``{"event": "test", "nodeid", "outcome",
-"duration", "message"}`` (outcome: passed / failed / error / skipped / xfailed / xpassed), and
+"duration", "message", "detail"}`` (outcome: passed / failed / error / skipped / xfailed / xpassed; ``detail``
+is pytest's full report of a failure or error, traceback included, and empty otherwise), and
 ``{"event": "collect", ..., "outcome": "error"}`` for a file that could not be collected.
 """
 
@@ -44,6 +45,17 @@ def _message(report) -> str:
     return ""
 
 
+def _detail(report) -> str:
+    """pytest's full text of a failed report (traceback, captured output), or ""."""
+    if not report.failed:
+        return ""
+    text = getattr(report, "longreprtext", "") or str(report.longrepr or "")
+    for title, content in getattr(report, "sections", []):  # captured stdout/stderr/log of the test
+        if content.strip():
+            text += f"\n{'-' * 10} {title} {'-' * 10}\n{content.rstrip()}"
+    return text
+
+
 def pytest_collection_finish(session):
     _emit({"event": "collected", "count": len(session.items)})
 
@@ -51,28 +63,28 @@ def pytest_collection_finish(session):
 def pytest_collectreport(report):
     if report.failed:  # a file that fails to import: its tests never run
         _emit({"event": "collect", "nodeid": report.nodeid, "outcome": "error", "duration": 0.0,
-               "message": _message(report)})
+               "message": _message(report), "detail": _detail(report)})
 
 
 def pytest_runtest_logreport(report):
     key = report.nodeid
-    st = _state.setdefault(key, {"duration": 0.0, "outcome": None, "message": ""})
+    st = _state.setdefault(key, {"duration": 0.0, "outcome": None, "message": "", "detail": ""})
     st["duration"] += getattr(report, "duration", 0.0)
     xfail = hasattr(report, "wasxfail")
     if report.when == "call":
         if xfail:
             st["outcome"], st["message"] = ("xfailed", report.wasxfail) if report.skipped else ("xpassed", "")
         elif report.failed:
-            st["outcome"], st["message"] = "failed", _message(report)
+            st["outcome"], st["message"], st["detail"] = "failed", _message(report), _detail(report)
         elif report.skipped:
             st["outcome"], st["message"] = "skipped", _message(report)
         else:
             st["outcome"] = "passed"
     elif report.failed and st["outcome"] in (None, "passed"):  # set-up or tear-down failed
-        st["outcome"], st["message"] = "error", _message(report)
+        st["outcome"], st["message"], st["detail"] = "error", _message(report), _detail(report)
     elif report.when == "setup" and report.skipped:
         st["outcome"], st["message"] = ("xfailed", report.wasxfail) if xfail else ("skipped", _message(report))
     if report.when == "teardown":
         _emit({"event": "test", "nodeid": key, "outcome": st["outcome"] or "error",
-               "duration": round(st["duration"], 4), "message": st["message"]})
+               "duration": round(st["duration"], 4), "message": st["message"], "detail": st["detail"]})
         _state.pop(key, None)

@@ -2,7 +2,8 @@
 
 >>> from samoyeds_lab import testing
 >>> result = testing.run("formats")   # doctest: +SKIP
->>> result                            # in a notebook: a table, one row per test  # doctest: +SKIP
+>>> result                            # in a notebook: one row per test module, failures in full  # doctest: +SKIP
+>>> print(result.table())             # one row per test  # doctest: +SKIP
 
 Pytest runs in a subprocess (``sys.executable -m pytest``, cwd the repository root so ``pyproject.toml``'s
 settings apply): a test that crashes, leaks threads or changes global state cannot take the notebook's
@@ -97,6 +98,9 @@ class TestOutcome:
         Seconds (set-up + call + tear-down).
     message : str
         The skip reason, or the last line of the failure; empty for a pass.
+    detail : str
+        A failure's or error's full report as pytest prints it (traceback, captured output); empty
+        otherwise.
     """
 
     __test__ = False
@@ -105,6 +109,12 @@ class TestOutcome:
     outcome: str
     duration: float = 0.0
     message: str = ""
+    detail: str = ""
+
+    @property
+    def module(self) -> str:
+        """The test file, e.g. ``tests/formats/test_nm.py`` (the node id before ``::``)."""
+        return self.nodeid.split("::", 1)[0]
 
 
 @dataclass
@@ -157,6 +167,43 @@ class TestRunResult:
         """Skip reason → number of tests skipped for it."""
         return dict(Counter(o.message for o in self.outcomes if o.outcome == "skipped"))
 
+    @property
+    def modules(self) -> list[dict]:
+        """One row per test module, sorted by path: ``{"module", "passed", "failed", "skipped", "seconds"}``.
+
+        ``passed`` counts passed and xpassed tests, ``failed`` failed ones and errors, ``skipped`` skipped and
+        xfailed ones; ``seconds`` is the sum of the module's test durations.
+        """
+        col = {"passed": "passed", "xpassed": "passed", "failed": "failed", "error": "failed",
+               "skipped": "skipped", "xfailed": "skipped"}
+        rows: dict[str, dict] = {}
+        for o in self.outcomes:
+            r = rows.setdefault(o.module, {"module": o.module, "passed": 0, "failed": 0, "skipped": 0,
+                                           "seconds": 0.0})
+            r[col.get(o.outcome, "failed")] += 1
+            r["seconds"] += o.duration
+        return [rows[m] for m in sorted(rows)]
+
+    def module_table(self) -> str:
+        """A plain-text table, one row per test module: module, passed, failed, skipped, seconds; then the
+        summary line."""
+        rows = self.modules
+        width = max([len(r["module"]) for r in rows] + [6])
+        lines = [f"{'module':{width}}  {'passed':>6}  {'failed':>6}  {'skipped':>7}  {'s':>7}", "-" * (width + 36)]
+        for r in rows:
+            lines.append(f"{r['module']:{width}}  {r['passed']:6d}  {r['failed']:6d}  {r['skipped']:7d}  "
+                         f"{r['seconds']:7.2f}")
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+    def failure_report(self) -> str:
+        """Every failure and error in full (pytest's report, traceback included), or "" when there are none."""
+        parts = []
+        for o in self.failures:
+            rule = "_" * 20
+            parts.append(f"{rule} {o.outcome.upper()} {o.nodeid} {rule}\n{o.detail or o.message}".rstrip())
+        return "\n\n".join(parts)
+
     def summary(self) -> str:
         parts = [f"{v} {k}" for k, v in self.counts.items() if v]
         return f"{self.selection!r}: " + (", ".join(parts) or "no tests") + f" in {self.seconds:.1f} s"
@@ -178,26 +225,35 @@ class TestRunResult:
         return f"<TestRunResult {self.summary()}>"
 
     def __str__(self) -> str:
-        return self.table()
+        """The per-module table, then every failure in full (``table()`` has one row per test)."""
+        report = self.failure_report()
+        return self.module_table() + (f"\n\n{report}" if report else "")
 
     def _repr_html_(self) -> str:
+        """The badge and summary, skip reasons, one table row per test module, then every failure in full."""
         badge = ("#2e7d32", "all passed") if self.ok else ("#c62828", "FAILURES") if self.failures else (
             "#ef6c00", "nothing ran" if not self.outcomes else f"pytest exit status {self.returncode}")
         head = (f"<p><b style='color:{badge[0]}'>{badge[1]}</b> · {html.escape(self.summary())}</p>")
         if self.skip_reasons:
             head += "<p>skipped because: " + "; ".join(
                 f"{html.escape(r)} ({n})" for r, n in self.skip_reasons.items()) + "</p>"
-        # failures first, then the rest in run order
-        ordered = self.failures + [o for o in self.outcomes if o.outcome not in ("failed", "error")]
         left = "style='text-align:left'"  # JupyterLab right-aligns table cells by default
+        num = "style='text-align:right'"
+        red = "color:#c62828;font-weight:bold"
         rows = "".join(
-            f"<tr><td style='text-align:left;color:{_COLORS.get(o.outcome, '#000000')};font-weight:bold'>"
-            f"{o.outcome}</td><td style='text-align:right'>{o.duration:.2f}</td>"
-            f"<td {left}><code>{html.escape(o.nodeid)}</code></td><td {left}>{html.escape(o.message)}</td></tr>"
-            for o in ordered)
-        return (head + "<div style='max-height:360px;overflow:auto'><table>"
-                f"<thead><tr><th {left}>outcome</th><th>s</th><th {left}>test</th><th {left}>reason</th></tr>"
-                f"</thead><tbody>{rows}</tbody></table></div>")
+            f"<tr><td {left}><code>{html.escape(r['module'])}</code></td>"
+            f"<td style='text-align:right;color:{_COLORS['passed']}'>{r['passed']}</td>"
+            f"<td style='text-align:right;{red if r['failed'] else ''}'>{r['failed']}</td>"
+            f"<td {num}>{r['skipped']}</td><td {num}>{r['seconds']:.2f}</td></tr>"
+            for r in self.modules)
+        page = (head + "<table>"
+                f"<thead><tr><th {left}>module</th><th>passed</th><th>failed</th><th>skipped</th><th>s</th></tr>"
+                f"</thead><tbody>{rows}</tbody></table>")
+        for o in self.failures:  # in full: the traceback is what a learner needs to fix it
+            page += (f"<p style='{red}'>{o.outcome.upper()} <code>{html.escape(o.nodeid)}</code></p>"
+                     "<pre style='white-space:pre-wrap;font-size:90%'>"
+                     f"{html.escape(o.detail or o.message)}</pre>")
+        return page
 
 
 def _selection_args(selection: str | Sequence[str], root: Path) -> list[str]:
@@ -346,7 +402,7 @@ def _handle_event(ev: dict, result: TestRunResult, bar, progress: bool, label: s
 
             bar = tqdm(total=ev["count"], desc=f"tests {label}", unit="test", leave=True)
         return bar
-    o = TestOutcome(ev["nodeid"], ev["outcome"], ev["duration"], ev["message"])
+    o = TestOutcome(ev["nodeid"], ev["outcome"], ev["duration"], ev["message"], ev.get("detail", ""))
     result.outcomes.append(o)
     if bar is not None:
         n = result.counts

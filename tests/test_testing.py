@@ -124,21 +124,66 @@ def test_progress_bar_and_failure_lines(tree, capsys):
 
 def test_table_and_html(tiny):
     r = tiny
-    text = r.table()
+    text = r.table()  # one row per test, on request
     assert text.count("\n") == 9 + 2  # header, rule, 9 rows, summary
     assert "not on this machine" in text and "5 passed, 1 failed, 1 error, 1 skipped, 1 xfailed" in text
     assert r.table(outcomes=("failed",)).count("\nfailed ") == 1
     page = r._repr_html_()
-    assert "FAILURES" in page and page.count("<tr>") == 10 and "not on this machine (1)" in page
-    # failures are listed first
-    assert page.index("test_fails") < page.index("test_passes")
+    # one row per module, not per test: the notebook shows a summary, not every passing test
+    assert "FAILURES" in page and page.count("<tr>") == 1 + 1 and "not on this machine (1)" in page
+    assert "test_passes" not in page and "<code>tests/test_tiny.py</code>" in page
+    for col in ("module", "passed", "failed", "skipped"):
+        assert f">{col}</th>" in page
+    # the failures in full, traceback included, escaped
+    assert "FAILED <code>tests/test_tiny.py::test_fails</code>" in page
+    assert "ERROR <code>tests/test_tiny.py::test_setup_error</code>" in page
+    assert "assert [1, 2] == [1, 3]" in page and "RuntimeError: fixture broke" in page
     assert "<TestRunResult 'tests/test_tiny.py': 5 passed" in repr(r)
+
+
+def test_module_summary(tree):
+    r = testing.run("all", root=tree, progress=False)
+    seconds = {m: sum(o.duration for o in r.outcomes if o.module == m)
+               for m in ("tests/sub/test_other.py", "tests/test_tiny.py")}
+    assert r.modules == [  # sorted by path; errors count as failed, xfailed as skipped
+        {"module": "tests/sub/test_other.py", "passed": 1, "failed": 0, "skipped": 0,
+         "seconds": pytest.approx(seconds["tests/sub/test_other.py"])},
+        {"module": "tests/test_tiny.py", "passed": 5, "failed": 2, "skipped": 2,
+         "seconds": pytest.approx(seconds["tests/test_tiny.py"])},
+    ]
+    text = r.module_table()
+    lines = text.splitlines()
+    assert lines[0].split() == ["module", "passed", "failed", "skipped", "s"]
+    assert lines[2].split()[:4] == ["tests/sub/test_other.py", "1", "0", "0"]
+    assert lines[3].split()[:4] == ["tests/test_tiny.py", "5", "2", "2"]
+    assert lines[-1] == r.summary() and len(lines) == 2 + 2 + 1
+
+
+def test_failures_are_reported_in_full(tiny):
+    fails = {o.nodeid.split("::")[1]: o for o in tiny.failures}
+    detail = fails["test_fails"].detail
+    assert "def test_fails():" in detail and "assert [1, 2] == [1, 3]" in detail and "test_tiny.py:" in detail
+    assert "fixture broke" in fails["test_setup_error"].detail
+    assert all(o.detail == "" for o in tiny.outcomes if o.outcome not in ("failed", "error"))
+    report = tiny.failure_report()
+    assert report.count("FAILED tests/test_tiny.py::test_fails") == 1 and "ERROR tests/test_tiny.py::test_setup_error" in report
+    assert "def test_fails():" in report
+    # str(): the module table, then the failures in full (no row per passing test)
+    text = str(tiny)
+    assert text.startswith(tiny.module_table()) and "def test_fails():" in text and "test_param[19]" not in text
+
+
+def test_a_clean_run_has_no_failure_report(tree):
+    r = testing.run("tests/sub", root=tree, progress=False)
+    assert r.ok and r.failure_report() == "" and str(r) == r.module_table()
+    assert "<pre" not in r._repr_html_() and "all passed" in r._repr_html_()
 
 
 def test_collection_error_is_an_error_outcome(tree):
     (tree / "tests" / "test_broken.py").write_text("import no_such_module_here\n")
     r = testing.run("tests/test_broken.py", root=tree, progress=False)
     assert [o.outcome for o in r.outcomes] == ["error"] and "no_such_module_here" in r.outcomes[0].message
+    assert "no_such_module_here" in r.outcomes[0].detail and r.modules[0]["failed"] == 1
     assert not r.ok
 
 

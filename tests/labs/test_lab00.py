@@ -27,6 +27,7 @@ def test_structure():
     assert 'LABS_DIR.glob("[0-9][0-9]_*.ipynb")' in src
     # the default test selection is the fast one; the kernel tests only at full size
     assert 'SELECTION = "kernels" if FULL_SIZE else "formats"' in src
+    assert "**Predict first:**" in src
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -104,3 +105,10 @@ def test_runs_the_fast_tests_and_shows_the_table(executed):
     m = re.search(r"'formats': (\d+) passed in [\d.]+ s", all_outputs_text(nb))
     assert m and int(m.group(1)) >= 100  # tests/formats + tests/reference
     assert "tests/formats/" in html[0] and "tests/reference/" in html[0]
+    # one row per test module (module, passed, failed, skipped, s), not one per passing test
+    modules = len(re.findall(r"<tr><td style='text-align:left'><code>tests/", html[0]))
+    assert 5 <= modules == html[0].count("<tr>") - 1 < int(m.group(1)) // 3
+    assert "<th style='text-align:left'>module</th><th>passed</th><th>failed</th><th>skipped</th>" in html[0]
+    assert "::test_" not in html[0]
+    assert re.search(r"slowest module: tests/\S+ \([\d.]+ s\); result.table\(\) lists all \d+ tests",
+                     all_outputs_text(nb))
