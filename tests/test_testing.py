@@ -166,7 +166,8 @@ def test_failures_are_reported_in_full(tiny):
     assert "fixture broke" in fails["test_setup_error"].detail
     assert all(o.detail == "" for o in tiny.outcomes if o.outcome not in ("failed", "error"))
     report = tiny.failure_report()
-    assert report.count("FAILED tests/test_tiny.py::test_fails") == 1 and "ERROR tests/test_tiny.py::test_setup_error" in report
+    assert report.count("FAILED tests/test_tiny.py::test_fails") == 1
+    assert "ERROR tests/test_tiny.py::test_setup_error" in report
     assert "def test_fails():" in report
     # str(): the module table, then the failures in full (no row per passing test)
     text = str(tiny)

@@ -277,8 +277,8 @@ def check_offload_time(fn: Callable[..., object]) -> bool:
                 <= 1e-6 * max(abs(mine), 1e-30):
             print("hint: the misses cross the link, not the hits: use (1 − hit_rate).")
         else:
-            print("hint: a miss moves expert_bytes at link_gbs·1e9 bytes/s; there are accesses_per_token·(1 − hit_rate) "
-                  "misses per token; seconds → ms is ×1e3; add the compute.")
+            print("hint: a miss moves expert_bytes at link_gbs·1e9 bytes/s; there are "
+                  "accesses_per_token·(1 − hit_rate) misses per token; seconds → ms is ×1e3; add the compute.")
         return False
     print(f"{_OK} solved: your time per token matches the offload simulator's latency model on {len(cases)} replays.")
     return True
