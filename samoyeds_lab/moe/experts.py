@@ -35,7 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_alloc, check_ids, check_int, check_tensor
+from .._checks import (
+    FLOAT_DTYPES,
+    INT_DTYPES,
+    check_alloc,
+    check_choice,
+    check_ids,
+    check_int,
+    check_positive_int,
+    check_tensor,
+)
 from ..formats import SENTINEL, TokenSelection
 from ..prune import sparsify as _sparsify_weight
 
@@ -53,12 +62,25 @@ def _ssmm_impl() -> Callable[..., torch.Tensor]:
     return fn
 
 
+def _check_x(x: object, hidden: int, dtype: torch.dtype, *, ndim: int | None = 2) -> torch.Tensor:
+    """``x`` is a ``[tokens, hidden]`` (``[..., hidden]`` with ``ndim=None``) tensor in the parameters' dtype."""
+    check_tensor("x", x, ndim=ndim, dtypes=FLOAT_DTYPES)
+    assert isinstance(x, torch.Tensor)
+    if x.ndim == 0 or x.shape[-1] != hidden:
+        lead = "tokens" if ndim == 2 else "..."
+        raise ValueError(f"x: expected shape [{lead}, {hidden}] (hidden={hidden}), got {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise TypeError(
+            f"x: expected dtype {str(dtype).replace('torch.', '')} (the experts' parameters; convert x or the "
+            f"module with .to()), got {str(x.dtype).replace('torch.', '')}"
+        )
+    return x
+
+
 def _check_routing(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, hidden: int,
-                   num_experts: int) -> None:
+                   num_experts: int, dtype: torch.dtype) -> None:
     """One check for every expert backend (dense, grouped, samoyeds): the same bad input, the same error."""
-    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
-    if x.shape[1] != hidden:
-        raise ValueError(f"x: expected shape [tokens, {hidden}] (hidden={hidden}), got {tuple(x.shape)}")
+    _check_x(x, hidden, dtype)
     check_tensor("topk_ids", topk_ids, ndim=2, dtypes=INT_DTYPES)
     check_tensor("topk_weights", topk_weights, ndim=2, dtypes=FLOAT_DTYPES)
     if topk_ids.shape[0] != x.shape[0] or topk_weights.shape != topk_ids.shape:
@@ -94,6 +116,7 @@ class SwiGLUMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., hidden] → [..., hidden]``."""
+        _check_x(x, self.hidden, self.gate_proj.weight.dtype, ndim=None)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -160,6 +183,7 @@ class SwiGLUExperts(nn.Module):
         """Expert ``e`` on rows ``x [n, H]``: ``(silu(x W_gate[e]ᵀ) ⊙ (x W_up[e]ᵀ)) W_down[e]ᵀ`` → ``[n, H]``.
         """
         e = check_int("expert", expert, lo=0, hi=self.num_experts - 1)
+        _check_x(x, self.hidden, self.w_gate.dtype)
         return _swiglu(x, self.w_gate[e], self.w_up[e], self.w_down[e])
 
     def _unbound(self) -> tuple[tuple[torch.Tensor, ...], ...]:
@@ -199,7 +223,7 @@ class SwiGLUExperts(nn.Module):
 
     def forward_dense(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """Hugging Face-style loop over experts with ``torch.where`` on the one-hot expert mask."""
-        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts)
+        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts, self.w_gate.dtype)
         out = torch.zeros_like(x)
         mask = F.one_hot(topk_ids.long(), self.num_experts).permute(2, 1, 0)  # [E, k, T]
         hit = mask.sum(dim=(1, 2)).nonzero().flatten().tolist()
@@ -224,7 +248,7 @@ class SwiGLUExperts(nn.Module):
         ``y.index_add_(0, sel.token_ids, ys · w[sel.slot_ids])``. Differentiable in ``x``, the weights
         and ``topk_weights``. Pass a precomputed ``selection`` (any ``pad_to``) to skip the sort.
         """
-        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts)
+        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts, self.w_gate.dtype)
         sel = selection if selection is not None else TokenSelection.from_topk(topk_ids, self.num_experts, pad_to=1)
         tok = sel.token_ids.long()
         xs = x.index_select(0, tok)
@@ -262,7 +286,8 @@ class SwiGLUExperts(nn.Module):
         ValueError
             Before :meth:`sparsify`, or when the dense parameters changed since.
         """
-        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts)
+        _check_routing(x, topk_ids, topk_weights, self.hidden, self.num_experts, self.w_gate.dtype)
+        pad_to = check_positive_int("pad_to", pad_to)
         self._check_compressed()
         ssmm = _ssmm_impl()
         pad = 1 if x.device.type == "cpu" else pad_to
@@ -331,6 +356,9 @@ class SwiGLUExperts(nn.Module):
                 f"entries), got {type(acts).__name__}"
                 + (f" of length {len(acts)}" if isinstance(acts, (list, tuple)) else "")
             )
+        from ..prune.api import METHODS
+
+        method = check_choice("method", method, METHODS)
         if method == "wanda" and acts is None:
             raise ValueError("acts: required for method='wanda' (per-expert calibration inputs), got None")
         ops: dict[str, list[Any]] = {p: [] for p in PROJECTIONS}
@@ -339,6 +367,11 @@ class SwiGLUExperts(nn.Module):
             a = None if acts is None else acts[e]
             if a is not None:
                 check_tensor(f"acts[{e}]", a, ndim=2, dtypes=FLOAT_DTYPES)
+                if a.shape[1] != self.hidden:
+                    raise ValueError(
+                        f"acts[{e}]: expected shape [tokens, {self.hidden}] (the inputs expert {e} saw), got "
+                        f"{tuple(a.shape)}"
+                    )
                 if a.shape[0] == 0:
                     a = None
             m = method if a is not None else "magnitude"

@@ -47,11 +47,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .._checks import INT_DTYPES
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_instance, check_int, check_tensor
 from ..errors import CorruptFileError
 from ..prune import METHODS, parse_pattern
 from .block import MoEBlock
-from .router import RouterOutput, route
+from .router import RouterOutput, check_router_options, route
 
 #: model_type → (module of transformers.models, sparse-MoE block class name, router style).
 SUPPORTED_MODEL_TYPES: dict[str, tuple[str, str, str]] = {
@@ -280,6 +280,19 @@ class HFRouterSpec:
     n_group: int | None = None
     topk_group: int | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name: expected the MoE block's qualified name (a str), got {type(self.name).__name__}")
+        check_instance("gate", self.gate, nn.Module, "a torch.nn.Module (the router to hook)")
+        num_experts = check_int("num_experts", self.num_experts, lo=1)
+        top_k = check_int("top_k", self.top_k, lo=1, hi=num_experts)
+        opts = check_router_options(self.style, self.norm_topk, self.routed_scaling_factor, self.n_group,
+                                    self.topk_group, num_experts=num_experts, top_k=top_k)
+        for field_name, v in zip(("style", "norm_topk", "routed_scaling_factor", "n_group", "topk_group"), opts):
+            object.__setattr__(self, field_name, v)  # frozen: store the checked, normalised values
+        object.__setattr__(self, "num_experts", num_experts)
+        object.__setattr__(self, "top_k", top_k)
+
     def read(self, output: Any) -> RouterOutput:
         """Turn the gate's forward output (a hook's ``output``) into a detached :class:`RouterOutput`.
 
@@ -293,7 +306,21 @@ class HFRouterSpec:
                 f"output: expected the router's (logits, weights, ids) tuple or a RouterOutput, "
                 f"got {type(output).__name__}"
             )
+        for i, what in enumerate(("logits", "weights", "ids")):
+            if not isinstance(output[i], torch.Tensor):
+                raise TypeError(
+                    f"output: expected the router's (logits, weights, ids) tensors, got {what} of type "
+                    f"{type(output[i]).__name__}"
+                )
         logits, weights, ids = (t.detach() for t in output)
+        check_tensor("output[0] (logits)", logits, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
+        check_tensor("output[1] (weights)", weights, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
+        check_tensor("output[2] (ids)", ids, ndim=2, dtypes=INT_DTYPES)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_experts):
+            raise ValueError(
+                f"output[2] (ids): expected expert ids in [0, {self.num_experts}), got "
+                f"[{int(ids.min())}, {int(ids.max())}]"
+            )
         weights, order = weights.float().sort(dim=-1, descending=True, stable=True)
         return RouterOutput(logits.float(), ids.long().gather(1, order), weights)
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_alloc, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_alloc, check_float, check_int, check_path, check_tensor
 from .._checkpoint import read_config, read_state, write_checkpoint
 from ..errors import CorruptFileError
 from .block import BACKENDS, MoEBlock
@@ -230,6 +230,7 @@ class TinyMoEForCausalLM(nn.Module):
     @torch.no_grad()
     def init_weights(self, std: float = 0.02) -> None:
         """Re-initialise every parameter (see the class notes); drops compressed expert operands."""
+        std = check_float("std", std, lo=0.0)
         resid = std / math.sqrt(2 * self.config.layers)
         for name, p in self.named_parameters():
             if name.endswith("layernorm.weight") or name == "norm.weight":
@@ -308,6 +309,9 @@ class TinyMoEForCausalLM(nn.Module):
         Compressed expert operands are not saved: the pruned dense weights are, and ``sparsify`` on the
         loaded model rebuilds the same operands. Returns the directory.
         """
+        out = check_path("directory", directory, kind="dir", must_exist=False)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"directory: expected a directory (new or existing) to write into, got a file {out}")
         dtypes = sorted({str(v.dtype).replace("torch.", "") for v in self.state_dict().values()})
         cfg = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION,
                "torch_dtype": dtypes[0] if len(dtypes) == 1 else dtypes, **self.config.to_dict()}
@@ -328,16 +332,39 @@ class TinyMoEForCausalLM(nn.Module):
             Unreadable JSON, a bad config field, wrong ``model_type``/``format_version``, unreadable
             safetensors, or missing / unexpected / mis-shaped / non-finite tensors (file and tensor named).
         """
+        check_path("directory", directory, kind="dir", must_exist=False)
+        if isinstance(map_location, str):
+            try:
+                torch.device(map_location)
+            except (RuntimeError, ValueError) as exc:
+                raise ValueError(f"map_location: expected a device such as 'cpu' or 'cuda:0', got "
+                                 f"{map_location!r}") from exc
+        elif not isinstance(map_location, torch.device):
+            raise TypeError(f"map_location: expected a str or torch.device, got {type(map_location).__name__}")
         raw, cfg_path, w_path = read_config(directory, config_name=CONFIG_NAME, weights_name=WEIGHTS_NAME,
                                             model_type=MODEL_TYPE, format_version=FORMAT_VERSION,
                                             writer="save_pretrained")
         raw.pop("torch_dtype", None)
+        missing = [f.name for f in dataclasses.fields(TinyMoEConfig) if f.name not in raw]
+        if missing:  # save_pretrained writes every field; a default would silently change the model
+            raise CorruptFileError(
+                f"{cfg_path}: field {missing[0]!r}: missing (save_pretrained writes every TinyMoEConfig field"
+                + (f"; also missing: {', '.join(missing[1:])}" if len(missing) > 1 else "") + ")"
+            )
         try:
             config = TinyMoEConfig.from_dict(raw)
         except (TypeError, ValueError) as exc:
             raise CorruptFileError(f"{cfg_path}: bad config: {exc}") from exc
         model = cls(config)
-        state = read_state(w_path, cfg_path, model.state_dict(), dtypes=FLOAT_DTYPES, device=map_location)
+        try:
+            state = read_state(w_path, cfg_path, model.state_dict(), dtypes=FLOAT_DTYPES, device=map_location)
+        except CorruptFileError as exc:
+            if "expected shape" not in str(exc):
+                raise
+            sizes = ", ".join(f"{k}={raw[k]}" for k in ("vocab_size", "hidden", "intermediate", "layers",
+                                                         "num_experts", "shared_intermediate"))
+            raise CorruptFileError(f"{exc} (the shapes config.json gives: {sizes}; do the config and the weights "
+                                   f"belong together?)") from exc
         dtypes = {v.dtype for v in state.values()}
         if len(dtypes) == 1:
             model = model.to(device=map_location, dtype=dtypes.pop())
@@ -384,7 +411,7 @@ def load_balancing_loss(
         )
     E = None
     for i, z in enumerate(router_logits):
-        check_tensor(f"router_logits[{i}]", z, ndim=2, dtypes=FLOAT_DTYPES)
+        check_tensor(f"router_logits[{i}]", z, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
         if E is None:
             E = z.shape[1]
         elif z.shape[1] != E:

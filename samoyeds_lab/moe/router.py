@@ -99,6 +99,52 @@ def _check_style(style: object) -> str:
     return key
 
 
+def check_router_options(
+    style: object,
+    norm_topk: object,
+    routed_scaling_factor: object,
+    n_group: object,
+    topk_group: object,
+    *,
+    num_experts: int,
+    top_k: int,
+) -> tuple[str, bool, float, int | None, int | None]:
+    """One rule for the routing options of :func:`route`, :class:`Router` and ``HFRouterSpec`` (internal).
+
+    Returns ``(style, norm_topk, routed_scaling_factor, n_group, topk_group)`` with ``norm_topk`` resolved
+    from the style's default. ``routed_scaling_factor`` must be finite and > 0; it and ``n_group`` /
+    ``topk_group`` are DeepSeek-V2 options, refused (not ignored) with another style.
+    """
+    style = _check_style(style)
+    if norm_topk is not None and not isinstance(norm_topk, bool):
+        raise TypeError(f"norm_topk: expected a bool or None, got {type(norm_topk).__name__}")
+    norm = ROUTER_STYLES[style] if norm_topk is None else norm_topk
+    scale = check_float("routed_scaling_factor", routed_scaling_factor, lo=0.0, lo_open=True)
+    if style != "deepseek":
+        for name, v, default in (("routed_scaling_factor", scale, 1.0), ("n_group", n_group, None),
+                                 ("topk_group", topk_group, None)):
+            if v != default:
+                raise ValueError(
+                    f"{name}: expected {default} unless style='deepseek' (a DeepSeek-V2 option), got {v!r} "
+                    f"with style {style!r}"
+                )
+    if n_group is not None or topk_group is not None:
+        if n_group is None or topk_group is None:
+            raise ValueError(
+                f"n_group, topk_group: give both or neither, got n_group={n_group}, topk_group={topk_group}"
+            )
+        n_group = check_int("n_group", n_group, lo=1, hi=num_experts)
+        topk_group = check_int("topk_group", topk_group, lo=1, hi=n_group)
+        if num_experts % n_group:
+            raise ValueError(f"n_group: expected a divisor of num_experts={num_experts}, got {n_group}")
+        if (num_experts // n_group) * topk_group < top_k:
+            raise ValueError(
+                f"top_k: expected at most topk_group·E/n_group = {(num_experts // n_group) * topk_group} "
+                f"eligible experts, got {top_k}"
+            )
+    return style, norm, scale, n_group, topk_group
+
+
 def route(
     logits: torch.Tensor,
     top_k: int,
@@ -133,34 +179,18 @@ def route(
             f"logits: expected finite gate logits, got {bad} NaN/inf of {logits.numel()} (NaN or inf logits would "
             f"pick arbitrary experts with NaN weights; an fp16 gate that overflows is recomputed in fp32 by Router)"
         )
-    style = _check_style(style)
     num_experts = logits.shape[1]
     top_k = check_int("top_k", top_k, lo=1, hi=num_experts)
-    if norm_topk is not None and not isinstance(norm_topk, bool):
-        raise TypeError(f"norm_topk: expected a bool or None, got {type(norm_topk).__name__}")
-    if norm_topk is None:
-        norm_topk = ROUTER_STYLES[style]
-    routed_scaling_factor = check_float("routed_scaling_factor", routed_scaling_factor, lo=0.0, lo_open=True)
+    style, norm_topk, routed_scaling_factor, n_group, topk_group = check_router_options(
+        style, norm_topk, routed_scaling_factor, n_group, topk_group, num_experts=num_experts, top_k=top_k)
     z = logits.float()
     probs = torch.softmax(z, dim=-1)
     scores = probs
-    if n_group is not None or topk_group is not None:
-        if n_group is None or topk_group is None:
-            raise ValueError(
-                f"n_group, topk_group: give both or neither, got n_group={n_group}, topk_group={topk_group}"
-            )
-        n_group = check_int("n_group", n_group, lo=1, hi=num_experts)
-        topk_group = check_int("topk_group", topk_group, lo=1, hi=n_group)
-        if num_experts % n_group:
-            raise ValueError(f"n_group: expected a divisor of num_experts={num_experts}, got {n_group}")
+    if n_group is not None:
         per = num_experts // n_group
         group_best = probs.view(-1, n_group, per).amax(-1)
         keep = torch.zeros_like(group_best, dtype=torch.bool)
         keep.scatter_(1, torch.topk(group_best, topk_group, dim=-1).indices, True)
-        if per * topk_group < top_k:
-            raise ValueError(
-                f"top_k: expected at most topk_group·E/n_group = {per * topk_group} eligible experts, got {top_k}"
-            )
         scores = probs.masked_fill(~keep.repeat_interleave(per, dim=1), 0.0)
     weights, ids = torch.topk(scores, top_k, dim=-1, sorted=True)
     if norm_topk:
@@ -212,26 +242,9 @@ class Router(nn.Module):
         self.hidden = check_int("hidden", hidden, lo=1)
         self.num_experts = check_int("num_experts", num_experts, lo=1)
         self.top_k = check_int("top_k", top_k, lo=1, hi=self.num_experts)
-        self.style = _check_style(style)
-        if norm_topk is not None and not isinstance(norm_topk, bool):
-            raise TypeError(f"norm_topk: expected a bool or None, got {type(norm_topk).__name__}")
-        self.norm_topk = ROUTER_STYLES[self.style] if norm_topk is None else norm_topk
-        if isinstance(routed_scaling_factor, bool) or not isinstance(routed_scaling_factor, (int, float)):
-            raise TypeError(f"routed_scaling_factor: expected a float, got {type(routed_scaling_factor).__name__}")
-        if not routed_scaling_factor > 0:
-            raise ValueError(f"routed_scaling_factor: expected a positive float, got {routed_scaling_factor}")
-        deepseek_only = routed_scaling_factor != 1.0 or n_group is not None or topk_group is not None
-        if self.style != "deepseek" and deepseek_only:
-            raise ValueError(
-                f"style: routed_scaling_factor / n_group / topk_group are DeepSeek options, expected "
-                f"style='deepseek', got {self.style!r}"
-            )
-        self.routed_scaling_factor = float(routed_scaling_factor)
-        self.n_group = n_group
-        self.topk_group = topk_group
-        if n_group is not None or topk_group is not None:  # validate now, not at the first forward
-            route(torch.zeros(1, self.num_experts), self.top_k, style=self.style, n_group=n_group,
-                  topk_group=topk_group)
+        (self.style, self.norm_topk, self.routed_scaling_factor, self.n_group,
+         self.topk_group) = check_router_options(style, norm_topk, routed_scaling_factor, n_group, topk_group,
+                                                 num_experts=self.num_experts, top_k=self.top_k)
         self.gate = nn.Linear(self.hidden, self.num_experts, bias=False)
 
     def forward(self, x: torch.Tensor) -> RouterOutput:

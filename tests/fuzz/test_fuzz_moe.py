@@ -418,40 +418,7 @@ EXEMPT: dict[str, str] = {}
 
 #: Bad inputs still not clear (issue 16 is left open for them): each runs, is reported in the suite's summary,
 #: and is a strict xfail, so fixing one without moving it out of here fails the suite.
-OPEN = {
-    'moe.HFRouterSpec.read: output NaN weights',
-    'moe.HFRouterSpec.read: output of 3 non-tensors',
-    'moe.HFRouterSpec: gate None',
-    'moe.HFRouterSpec: name 3',
-    "moe.HFRouterSpec: norm_topk 'no'",
-    'moe.HFRouterSpec: routed_scaling_factor NaN',
-    "moe.HFRouterSpec: style 'x'",
-    'moe.HFRouterSpec: top_k > num_experts',
-    'moe.Router: routed_scaling_factor inf',
-    'moe.SwiGLUExperts.expert_forward: x None',
-    'moe.SwiGLUExperts.expert_forward: x wrong hidden',
-    'moe.SwiGLUExperts.forward: dense: x fp16 with fp32 experts',
-    'moe.SwiGLUExperts.forward: grouped: x fp16 with fp32 experts',
-    'moe.SwiGLUExperts.forward: samoyeds: x fp16 with fp32 experts',
-    'moe.SwiGLUExperts.forward_samoyeds: pad_to 0',
-    'moe.SwiGLUExperts.sparsify: acts[0] wrong hidden',
-    "moe.SwiGLUExperts.sparsify: method 'bogus'",
-    'moe.SwiGLUMLP.forward: x None',
-    'moe.SwiGLUMLP.forward: x int',
-    'moe.SwiGLUMLP.forward: x wrong hidden',
-    'moe.TinyMoEForCausalLM.from_pretrained: config hidden doubled',
-    "moe.TinyMoEForCausalLM.from_pretrained: config missing 'num_experts'",
-    'moe.TinyMoEForCausalLM.from_pretrained: directory None',
-    "moe.TinyMoEForCausalLM.from_pretrained: map_location 'tpu'",
-    'moe.TinyMoEForCausalLM.from_pretrained: map_location 3.5',
-    'moe.TinyMoEForCausalLM.init_weights: std -1',
-    'moe.TinyMoEForCausalLM.init_weights: std NaN',
-    'moe.TinyMoEForCausalLM.save_pretrained: directory None',
-    'moe.TinyMoEForCausalLM.save_pretrained: directory is a file',
-    'moe.load_balancing_loss: NaN logits',
-    'moe.route: n_group with style qwen',
-    'moe.route: routed_scaling_factor with style mixtral',
-}
+OPEN: set[str] = set()
 
 
 def _params(cases):
