@@ -22,7 +22,9 @@ Formulas (``W`` the dense weight ``[rows, cols]``, positions ``p`` of a token li
     epilogue="silu_mul":  out[p, r]  = silu(ssmm[p, r]) · up[p, r]                (SwiGLU, gate in W)
     epilogue="scatter_add": out[s[p], r] += scale[p] · ssmm[p, r]     s = scatter_idx (default idx)
 
-All products accumulate in fp32.
+All products accumulate in fp32. Every argument is checked before a backend is chosen, so a bad one gets
+the same error on every backend; ``x`` must be finite (NaN/inf activations are refused, not propagated:
+the dense reference and the sparse kernels would disagree where they meet pruned weights).
 
 ``ssmm`` / ``ssmm_grouped`` take ``kernel=``: ``"mma_sp"`` (warp-level ``mma.sp`` m16n8k32, SM80+),
 ``"wgmma_sp"`` (Hopper ``wgmma.mma_async.sp`` m64n64k32 with B read through a shared-memory descriptor,
@@ -371,7 +373,10 @@ def _check_split_k(split_k: object) -> int | None:
 
 
 def _check_x(x: object, cols: int) -> torch.Tensor:
-    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    # NOTE: finite is checked (a reduction, and a host sync on CUDA, like the token-id range check): a NaN/inf
+    # that only meets pruned weights would be NaN through the reference's dense product (0·NaN) but finite
+    # through the sparse kernels, which never read pruned weights; refusing it keeps the backends equal.
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
     if x.shape[1] != cols:
         raise ValueError(f"x: expected shape [tokens, {cols}] to match the weight's {cols} columns, got {tuple(x.shape)}")
     return x

@@ -79,8 +79,10 @@ def _check_x(x: object, hidden: int, dtype: torch.dtype, *, ndim: int | None = 2
 
 def _check_routing(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, hidden: int,
                    num_experts: int, dtype: torch.dtype) -> None:
-    """One check for every expert backend (dense, grouped, samoyeds): the same bad input, the same error."""
+    """One check for every expert backend (dense, grouped, samoyeds, the hybrid executor): the same bad input,
+    the same error. ``x`` must be finite: a NaN/inf activation would spread to every expert it is routed to."""
     _check_x(x, hidden, dtype)
+    check_tensor("x", x, finite=True)
     check_tensor("topk_ids", topk_ids, ndim=2, dtypes=INT_DTYPES)
     check_tensor("topk_weights", topk_weights, ndim=2, dtypes=FLOAT_DTYPES)
     if topk_ids.shape[0] != x.shape[0] or topk_weights.shape != topk_ids.shape:

@@ -58,9 +58,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_alloc, check_ids, check_int, check_positive_int, check_tensor
+from .._checks import FLOAT_DTYPES, check_alloc, check_int, check_positive_int
 from ..formats import NMWeight, SamoyedsWeight, TokenSelection
-from ..moe.experts import SwiGLUExperts
+from ..moe.experts import SwiGLUExperts, _check_routing
 from .hardware import HardwareProfile
 
 __all__ = [
@@ -528,16 +528,9 @@ class HybridExecutor:
         self._check_open()
         ex = self.experts
         E, H = ex.num_experts, ex.hidden
-        check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
-        if x.shape[1] != H or x.dtype != ex.w_gate.dtype:
-            raise ValueError(f"x: expected [tokens, {H}] in {ex.w_gate.dtype}, got {tuple(x.shape)} {x.dtype}")
+        _check_routing(x, topk_ids, topk_weights, H, E, ex.w_gate.dtype)  # the experts' own rule, same errors
         if x.device.type != self.device:
             raise ValueError(f"x: expected a tensor on {self.device!r} (the fast side), got {x.device}")
-        check_ids("topk_ids", topk_ids, num=E, ndim=2, distinct_rows=True)
-        check_tensor("topk_weights", topk_weights, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
-        if topk_ids.shape[0] != x.shape[0] or topk_weights.shape != topk_ids.shape:
-            raise ValueError(f"topk_ids, topk_weights: expected shape [{x.shape[0]}, k], got "
-                             f"{tuple(topk_ids.shape)} and {tuple(topk_weights.shape)}")
         mask = _bool("on_gpu", on_gpu, E)
         res = _bool("resident", resident, E) if resident is not None else np.zeros(E, dtype=bool)
         with _torch_threads(self.threads):

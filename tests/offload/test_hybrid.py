@@ -127,7 +127,7 @@ def test_bad_inputs(experts):
             hx(x[:, :-1], ids, w, np.zeros(E, bool))
         with pytest.raises(TypeError, match="x"):
             hx(x.double(), ids, w, np.zeros(E, bool))
-        with pytest.raises(ValueError, match="x"):
+        with pytest.raises(TypeError, match="x"):
             hx(x.half(), ids, w, np.zeros(E, bool))
         with pytest.raises(ValueError, match="topk_ids"):
             hx(x, ids[:-1], w, np.zeros(E, bool))
