@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -25,7 +26,19 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (``<prog>: error: <message>``) and exit 2."""
 
     def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {_argument_message(message)}\n")
+
+
+def _argument_message(message: str) -> str:
+    """argparse's ``argument --steps: --steps: expected …`` → ``--steps: expected …`` (the flag named once,
+    in the package's ``<name>: <what>`` shape); ``argument --x: invalid choice …`` → ``--x: invalid choice …``."""
+    m = re.match(r"argument (\S+?): (.*)", message, flags=re.S)
+    if not m:
+        return message
+    flags, rest = m.group(1), m.group(2)
+    if any(rest.startswith(f + ":") for f in flags.split("/")):
+        return rest
+    return f"{flags}: {rest}"
 
 
 def wants_debug(argv: Sequence[str] | None) -> bool:
@@ -33,18 +46,35 @@ def wants_debug(argv: Sequence[str] | None) -> bool:
     return "--debug" in (sys.argv[1:] if argv is None else list(argv))
 
 
-def report(prog: str, exc: BaseException) -> int:
-    """Print ``exc`` as the one error line of ``prog`` and return the exit status 2."""
+def _flag_names(parser: argparse.ArgumentParser | None) -> dict[str, str]:
+    """``{dest: "--flag"}`` of a parser's options (``seq`` → ``--seq``)."""
+    if parser is None:
+        return {}
+    return {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+
+
+def report(prog: str, exc: BaseException, parser: argparse.ArgumentParser | None = None) -> int:
+    """Print ``exc`` as the one error line of ``prog`` and return the exit status 2.
+
+    A message that names a Python parameter which is also one of ``parser``'s options (``seq: …``) names
+    the flag the user typed instead (``--seq: …``).
+    """
     msg = str(exc).strip().splitlines()
     text = " ".join(s.strip() for s in msg) if msg else type(exc).__name__
     if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]
+    head, sep, rest = text.partition(": ")
+    flags = _flag_names(parser)
+    if sep and head in flags:
+        text = f"{flags[head]}: {rest}"
     print(f"{prog}: error: {text}", file=sys.stderr)
     return 2
 
 
-def run_command(prog: str, body: Callable[[], int | None], argv: Sequence[str] | None) -> int:
-    """Run ``body``; turn a user error into the one line of ``prog`` (re-raised under ``--debug``)."""
+def run_command(prog: str, body: Callable[[], int | None], argv: Sequence[str] | None,
+                parser: argparse.ArgumentParser | None = None) -> int:
+    """Run ``body``; turn a user error into the one line of ``prog`` (re-raised under ``--debug``); errors
+    naming a parameter that is one of ``parser``'s options name the flag."""
     try:
         rc = body()
     except SystemExit:
@@ -55,7 +85,7 @@ def run_command(prog: str, body: Callable[[], int | None], argv: Sequence[str] |
     except USER_ERRORS as exc:
         if wants_debug(argv):
             raise
-        return report(prog, exc)
+        return report(prog, exc, parser)
     return 0 if rc is None else int(rc)
 
 

@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     sp = subs[args._key]
     if extra:
         sp.error(f"unrecognized arguments: {' '.join(extra)}")
-    return run_command(sp.prog, lambda: args.func(args), argv)
+    return run_command(sp.prog, lambda: args.func(args), argv, sp)
 
 
 if __name__ == "__main__":

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_readme(Path(args.readme), Path(args.out or RECORDS_PATH), Path(args.layer_out or LAYER_PATH))
         return 0
 
-    return run_command(prog, body, argv)
+    return run_command(prog, body, argv, p)
 
 
 # ----------------------------------------------------------------------------------------- README table

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(recs)} records to {out}")
         return 0
 
-    return run_command(prog, body, argv)
+    return run_command(prog, body, argv, ap)
 
 
 __all__ = ["MODEL_SHAPES", "TOKENS", "RECORD_KEYS", "op_bytes", "roofline_ms", "make_record", "validate_record",

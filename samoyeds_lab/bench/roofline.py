@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_format_table(args.m, args.k, args.tokens, args.profile, args.dtype))
         return 0
 
-    return run_command(prog, body, argv)
+    return run_command(prog, body, argv, p)
 
 
 if __name__ == "__main__":  # pragma: no cover

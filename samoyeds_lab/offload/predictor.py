@@ -1220,7 +1220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
 
-    return run_command(prog, body, argv)
+    return run_command(prog, body, argv, ap)
 
 
 if __name__ == "__main__":  # pragma: no cover

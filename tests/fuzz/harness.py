@@ -86,6 +86,9 @@ def cli_case(argv: Sequence[str], label: str, names: str | Sequence[str], *, ent
         prefix = "samoyeds-lab " + command[len("cli."):] + ": error: "
         if not lines[0].startswith(prefix):
             raise CliFailure(f"expected the line to start with {prefix!r}, got {lines[0]!r}")
+        body = lines[0][len(prefix):]
+        if body.startswith("argument "):  # argparse's "argument --x: --x: ..." names the flag twice
+            raise CliFailure(f"expected '<flag>: <message>', got argparse's 'argument ...' form: {lines[0]!r}")
         raise CliError(lines[0])
 
     return case(command, label + " (" + " ".join(argv) + ")", call, CliError, names)
