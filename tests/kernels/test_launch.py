@@ -349,7 +349,7 @@ def test_bench_shapes_grids_within_cuda_limits(recorded_launches, monkeypatch, r
         recorded_launches.launches.clear()
         idx = torch.zeros(t, dtype=torch.int32)
         ops.ssmm(w, x1, idx, backend="cupy")
-        ops.spmm(w24, torch.empty(t, cols, dtype=torch.float16), backend="cupy")
+        ops.spmm(w24, torch.zeros(t, cols, dtype=torch.float16), backend="cupy")
         ops.dense_mm(dense, x1, idx, backend="cupy")
         for launch in recorded_launches.launches:
             gx, gy, gz = launch.grid
