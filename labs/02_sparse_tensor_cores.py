@@ -25,7 +25,8 @@ print(sl.device_info().banner())
 # real GPU measurements next to that ceiling when some have been recorded, and time one real-size
 # expert live on your own CPU, where the same bytes argument holds.
 #
-# **Plan.** (1) one `mma.sp.m16n8k32`, seen from one lane of the warp · (2) the roofline: bytes, FLOPs
+# **Plan.** (1) one `mma.sp.m16n8k32`, seen from one lane of the warp, then the whole tiled kernel
+# stepped across a V-window boundary · (2) the roofline: bytes, FLOPs
 # and the speed-up ceilings vs tokens per expert · (3) recorded GPU results · (4) live: one Mixtral-size
 # expert on this CPU, dense vs 2:4 vs Samoyeds, with a tokens slider (and the GPU kernels, on a GPU).
 #
@@ -42,7 +43,9 @@ from samoyeds_lab.exercises.cpu_kernels import check_decode_ceiling, check_unit_
 from samoyeds_lab.bench.kernels import MODEL_SHAPES, load_kernel_records
 from samoyeds_lab.bench.roofline import DEFAULT_TOKENS, OPS, expert_matrices, op_bytes, roofline, roofline_sweep
 from samoyeds_lab.kernels import cpu as cpu_kernels
+from samoyeds_lab.reference import ssmm as ssmm_reference
 from samoyeds_lab.reference.mma_sp import mma_sp_m16n8k32, pack_a, pack_b, pack_c, pack_e, unpack_d
+from samoyeds_lab.reference.stepper import example_ssmm, ssmm_steps
 from samoyeds_lab.reference.wgmma import SmemDescriptor, load_b, unpack_wg_d, wgmma_sp_m64nNk32
 from samoyeds_lab.viz.kernel_panel import (
     CPU_TOKENS,
@@ -53,6 +56,7 @@ from samoyeds_lab.viz.kernel_panel import (
     cpu_kernel_reason,
     crossover_tokens,
 )
+from samoyeds_lab.viz.kernel_steps import StepPanel, step_lines
 from samoyeds_lab.viz.kernels import cpu_expert_figure, cpu_label, roofline_figure, speedup_figure
 from samoyeds_lab.viz.mma_panel import MmaLanePanel, example_tile, example_warpgroup, lane_figures, lane_view
 
@@ -158,6 +162,50 @@ for tok in range(8):
     print(f"  token {tok}:", "  ".join(f"k{c * 8:>2}-{c * 8 + 7:<2} @{wg.offsets[tok, c * 8]:5d}" for c in range(4)))
 d = wgmma_sp_m64nNk32(wg.a, load_b(wg.smem, wg.desc, 64, wg.b.dtype), wg.c, wg.e, 0)
 print("emulated wgmma D == A·B + C exactly:", torch.equal(unpack_wg_d(d), wg.dense_a.float() @ wg.b.float() + wg.c_matrix))
+
+# %% [markdown]
+# ### From one instruction to the kernel: a V-window boundary, step by step
+#
+# The SSMM kernel tiles the product `Yᵀ = W · Xᵀ` into blocks of 128 *compressed* weight rows × 64 token
+# slots and walks K 32 columns (one `mma.sp.m16n8k32`) at a time. A Samoyeds weight keeps, per V-wide
+# window of K, one row of every pair: compressed row `c` (row group `r = c`) stands for dense row
+# `2r + row_index[w, c]` in window `w` — `2r` in one window, maybe `2r + 1` in the next. So the kernel
+# keeps **one accumulator per compressed row**, and at the end of every window adds it into the output
+# row that window names and starts again from zero (no data moves between windows: only the row index
+# changes). On the token side, the ids themselves are the addresses of the B rows: slot `n` loads
+# `x[token_idx[n]]`, and a `SENTINEL` (padding) slot loads nothing.
+#
+# `samoyeds_lab.reference.stepper.ssmm_steps` runs the tiled emulator (the same `mma.sp` calls as above,
+# in the kernel's loop order) and records every k-step. The example: 8 output rows (4 compressed rows),
+# K = 192 in 3 windows of V = 64 (2 k-steps each), 4 tokens picked out of 10 plus one SENTINEL slot,
+# small integers so every fp32 sum is exact.
+#
+# *Predict first:* after step 0 has anything been written to the output? After step 1, how many output
+# rows hold values, and which rows of each pair could they be?
+
+# %%
+sw, sx, sidx = example_ssmm(seed=0)
+steps = ssmm_steps(sw, sx, sidx)
+print(f"{sw}; token ids {sidx.tolist()}: {len(steps)} k-steps in one block")
+print("row_index (window × compressed row):", sw.row_index.tolist())
+for s_ in steps[:2]:
+    print("\n".join(step_lines(steps, s_.index)))
+print("\nstep | window | flush | live accumulator of c = 0, 1, 2, 3 lands in output row")
+for s_ in steps:
+    print(f"{s_.index:4d} | {s_.window:6d} | {'yes' if s_.flush else 'no ':5s} | {s_.dense_row.tolist()}")
+print("final output == reference ssmm (fp32), bit for bit:",
+      torch.equal(steps[-1].out, ssmm_reference(sw, sx, sidx, out_dtype=torch.float32)))
+print("B load of every step reads rows", steps[0].b_tokens[:len(sidx)].tolist(),
+      f"of x (then {64 - len(sidx)} more SENTINEL slots of the 64-token tile: nothing read)")
+
+# %% [markdown]
+# Move the slider over the steps: the table shows each compressed row's live accumulator (per token
+# slot) and the output row it will land in; the map below shows the output so far — grey cells not yet
+# written, amber the cells this step's flush adds into. Every window writes a *different* row of some
+# pairs: that swap of destination is all the "row selection" of Samoyeds costs the kernel.
+
+# %%
+StepPanel(steps)
 
 # %% [markdown]
 # ## 2. The roofline: how fast *can* an expert GEMM be?
@@ -382,6 +430,9 @@ live
 # * `mma.sp.m16n8k32` is a warp-wide 16×8×32 multiply whose A operand is stored as 16×16 values plus
 #   2-bit positions; each lane holds 8 A values, 8 B values, 4 accumulators, and (two lanes per quad)
 #   one metadata register with 8 nibbles.
+# * The kernel keeps one accumulator per *compressed* row and, at every V-window boundary, adds it into
+#   the output row that window's row index names (`2r` or `2r + 1` at 1:2) and zeroes it; its B loads use
+#   the token ids as addresses. Stepped on the emulator, the result equals the reference bit for bit.
 # * Hopper's `wgmma.mma_async.sp` keeps the same A and metadata registers per warp but reads B from
 #   swizzled shared memory through a matrix descriptor; whether it beats `mma.sp` is a measurement.
 # * On a GPU, an expert GEMM with few tokens is limited by HBM bytes: the ceilings over dense are

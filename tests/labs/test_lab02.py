@@ -36,6 +36,10 @@ def test_structure():
     assert "cpu_reference_records" not in src and "cpu_timing_figure" not in src
     nb = jupytext.read(SOURCE)
     assert sum(c.cell_type == "code" for c in nb.cells) >= 10
+    # the tiled kernel stepped across V-window boundaries, from the package, with a step slider
+    for needle in ("from samoyeds_lab.reference.stepper import example_ssmm, ssmm_steps", "StepPanel(steps)",
+                   "*Predict first:*"):
+        assert needle in src, needle
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -60,6 +64,13 @@ def test_figures_panels_and_labels_are_displayed(executed):
     text = all_outputs_text(nb)
     assert "emulated D == A·B + C exactly: True" in text
     assert "emulated wgmma D == A·B + C exactly: True" in text and "swizzle 64B" in text
+    # the stepped kernel: 6 k-steps over 3 windows, a flush every second step, exact against the reference
+    assert "final output == reference ssmm (fp32), bit for bit: True" in text
+    flushes = re.findall(r"^\s*(\d+) \|\s+(\d) \| (yes|no)\s*\| \[([0-9, ]+)\]$", text, flags=re.M)
+    assert [(int(i), int(w), f) for i, w, f, _ in flushes] == [(i, i // 2, "yes" if i % 2 else "no") for i in range(6)]
+    for _, _, _, rows in flushes:  # compressed row c lands in 2c or 2c + 1
+        assert all(int(r) // 2 == c for c, r in enumerate(rows.split(", ")))
+    assert "FLUSH: add each accumulator" in text and "live accumulator -> output row" in text
     assert "model, not a measurement" in text
     figures = "\n".join(str(o.data.get("application/vnd.plotly.v1+json", ""))
                         for c in nb.cells if c.cell_type == "code" for o in c.outputs
