@@ -27,7 +27,8 @@ print(sl.device_info().banner())
 #
 # **Plan.** (1) the model and its activations · (2) the two pruning methods · (3) the modelled speed
 # of each pattern · (4) the recorded sweep: table and trade-off plots · (5) a short recovery
-# fine-tune · (6) prune it yourself, live.
+# fine-tune · (6) prune it yourself, live. Two exercises after section 2 build the Wanda 2:4 mask and the
+# Samoyeds two-step mask yourself.
 #
 # **Honesty notes.** The model is the lab's own *tiny* byte-level MoE (≈3.5 M parameters, 4 layers × 8
 # experts, trained for minutes on a CPU; no model hub is reachable here), so perplexities are per *byte*
@@ -43,6 +44,7 @@ import torch
 
 from samoyeds_lab import viz
 from samoyeds_lab.corpus import load_corpus
+from samoyeds_lab.exercises.pruning import check_samoyeds_mask, check_wanda_mask
 from samoyeds_lab.moe import TinyMoEForCausalLM
 from samoyeds_lab.moe.accuracy import (
     SPEED_MODEL,
@@ -144,6 +146,54 @@ viz.mask_heatmap(prune_mask(W, "samoyeds", method="wanda", acts=Xe, vector=32), 
                  title="Its Samoyeds mask (Wanda, V = 32): 1 of 2 rows per window, 2:4 inside").show()
 
 # %% [markdown]
+# ### Exercise 1 — the Wanda score and its 2:4 mask
+#
+# Write `my_wanda_mask(w, x)`: `w` is an `[out, in]` weight and `x` the `[tokens, in]` inputs it sees on
+# calibration text. Score every weight by `S_ij = |W_ij| · ‖X_{:,j}‖₂` (the L2 norm of input column `j`
+# over the tokens) and keep the 2 highest scores of every group of 4 consecutive elements of each row.
+# `check_wanda_mask` compares yours with `prune_mask(w, "2:4", method="wanda", acts=x)` on inputs with a few
+# large channels, like those of section 1 (where the magnitude mask would be wrong), and shows yours vs
+# expected until it is right.
+
+# %%
+def my_wanda_mask(w, x):
+    """bool [out, in]: the 2:4 mask of w chosen by the Wanda scores |w[i, j]| * ||x[:, j]||_2."""
+    # TODO: norms = x.pow(2).sum(0).sqrt() (one per input column); scores = w.abs() * norms;
+    #       view the scores as [out, in // 4, 4], take .topk(2, dim=-1).indices and scatter True into a
+    #       zero bool tensor of that shape; reshape to w.shape
+    raise NotImplementedError
+
+
+check_wanda_mask(my_wanda_mask);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.pruning.solution_wanda_mask` (read it after trying).
+#
+# ### Exercise 2 — the Samoyeds two-step mask
+#
+# Write `my_samoyeds_mask(scores, vector)` for the pattern pruned above (1 of every 2 rows, then 2:4), given
+# a score per weight (`|W|`, or Wanda's `S`): **first** the 2:4 mask of every row (exercise 1's step);
+# **then**, for every `vector`-wide window of columns and every pair of rows `(2p, 2p+1)`, keep only the row
+# whose 2:4-kept scores *in that window* sum higher (equal sums: the upper row) and drop the other row's
+# segment. `check_samoyeds_mask` compares yours with `samoyeds_mask(scores, n=1, m=2, vector=vector)`; its
+# first case is built so that ranking rows by all their scores, or choosing one row for the whole matrix,
+# gives a different mask.
+
+# %%
+def my_samoyeds_mask(scores, vector):
+    """bool [rows, cols]: 1 of every 2 rows per `vector`-wide window of columns, then 2:4 inside it."""
+    # TODO: keep24 = the 2:4 mask of scores; row_score = (scores * keep24).reshape(rows, cols // vector,
+    #       vector).sum(-1); upper = row_score[0::2] >= row_score[1::2]; the kept rows of a window are
+    #       `upper` for rows 2p and `~upper` for rows 2p+1; mask = keep24 & (that, repeated over the window)
+    raise NotImplementedError
+
+
+check_samoyeds_mask(my_samoyeds_mask);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.pruning.solution_samoyeds_mask` (read it after trying).
+
+# %% [markdown]
 # ## 3. What each pattern saves: the modelled decode speed
 #
 # While decoding, each expert sees a handful of tokens, so its matrix multiplies are **memory-bound**:
@@ -154,6 +204,10 @@ viz.mask_heatmap(prune_mask(W, "samoyeds", method="wanda", acts=Xe, vector=32), 
 #
 # with the compressed bytes from each operand's `.nbytes` (values + 2-bit 2:4 metadata + Samoyeds' 1-bit
 # row indices). It is a ceiling for the expert GEMMs alone, not a benchmark.
+#
+# **Predict first:** 2:4 keeps 50% of the values and Samoyeds 25%. Counting 2 bytes per fp16 value, the
+# 2-bit metadata of every kept value and Samoyeds' row indices, what share of the dense bytes does each
+# stream: exactly 50% and 25%, or how much more? Write both down, then run the cell.
 
 # %%
 print(SPEED_MODEL)
@@ -169,6 +223,10 @@ for r in records:
 # the shipped checkpoint: the dense baseline, then 2:4 and Samoyeds (V = 32, 64, 128), each by magnitude
 # and by Wanda, evaluated on the **whole held-out split** (documents never seen in training). The
 # table's Δ is the change of overall perplexity relative to the dense model.
+#
+# **Predict first:** one-shot (no fine-tuning), by how much does 2:4 raise the held-out perplexity: +2%,
+# +20%, ×2? And the Samoyeds pattern, which halves the bytes again? Which method loses less, magnitude or
+# Wanda? Write it down; the table, the two plots and the ratios below answer.
 
 # %%
 st = sweep["settings"]

@@ -26,9 +26,10 @@ print(sl.device_info().banner())
 # comes to the best any cache could do.
 #
 # **Plan.** (1) the SiDA predictor: from token embeddings to the experts of every layer, and how good it
-# is on held-out text · (2) the cache simulator on a hand-made trace · (3) hit rate against GPU budget for
-# every policy, with the Belady bound · (4) what a hit rate is worth in time: the latency model ·
-# (5) how good must a predictor be? · (6) batch size · (7) an interactive panel.
+# is on held-out text · (2) the cache simulator on a hand-made trace, with two exercises (an LRU and a
+# Belady cache of your own) · (3) hit rate against GPU budget for every policy, with the Belady bound ·
+# (4) what a hit rate is worth in time: the latency model · (5) how good must a predictor be? · (6) batch
+# size · (7) an interactive panel.
 #
 # **The systems.** *Reactive caches* (LRU, LFU, FIFO — mixtral-offloading keeps an LRU cache per
 # layer) load an expert when the router asks for it. A *static hot set* (Fiddler) pins the experts
@@ -52,6 +53,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from samoyeds_lab.exercises.caching import check_belady_hits, check_lru_hits
 from samoyeds_lab.offload import simulate_cache
 from samoyeds_lab.offload.predictor import (
     load_shipped_metrics,
@@ -154,6 +156,9 @@ print("shipped predictions agree with the live run:",
 # and what was evicted when. Take 2 MoE layers × 2 experts (ids 0–3) decoding three tokens that each use
 # one expert per layer, and a cache of 2 experts. LRU evicts what was used longest ago — which, in a
 # loop over layers, is exactly what will be needed next.
+#
+# **Predict first:** of the 6 accesses, how many hit under LRU? Under Belady, who knows the future? Write
+# both down, then run the cell.
 
 # %%
 trace = [0, 2, 1, 3, 0, 2]
@@ -171,11 +176,57 @@ print(f"  sida: hits {st.hits}, misses {st.misses}, prefetch loads {st.prefetche
 # needed: the link carried as many experts as the misses of a cache with no memory at all. Whether that
 # helps depends on whether the transfer can hide behind compute — section 4.
 #
+# ### Exercise 1 — an LRU cache, access by access
+#
+# Write `my_lru_hits(trace, capacity)`: `trace` is a list of expert ids in access order, the GPU holds
+# `capacity` experts and starts empty. Return one bool per access, True where the expert was already
+# resident. A miss loads the expert; if the cache is full it first evicts the **least recently used**
+# resident (a hit counts as a use). `check_lru_hits` replays the hand traces and decode traces of a 2 × 4
+# and a 4 × 8 MoE through `simulate_cache(trace, capacity, "lru")` and shows yours vs expected, with the
+# cache's content where they first differ.
+
+# %%
+def my_lru_hits(trace, capacity):
+    """One bool per access: True if the expert was resident in an LRU cache of `capacity` experts."""
+    # TODO: keep a list `order` of residents, least recently used first; for each x: a hit if x is in it
+    #       (then move x to the end), else a miss (pop order[0] if the list is full, then append x)
+    raise NotImplementedError
+
+
+check_lru_hits(my_lru_hits);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.caching.solution_lru_hits` (read it after trying).
+#
+# ### Exercise 2 — Belady's MIN, the bound on every chart
+#
+# Write `my_belady_hits(trace, capacity)`: the same replay, but a miss with a full cache evicts the
+# resident whose **next use** after the current access comes last (an expert never used again is the
+# furthest). No real system knows the future, but no demand cache misses less: this is the Belady curve
+# of the next figure. `check_belady_hits` compares yours with `simulate_cache(trace, capacity, "belady")`.
+
+# %%
+def my_belady_hits(trace, capacity):
+    """One bool per access: True if the expert was resident in a Belady (MIN) cache of `capacity` experts."""
+    # TODO: keep a set of residents; on a miss with a full set, for each resident y find the first j > i
+    #       with trace[j] == y (none: infinity) and remove the y with the largest j; then add the new expert
+    raise NotImplementedError
+
+
+check_belady_hits(my_belady_hits);
+
+# %% [markdown]
+# Stuck? The solution is `samoyeds_lab.exercises.caching.solution_belady_hits` (read it after trying).
+#
 # ## 3. Hit rate against GPU budget, every policy
 #
 # The held-out English routing, decoded one token at a time; one cache shared by all layers, its budget
 # counted in experts (32 = everything resident). The static hot set is profiled on the *other two* texts
 # (German and code), as an offline profile would be.
+#
+# **Predict first:** one token uses 8 experts (2 in each of the 4 layers). With a budget of 6, fewer than
+# one token's worth, what share of the uses will LRU serve from GPU memory? Belady? SiDA's prefetching?
+# The figure, and the line printed under it, answer.
 
 # %%
 pop = np.zeros((L, E))
@@ -188,6 +239,11 @@ t0 = time.perf_counter()
 sweep = budget_sweep(first(en.topk_ids), E, caps, predictions=pred_en, popularity=pop)
 print(f"{len(caps)} budgets × {len(sweep.hit_rate)} policies replayed in {time.perf_counter() - t0:.1f} s")
 hit_rate_budget_figure(sweep, num_layers=L, num_experts=E, budget=12, expert_gb=MIXTRAL_EXPERT.nbytes / 1e9)
+
+# %%
+at6 = caps.index(6)
+print("hit rate at a budget of 6 experts: "
+      + ", ".join(f"{p} {sweep.hit_rate[p][at6]:.1%}" for p in ("lru", "belady", "sida")))
 
 # %% [markdown]
 # What to read off it:

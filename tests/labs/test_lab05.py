@@ -1,6 +1,9 @@
 """Lab 05 (sparsity vs accuracy): the notebook runs headless without errors and fast, shows the recorded
 sweep and a live one, and its .ipynb matches the py:percent source it is generated from."""
 
+import re
+
+import jupytext
 import pytest
 
 from .notebooks import (
@@ -10,6 +13,7 @@ from .notebooks import (
     assert_ran_cleanly,
     execute,
     output_kinds,
+    outputs_text,
 )
 
 SOURCE = LABS / "05_sparsity_accuracy.py"
@@ -24,6 +28,25 @@ def test_structure():
     # the recorded sweep and a live one are both there, and the modelled speed is called a model
     assert "load_sweep(" in src and "sparsity_sweep(" in src and "AccuracyPanel(" in src
     assert "not a GPU measurement" in src or "not a benchmark" in src
+
+
+def test_exercises_and_predictions():
+    nb = jupytext.read(SOURCE)
+    # two exercises: a stub the learner fills in, then its self-check; the solutions live in the package
+    stubs = [c for c in nb.cells if "# TODO" in c.source]
+    assert len(stubs) == 2 and all("raise NotImplementedError" in c.source for c in stubs)
+    assert [re.search(r"^(check_\w+)\(my_\w+\);", c.source, re.M).group(1) for c in stubs] == [
+        "check_wanda_mask", "check_samoyeds_mask"]
+    # no solution cell: nothing tagged "solution", no solution_* in any code cell
+    assert not [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert not [c for c in nb.cells if c.cell_type == "code" and "solution_" in c.source]
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    named = re.findall(r"Stuck\? The solution is `samoyeds_lab\.exercises\.pruning\.(solution_\w+)`", text)
+    assert named == ["solution_wanda_mask", "solution_samoyeds_mask"]
+    assert text.count("**Predict first:**") >= 2
+    from samoyeds_lab.exercises import pruning
+
+    assert all(callable(getattr(pruning, n)) for n in named)
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -48,3 +71,10 @@ def test_recorded_and_live_results_are_shown(executed):
     assert "the shipped one" in text, "the recorded sweep was run on another checkpoint: regenerate it"
     assert text.count("live Samoyeds V=128") == 2
     assert_banner(nb)
+
+
+@pytest.mark.slow
+def test_exercises_report_unsolved_stubs(executed):
+    nb, _ = executed
+    stub_out = [outputs_text(c) for c in nb.cells if "# TODO" in c.source]
+    assert len(stub_out) == 2 and all("not yet solved" in s and "NotImplementedError" in s for s in stub_out)
