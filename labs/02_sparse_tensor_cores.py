@@ -195,8 +195,8 @@ for s_ in steps:
     print(f"{s_.index:4d} | {s_.window:6d} | {'yes' if s_.flush else 'no ':5s} | {s_.dense_row.tolist()}")
 print("final output == reference ssmm (fp32), bit for bit:",
       torch.equal(steps[-1].out, ssmm_reference(sw, sx, sidx, out_dtype=torch.float32)))
-print("B load of every step reads rows", steps[0].b_tokens[:len(sidx)].tolist(),
-      f"of x (then {64 - len(sidx)} more SENTINEL slots of the 64-token tile: nothing read)")
+print(f"B load of every step: slots 0–{len(sidx) - 1} read rows {steps[0].b_tokens[:len(sidx)].tolist()} of x "
+      f"(SENTINEL = -1 reads nothing), and the other {64 - len(sidx)} slots of the 64-token tile are SENTINEL too")
 
 # %% [markdown]
 # Move the slider over the steps: the table shows each compressed row's live accumulator (per token

@@ -320,6 +320,8 @@ fusion_bytes_figure(fc).show()
 # side is everything, 2:4 → Samoyeds halves the bytes again. With thousands of tokens per expert the copy
 # `xg` (written, then read back) grows to tens of MB and the activation side overtakes the weight side in
 # bytes — though by then the GEMM is compute-bound, so in time it is the fused kernel's half-rows that pay.
+# (That the decode ratio over gather + 2:4 comes out near 1.99× is a coincidence of byte counts: the
+# paper's measured 1.99× compares other things, see the end of section 4.)
 
 # %% [markdown]
 # ### Exercise 2 — the MoE combine in a few lines
