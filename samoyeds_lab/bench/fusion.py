@@ -149,8 +149,9 @@ def dual_side_savings(costs: dict[str, PathCost]) -> dict[str, float]:
     ``bytes_ratio`` (2:4+gather bytes / fused bytes) and ``time_ratio`` (modelled time, same order).
     """
     if not isinstance(costs, dict) or set(costs) != set(FUSION_PATHS):
+        keys = f" with keys {sorted(costs)!r}" if isinstance(costs, dict) else ""
         raise ValueError(f"costs: expected the dict fusion_costs returns (keys {FUSION_PATHS}), got "
-                         f"{type(costs).__name__}{' with keys ' + repr(sorted(costs)) if isinstance(costs, dict) else ''}")
+                         f"{type(costs).__name__}{keys}")
     base, fused = costs["2:4+gather"], costs["samoyeds fused"]
     weight = base.weight_bytes - fused.weight_bytes
     activation = base.copy_bytes - fused.copy_bytes

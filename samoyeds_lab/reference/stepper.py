@@ -123,7 +123,8 @@ def ssmm_steps(weight: NMWeight | SamoyedsWeight, x: torch.Tensor, token_idx: to
         raise TypeError(f"x: mma.sp takes A and B of the same type; weight values are {inner.dtype}, x is {x.dtype}")
     rows, cols = weight.shape
     if x.shape[1] != cols:
-        raise ValueError(f"x: expected shape [tokens, {cols}] to match the weight's {cols} columns, got {tuple(x.shape)}")
+        raise ValueError(f"x: expected shape [tokens, {cols}] to match the weight's {cols} columns, "
+                         f"got {tuple(x.shape)}")
     idx = check_token_idx(token_idx, x.shape[0]).cpu()
     x = x.detach().cpu()
     ntok, crows = idx.numel(), inner.shape[0]
@@ -312,7 +313,8 @@ def gather_plan(
         if expert is None:
             raise ValueError("expert: expected the expert whose token list to take from the TokenSelection, got None")
         if token_idx.num_tokens != num_tokens:
-            raise ValueError(f"num_tokens: expected the selection's num_tokens={token_idx.num_tokens}, got {num_tokens}")
+            raise ValueError(f"num_tokens: expected the selection's num_tokens={token_idx.num_tokens}, "
+                             f"got {num_tokens}")
         ids = token_idx.padded_tokens_of(expert)
     else:
         check_instance("token_idx", token_idx, torch.Tensor, "a 1-D integer tensor or a TokenSelection")

@@ -155,8 +155,10 @@ def fusion_bytes_figure(costs: dict[int, dict[str, PathCost]]) -> go.Figure:
     if not isinstance(costs, dict) or not costs:
         raise TypeError(f"costs: expected {{tokens: fusion_costs(...)}} (a non-empty dict), got {type(costs).__name__}")
     for t, c in costs.items():
-        if not isinstance(c, dict) or set(c) != set(FUSION_PATHS) or not all(isinstance(v, PathCost) for v in c.values()):
-            raise ValueError(f"costs: expected fusion_costs(...) for every token count, got {type(c).__name__} at {t!r}")
+        ok = isinstance(c, dict) and set(c) == set(FUSION_PATHS) and all(isinstance(v, PathCost) for v in c.values())
+        if not ok:
+            raise ValueError(f"costs: expected fusion_costs(...) for every token count, "
+                             f"got {type(c).__name__} at {t!r}")
     first = next(iter(next(iter(costs.values())).values()))
     short = {"dense+gather": "dense + gather", "2:4+gather": "2:4 + gather", "samoyeds+gather": "Samoyeds + gather",
              "samoyeds fused": "Samoyeds fused"}

@@ -129,7 +129,8 @@ def test_step_errors():
 def test_example_errors():
     for kw, exc, name in [(dict(rows=7), ValueError, "rows"), (dict(vector=48), ValueError, "vector"),
                           (dict(cols=16), ValueError, "cols"), (dict(seed=-1), ValueError, "seed"),
-                          (dict(dtype=torch.float32), TypeError, "dtype"), (dict(num_tokens=1.5), TypeError, "num_tokens")]:
+                          (dict(dtype=torch.float32), TypeError, "dtype"), 
+                          (dict(num_tokens=1.5), TypeError, "num_tokens")]:
         with pytest.raises(exc, match=name):
             example_ssmm(**kw)
 
