@@ -12,18 +12,18 @@
 # ---
 
 # %%
-# Lab 08 — one MoE served three ways. What can this machine run?
+# Lab 08 — one MoE served five ways. What can this machine run?
 import samoyeds_lab as sl
 
 print(sl.device_info().banner())
 
 # %% [markdown]
-# # Lab 08 — End to end: one MoE, served dense, Samoyeds-sparse and offloaded
+# # Lab 08 — End to end: one MoE, served dense, Samoyeds-sparse, offloaded, near data and both
 #
 # **Goal.** The earlier labs took the pieces apart: the formats (Lab 01), the sparse tensor cores
-# (Lab 02), routing (Lab 03), what pruning costs (Lab 05), caches and predictors for offloading. Here
-# they come back together. One model — the lab's trained tiny MoE — is served three ways, and for each
-# we put **accuracy**, **time** and **memory** side by side:
+# (Lab 02), routing (Lab 03), what pruning costs (Lab 05), caches and predictors for offloading (Lab 06),
+# experts computed near their data (Lab 07). Here they come back together. One model — the lab's trained
+# tiny MoE — is served five ways, and for each we put **accuracy**, **time** and **memory** side by side:
 #
 # 1. **dense**: every expert resident, the `"grouped"` backend;
 # 2. **Samoyeds dual-side sparse**: experts pruned to the Samoyeds pattern (1 of 2 rows per 128-wide
@@ -32,12 +32,17 @@ print(sl.device_info().banner())
 # 3. **offloaded**: the dense model with its experts in host memory and a GPU budget of a few experts;
 #    the model's real routing on held-out text is replayed through the offload simulator under every
 #    policy (LRU, LFU, static hot set, SiDA predictor, next-layer gate) and the best by modelled latency
-#    is served; Belady's offline optimum is the bound.
+#    is served; Belady's offline optimum is the bound;
+# 4. **MoNDE** (near-data experts, arXiv:2405.18832): the same hot experts stay on the GPU, and every cold
+#    expert is computed where its weights live, so only activations cross the link;
+# 5. **Samoyeds + offloaded**: the offloaded way with Samoyeds-compressed experts, so each miss moves the
+#    compressed operand, ≈3.5× fewer bytes over PCIe.
 #
-# **Plan.** (1) serve the three ways · (2) the side-by-side table and figure · (3) accuracy ·
+# **Plan.** (1) serve the first three ways · (2) the side-by-side table and figure · (3) accuracy ·
 # (4) time, measured here and modelled at Mixtral shapes · (5) memory · (6) inside the offloaded way:
-# policies and GPU budget, with two exercises (the static hot set; what the misses cost) · (7) what
-# changes on a GPU.
+# policies and GPU budget, with two exercises (the static hot set; what the misses cost) · (7) the MoNDE
+# and Samoyeds + offloaded ways · (8) the papers' headline numbers next to ours · (9) bring your own
+# model · (10) what changes on a GPU.
 #
 # **Honesty notes.** Every number carries its provenance. *live / measured*: run in this notebook on
 # this machine. *recorded*: read from a shipped file (with its date). *model*: a roofline or
@@ -54,6 +59,7 @@ from samoyeds_lab.bench.end_to_end import (
     OFFLOAD_POLICIES,
     gpu_section,
     offload_budget_curve,
+    serve_more_ways,
     serve_three_ways,
 )
 from samoyeds_lab.exercises.end_to_end import check_hot_set, check_offload_time
@@ -62,7 +68,9 @@ from samoyeds_lab.viz.end_to_end import (
     end_to_end_figure,
     end_to_end_table,
     expert_calls_figure,
+    five_ways_model_figure,
     kernel_records_figure,
+    monde_measured_figure,
     offload_policy_figure,
 )
 from samoyeds_lab.viz.end_to_end_panel import OffloadBudgetPanel
@@ -154,7 +162,8 @@ if sam.recorded_ppl and dense.recorded_ppl:
 # ## 4. Time
 #
 # **Measured here** (this machine, the tiny model, a forward pass over `TIME_TOKENS` held-out bytes, on
-# `THREADS` thread). On a CPU the `"samoyeds"` backend runs this project's CPU kernels, which multiply
+# `THREADS` thread). On a CPU the `"samoyeds"` backend runs this project's CPU kernels
+# (`samoyeds_lab.kernels`, backend `"cpu"`), so the Samoyeds way's measured times are those kernels' times; they multiply
 # straight from the compressed operand (the banner's "CPU path" line says which instruction set). Whether
 # that is faster here is a measurement, printed below, not a promise — and on this model it has little to
 # work with: each expert matrix is 256 × 128 in fp32, 128 kB dense, small enough to stay in the CPU's
@@ -325,7 +334,152 @@ panel = OffloadBudgetPanel(result.replay, capacity=c.capacity)
 panel
 
 # %% [markdown]
-# ## 7. What changes on a GPU
+# ## 7. Two more ways: MoNDE, and Samoyeds + offloading
+#
+# **MoNDE** (near-data experts). The offloaded way moves a cold expert's *weights* to the GPU (≈352 MB at
+# Mixtral size) to use them on one token. MoNDE turns that around: cold experts are computed where they
+# live, by processing units beside that memory, and only the token's *activations* (`2 · d_model` fp16
+# bytes, 16 kB) cross the link; the hot experts stay resident on the GPU, and the two sides run at the same
+# time. Here the hot set is the offloaded way's: the same 9 most used experts of the train-split profile.
+#
+# * **Measured here**: the tiny model's expert layers (its real inputs and routing from the timed forward)
+#   through `samoyeds_lab.offload.hybrid.HybridExecutor`: hot experts on the "fast" side (the calling
+#   thread), cold ones on a near-side worker thread computing from host memory, both at once — against the
+#   same executor with every expert on the fast side. On this CPU-only machine both sides are **the same
+#   cores** (no faster device, no real link), so this measures the split's overheads, not MoNDE's gain.
+# * **Modelled**: the cost model of `samoyeds_lab.offload.cost` at Mixtral-8x7B shapes, the H100 SXM for
+#   the hot experts and the illustrative CXL near-data profile `cxl_ndp_monde` (102 GB/s internal memory,
+#   4 TFLOP/s, PCIe 5 link; MoNDE itself was evaluated in simulation) for the cold ones, over the same
+#   recorded routing as the other ways.
+#
+# **Samoyeds + offloading.** With Samoyeds-compressed experts, every miss moves the compressed operand
+# (values + 2:4 metadata + row indices, counted by the package's byte model) instead of the dense fp16
+# expert. At the offloaded way's GPU *bytes* every compressed expert already fits — that is the Samoyeds
+# way, and nothing crosses the link. So this way keeps the offloaded way's *number* of resident experts (the
+# same hit rates) in ≈28% of its bytes, for a GPU too small even for the compressed experts. Modelled
+# with the offload cost model (`offload_latency`); its accuracy is the Samoyeds way's (same weights).
+#
+# **Predict first:** at one token per step, how much faster than the offloaded way will each be? The
+# compressed misses move 3.5× fewer bytes; MoNDE streams a cold expert from 102 GB/s memory instead of
+# over a 64 GB/s link. Write both factors down, then run the cell.
+
+# %%
+more = serve_more_ways(result, repeat=REPEAT)
+mo, so = more.monde, more.samoyeds_offloaded
+m = mo.measured
+print(f"MoNDE, measured here ({m['source']}): every expert on the fast side {m['resident_ms']:.3f} ms/token, "
+      f"MoNDE split {m['hybrid_ms']:.3f} ms/token (×{m['hybrid_ms'] / m['resident_ms']:.2f}; fast side "
+      f"{m['fast_ms']:.3f}, near side {m['near_ms']:.3f}, concurrent); hybrid output vs one-device: "
+      f"max |Δ| = {m['max_abs_diff']:.1e}")
+monde_measured_figure(more).show()
+print(f"MoNDE, {mo.model['source']}: {mo.model['ms_per_token']:.2f} ms/token ({mo.model['near_share']:.0%} of "
+      f"expert accesses near data; GPU side {mo.model['gpu_ms']:.2f}, near side {mo.model['near_ms']:.2f} ms/token)")
+sb = so.bytes
+best_so = so.choice.policies[so.choice.best]
+print(f"Samoyeds + offloaded, {so.source}: {best_so.ms_per_token:.2f} ms/token (hit rate {best_so.hit_rate:.1%}); "
+      f"one expert {sb['dense'] / 1e6:.0f} MB dense → {sb['compressed'] / 1e6:.0f} MB compressed "
+      f"(×{sb['ratio']:.2f} fewer bytes per miss)")
+print(f"vs the offloaded way ({c.best}, {off.model_ms_per_token:.2f} ms/token, model): MoNDE "
+      f"×{off.model_ms_per_token / mo.model['ms_per_token']:.2f} faster, Samoyeds + offloaded "
+      f"×{off.model_ms_per_token / best_so.ms_per_token:.2f} faster")
+
+# %% [markdown]
+# All five ways **modelled** at the same shapes, GPU profile and routing — one kind of number of one model,
+# so one axis. (The measured numbers of the tiny model stay in their own panels above.)
+
+# %%
+five_ways_model_figure(result, more).show()
+for row in more.modelled_rows(result):
+    print(f"{row['label'][:60]:60s} {row['ms_per_token']:8.3f} ms/token  {row['memory_fraction']:6.1%} of dense bytes")
+    print(f"{'':60s} [{row['source']}]")
+
+# %% [markdown]
+# ## 8. The papers' headline numbers, next to ours
+#
+# * **Samoyeds** (arXiv:2503.10725) reports up to **1.99×** over the state of the art at kernel level (on an
+#   RTX 4070 Super, against VENOM; their kernel computes only the ≈n/4 routed tokens while the baselines
+#   compute all n, so the figure includes the token-selection benefit), **1.58×** at model level, and a
+#   **4.41×** larger maximum batch on average; a decoder layer runs 1.01–2.36× (avg 1.42×) faster than
+#   transformers'.
+# * **SiDA-MoE** (arXiv:2310.18859) reports up to **3.93×** throughput, latency down to 28% and up to 80% of
+#   GPU memory saved (Switch-base-8 … 256 on one A100, predictor hit rates 90.5–99%).
+# * **MoNDE** (arXiv:2405.18832) reports up to **7.5×** (encoder) and **3.7×** (decoder) over parameter
+#   offloading, evaluated in simulation.
+#
+# The next cell puts our measured and modelled numbers beside them; the reconciliation follows it.
+
+# %%
+sam_model = dense.model_ms_per_token / sam.model_ms_per_token
+sam_meas = dense.measured_ms_per_token / sam.measured_ms_per_token
+print(f"Samoyeds: model (expert GEMMs only, roofline, {s['shape']} on {s['profile']}, batch {s['batch_tokens']}) "
+      f"×{sam_model:.2f} faster than dense; measured here (tiny model, whole forward, CPU kernels) dense time / "
+      f"Samoyeds time = {sam_meas:.2f} ({'faster' if sam_meas > 1 else 'slower'}); "
+      f"expert bytes {sam.memory_fraction:.1%} of dense → ×{1 / sam.memory_fraction:.2f} more experts per GPU byte")
+sida, lru_p = c.policies["sida"], c.policies["lru"]
+print(f"SiDA (our prefetch-only policy, model): {sida.ms_per_token:.2f} ms/token vs LRU {lru_p.ms_per_token:.2f} "
+      f"(×{lru_p.ms_per_token / sida.ms_per_token:.2f}), hit rate {sida.hit_rate:.1%} vs {lru_p.hit_rate:.1%}")
+print(f"MoNDE (model): ×{off.model_ms_per_token / mo.model['ms_per_token']:.2f} faster than the best offloading "
+      f"policy at {s['batch_tokens']} token(s)/step")
+
+# %% [markdown]
+# **Reconciling.**
+# * *Samoyeds 1.58× model level vs our modelled ceiling.* Our number is a roofline ceiling for the expert
+#   GEMMs alone at decode, where they only stream weights: it can approach the byte ratio (≈3.5×), never
+#   more. The 1.58× is a whole model measured on a GPU, where attention, routing and the non-expert layers do
+#   not shrink, and the kernel does not reach the bandwidth ceiling — so it sits well below 3.5×, as it
+#   must. The 1.99× kernel figure is not 3.5× either: it is measured against another sparse kernel (VENOM),
+#   not dense, and includes computing only the routed tokens. Our *measured* CPU ratio on the tiny model is
+#   about per-call cost, not bytes (section 4).
+# * *Samoyeds 4.41× batch vs our 3.5× fewer expert bytes.* Freeing ≈72% of the expert bytes leaves room
+#   for the KV cache and activations that set the maximum batch; the batch gain depends on how much memory
+#   the model's other parts take, so it can exceed the weight ratio. We model no KV cache, so we only state
+#   the weight ratio.
+# * *SiDA 3.93× vs our SiDA policy.* Our SiDA only prefetches on a Mixtral-sized, top-2 decode trace where
+#   a prefetch cannot hide behind 0.2 ms of compute; the paper replaces the router with its predictor
+#   (hash routing), on Switch models with many small experts, top-1 and a 90–99% hit rate on one A100, where
+#   an expert move is short and a right guess saves all of it. The regimes differ, so the factors do too.
+# * *MoNDE 7.5×/3.7× vs our factor.* At one token per step both the offloaded and the MoNDE ways are bound by
+#   streaming a cold expert's weights once: over PCIe (64 GB/s) for offloading, from the near device's own
+#   memory (102 GB/s in our illustrative profile) for MoNDE — so our factor is capped near that bandwidth
+#   ratio. MoNDE's simulated device and its batches (an encoder routes many tokens per expert, which an
+#   offloaded expert must wait for) give larger factors; edit `data/hardware/cxl_ndp_monde.json` or
+#   `serve_three_ways(..., batch_tokens=16)` to move ours.
+
+# %% [markdown]
+# ## 9. Bring your own model
+#
+# The offload and MoNDE cost models on any local Hugging Face MoE checkpoint: set `HF_MODEL_PATH` to its
+# directory (or start JupyterLab with the environment variable `SAMOYEDS_HF_MODEL` set). The cell loads it
+# offline with `samoyeds_lab.moe.load_hf_moe`, records its routing on 256 tokens of held-out text, takes its
+# expert sizes from its config, profiles a static hot set on the first half of the trace (a quarter of all
+# experts on the GPU) and models the second half: the offload policies, Samoyeds + offloading and MoNDE on
+# the same profiles as above. Every number it prints is a model on a routing measured live.
+
+# %%
+from samoyeds_lab.bench.byo import ENV_VAR, byo_model_path, byo_trace
+from samoyeds_lab.bench.end_to_end import byo_offload_costs, hf_expert_shape
+
+HF_MODEL_PATH = None  # e.g. "/models/Mixtral-8x7B-v0.1"; None: read the environment variable SAMOYEDS_HF_MODEL
+byo_path = byo_model_path(HF_MODEL_PATH)
+if byo_path is None:
+    print(f"Bring-your-own-model cell skipped: no checkpoint set. To run it, set HF_MODEL_PATH = \"/path/to/checkpoint\" "
+          f"in this cell, or export {ENV_VAR}=/path/to/checkpoint before starting JupyterLab.")
+else:
+    byo_model, byo_tr, byo_how = byo_trace(byo_path, tokens=256)
+    byo = byo_offload_costs(byo_tr, hf_expert_shape(byo_model))
+    d_b, f_b = byo["shape"]
+    print(f"{byo_path.name}: {byo_tr.num_layers} MoE layers × {byo_tr.num_experts} experts, top-{byo_tr.top_k}, "
+          f"expert d_model={d_b}, d_ffn={f_b}: {byo['expert_mb']:.3g} MB dense fp16, {byo['compressed_mb']:.3g} MB "
+          f"Samoyeds-compressed; routed {byo_how}")
+    print(f"model (h100_sxm, cxl_ndp_monde, 1 token/step, {byo['capacity']}/{byo['num_slots']} experts on the GPU, "
+          f"{byo['tokens']} tokens replayed): all resident {byo['resident_ms']:.4g} ms/token")
+    for pol, ms in byo["offload"].items():
+        print(f"  offloaded, {pol:7s} {ms:.4g} ms/token" + (" (best non-oracle)" if pol == byo["best"] else ""))
+    print(f"  Samoyeds + offloaded {byo['samoyeds_offload_ms']:.4g} ms/token; MoNDE {byo['monde_ms']:.4g} ms/token "
+          f"({byo['monde_near_share']:.0%} of accesses near data)")
+
+# %% [markdown]
+# ## 10. What changes on a GPU
 #
 # On an SM80+ GPU with CuPy (`samoyeds_lab.kernels.available()`), `serve_three_ways(device="auto")`
 # puts the model on the GPU in fp16, and the same cells time the real kernels: the `"samoyeds"` backend
@@ -355,6 +509,11 @@ else:
 #   per step every miss costs a PCIe transfer far longer than the layer's compute: tens of times the
 #   all-resident time whichever policy serves it. Larger batches and larger budgets change the picture
 #   (the panel).
+# * **MoNDE** keeps the dense accuracy and the same hot experts, and computes the cold ones where they
+#   live: at one token per step it only beats offloading by about the ratio of the near memory's bandwidth
+#   to the link's; on this CPU both sides share the same cores, so the measured split costs time.
+# * **Samoyeds + offloaded** moves ≈3.5× fewer bytes per miss and models ≈3.5× faster than offloading at
+#   the same hit rate, at Samoyeds' accuracy.
 # * Every number above says where it came from: live, measured (this CPU), recorded (with date) or
 #   model (roofline / offload cost model at Mixtral-8x7B shapes).
 #

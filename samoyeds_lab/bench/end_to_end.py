@@ -89,6 +89,18 @@ __all__ = [
     "serve_three_ways",
     "expert_call_times",
     "samoyeds_cpu_path",
+    "MORE_WAYS",
+    "MORE_WAY_LABELS",
+    "MondeWay",
+    "CompressedOffloadWay",
+    "MoreWays",
+    "hot_slots",
+    "compressed_expert_bytes",
+    "modelled_monde_time",
+    "measure_monde",
+    "serve_more_ways",
+    "hf_expert_shape",
+    "byo_offload_costs",
 ]
 
 #: The three ways, in table order.
@@ -378,6 +390,7 @@ def offload_policy_sweep(
     shape: str | tuple[int, int] = "Mixtral-8x7B",
     profile: str = "h100_sxm",
     link=None,
+    expert_bytes: int | None = None,
 ) -> OffloadChoice:
     """Replay every domain's trace through every policy and pick the best non-oracle one by modelled latency.
 
@@ -404,6 +417,10 @@ def offload_policy_sweep(
         Must include at least one of :data:`OFFLOAD_POLICIES`.
     scope, batch_tokens : as :func:`simulate_offload`.
     shape, profile, link : the model shape, GPU profile and link of the latency model.
+    expert_bytes : int, optional
+        Bytes one expert occupies and moves over the link (default ``3·d·f·2``, dense fp16); e.g.
+        :func:`compressed_expert_bytes` ``["compressed"]`` for Samoyeds-compressed experts. The compute is still
+        the roofline of ``6·d·f`` FLOP per token against reading these bytes from HBM.
 
     Returns
     -------
@@ -439,7 +456,7 @@ def offload_policy_sweep(
                 if dom not in predictions or p not in predictions[dom]:
                     raise ValueError(f"predictions: expected {p!r} predictions for domain {dom!r}")
     _, d, f = _check_shape(shape)
-    S = 3 * d * f * 2
+    S = 3 * d * f * 2 if expert_bytes is None else check_int("expert_bytes", expert_bytes, lo=1)
     flops = 6.0 * d * f
     out: dict[str, PolicyResult] = {}
     tokens = sum(a.shape[1] for a in arrays.values())
@@ -987,3 +1004,400 @@ def serve_three_ways(
               "batch_tokens": batch_tokens, "shape": shape, "profile": profile, "link": link}
     return EndToEndResult(ways=ways, offload=choice, settings=settings, machine=env, backend_max_abs_diff=gap,
                           trace_is_shipped_checkpoint=bool(trace_same), replay=replay, expert_calls=calls)
+
+
+# ---------------------------------------------------------------------------------------------- two more ways
+#: The two ways :func:`serve_more_ways` adds beside :data:`WAYS`.
+MORE_WAYS = ("monde", "samoyeds_offloaded")
+#: Their row labels.
+MORE_WAY_LABELS = {"monde": "MoNDE: hot experts fast, cold near data",
+                   "samoyeds_offloaded": "Samoyeds + offloaded (compressed experts over the link)"}
+
+
+def hot_slots(popularity, capacity: int) -> np.ndarray:
+    """The static hot set as a bool mask ``[layers, experts]``: the ``capacity`` (layer, expert) slots with the
+    highest ``popularity`` (ties: the smaller flat slot id ``l·E + e``), as the ``static`` offload policy pins."""
+    pop = np.asarray(popularity)
+    if pop.ndim != 2 or pop.size == 0 or pop.dtype.kind not in "iuf" or not np.all(np.isfinite(pop)):
+        raise ValueError(f"popularity: expected a finite [layers, experts] array of use counts, got "
+                         f"{getattr(pop, 'dtype', '?')} {getattr(pop, 'shape', '?')}")
+    capacity = check_int("capacity", capacity, lo=0, hi=pop.size)
+    flat = pop.reshape(-1)
+    order = sorted(range(flat.size), key=lambda i: (-flat[i], i))[:capacity]
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order] = True
+    return mask.reshape(pop.shape)
+
+
+def compressed_expert_bytes(shape: str | tuple[int, int] = "Mixtral-8x7B", *, dtype: str = "float16",
+                            index_bits: int | None = None) -> dict:
+    """Bytes of one SwiGLU expert (gate, up: ``d_ffn × d_model``; down: ``d_model × d_ffn``) dense and as
+    Samoyeds 1:2 V=128 + 2:4 compressed operands (values + metadata + row indices,
+    :func:`samoyeds_lab.bench.roofline.op_bytes`' weight term): ``{"dense", "compressed", "ratio"}``
+    (``ratio`` = dense / compressed, ≈3.5). ``"vector"``: the window ``V`` used — 128 (the kernel's), or for a
+    small model whose ``d_model`` and ``d_ffn`` are not multiples of 128, the largest of 64, 32, 16 that
+    divides both. ``index_bits``: bits per kept row index (default the roofline's, uint8, what the kernel
+    reads; 1 = ``ceil(log2 M)`` reproduces :attr:`SamoyedsWeight.nbytes`)."""
+    from .roofline import ROW_INDEX_BITS, op_bytes
+
+    _, d, f = _check_shape(shape)
+    v = next((v for v in (128, 64, 32, 16) if d % v == 0 and f % v == 0), None)
+    if v is None or d % 2 or f % 2:
+        raise ValueError(f"shape: expected d_model and d_ffn even and multiples of 16 (whole Samoyeds windows), "
+                         f"got ({d}, {f})")
+    pat = (1, 2, v)
+    ib = ROW_INDEX_BITS if index_bits is None else check_int("index_bits", index_bits, lo=1)
+    dense = 2 * op_bytes("dense", f, d, 1, dtype)["weight"] + op_bytes("dense", d, f, 1, dtype)["weight"]
+    comp = (2 * op_bytes("ssmm", f, d, 1, dtype, samoyeds=pat, index_bits=ib)["weight"]
+            + op_bytes("ssmm", d, f, 1, dtype, samoyeds=pat, index_bits=ib)["weight"])
+    return {"dense": int(dense), "compressed": int(comp), "ratio": dense / comp, "vector": v}
+
+
+def _step_counts(topk: np.ndarray, num_experts: int, batch_tokens: int) -> np.ndarray:
+    """Tokens per expert of every (layer, step): int64 ``[layers, steps, E]``, ``batch_tokens`` tokens a step."""
+    L, T, k = topk.shape
+    if int(topk.max()) >= num_experts or int(topk.min()) < 0:
+        raise ValueError(f"topk_ids: expected expert ids in [0, {num_experts}), got [{int(topk.min())}, {int(topk.max())}]")
+    steps = -(-T // batch_tokens)
+    out = np.zeros((L, steps, num_experts), np.int64)
+    s = np.repeat(np.arange(T) // batch_tokens, k)
+    for li in range(L):
+        np.add.at(out[li], (s, topk[li].reshape(-1)), 1)
+    return out
+
+
+def modelled_monde_time(
+    topk_ids,
+    num_experts: int,
+    hot,
+    *,
+    shape: str | tuple[int, int] = "Mixtral-8x7B",
+    profile: str = "h100_sxm",
+    near: str = "cxl_ndp_monde",
+    batch_tokens: int = 1,
+    link=None,
+) -> dict:
+    r"""MoNDE's split, modelled: hot experts resident on the GPU, every other expert computed near its data.
+
+    Per MoE layer and decode step (``batch_tokens`` consecutive tokens), with :math:`n_e` tokens per expert and
+    the cost model of :mod:`samoyeds_lab.offload.cost` (the same formulas as :func:`~samoyeds_lab.offload.cost.layer_cost`
+    with ``concurrent=True``: the two sides run at the same time)::
+
+        T_step = max( Σ_{e hot} T_gpu(n_e, resident),  Σ_{e cold} T_near(n_e) )
+
+    ``T_gpu`` reads the weights from HBM (no transfer: resident), ``T_near`` moves the activations
+    (``2·n·d`` fp16) over the link and streams the weights from the near device's own memory. A model, not a
+    measurement.
+
+    Parameters
+    ----------
+    topk_ids : array_like of int, shape (layers, tokens, k)
+    num_experts : int
+    hot : array_like of bool, shape (layers, experts)
+        The experts resident on the GPU (e.g. :func:`hot_slots`).
+    shape, profile, batch_tokens, link : as :func:`offload_policy_sweep`.
+    near : str
+        Near-data profile (``data/hardware``): ``"cxl_ndp_monde"`` (MoNDE's CXL device) or ``"host_ddr5"``.
+
+    Returns
+    -------
+    dict
+        ``{"ms_per_token", "gpu_ms", "near_ms", "resident_ms", "near_share", "tokens"}``: the modelled total,
+        what each side alone spends per token, all experts resident on the GPU (the same model), and the share
+        of expert accesses computed near data.
+    """
+    from ..offload.cost import gpu_path_cost, near_data_path_cost
+
+    topk = _check_topk("topk_ids", topk_ids)
+    E = check_int("num_experts", num_experts, lo=1)
+    batch_tokens = check_int("batch_tokens", batch_tokens, lo=1)
+    L = topk.shape[0]
+    h = hot.detach().cpu().numpy() if isinstance(hot, torch.Tensor) else np.asarray(hot)
+    if h.dtype != bool or h.shape != (L, E):
+        raise ValueError(f"hot: expected a bool mask of shape ({L}, {E}), got {h.dtype} {h.shape}")
+    _, d, f = _check_shape(shape)
+    P = 3.0 * d * f
+    n = _step_counts(topk, E, batch_tokens)  # [L, S, E]
+    g = gpu_path_cost(n, P, profile, resident=True, link=link)
+    m = near_data_path_cost(n, P, near, d_model=d, link=link)
+    hb = h[:, None, :]
+    gpu_t = np.where(hb, g.total, 0.0).sum(-1)
+    near_t = np.where(hb, 0.0, m.total).sum(-1)
+    total = np.maximum(gpu_t, near_t).sum()
+    T = topk.shape[1]
+    acc = n > 0
+    return {"ms_per_token": float(total) / T * 1e3, "gpu_ms": float(gpu_t.sum()) / T * 1e3,
+            "near_ms": float(near_t.sum()) / T * 1e3, "resident_ms": float(g.total.sum()) / T * 1e3,
+            "near_share": float((acc & ~hb).sum() / acc.sum()), "tokens": int(T)}
+
+
+@dataclass(frozen=True)
+class MondeWay:
+    """The MoNDE way: hot experts on the fast side, cold experts computed where they live.
+
+    Attributes
+    ----------
+    hot : numpy.ndarray of bool, shape (layers, experts)
+        The resident (fast-side) experts: the static hot set of the train-split profile.
+    measured : dict
+        This machine, the tiny model's expert layers alone (every MoE layer of the timed forward, its real
+        inputs and routing), :class:`~samoyeds_lab.offload.hybrid.HybridExecutor` medians per token:
+        ``{"hybrid_ms", "fast_ms", "near_ms", "resident_ms", "max_abs_diff", "source"}`` — hot experts on the
+        calling thread, cold ones on a near-side worker thread, both at once; ``resident_ms``: every expert on
+        the fast side (the same executor); ``max_abs_diff``: hybrid output vs ``forward_grouped``.
+    model : dict
+        :func:`modelled_monde_time` at the real model's shapes, plus ``"source"``.
+    expert_bytes, dense_expert_bytes : int
+        Expert bytes on the accelerator (tiny model, fp16): the hot set, and all experts.
+    """
+
+    hot: np.ndarray
+    measured: dict
+    model: dict
+    expert_bytes: int
+    dense_expert_bytes: int
+
+    @property
+    def memory_fraction(self) -> float:
+        return self.expert_bytes / self.dense_expert_bytes
+
+
+@dataclass(frozen=True)
+class CompressedOffloadWay:
+    """Samoyeds + offloading: the offloaded way with compressed experts, modelled.
+
+    Attributes
+    ----------
+    choice : OffloadChoice
+        Every policy replayed with the compressed expert bytes (same routing, same number of experts on the GPU
+        as the offloaded way).
+    bytes : dict
+        :func:`compressed_expert_bytes` at the model's shapes (what one miss moves, dense vs compressed).
+    expert_bytes, dense_expert_bytes : int
+        GPU bytes of the tiny model: ``capacity`` compressed experts, and all dense experts.
+    source : str
+    """
+
+    choice: OffloadChoice
+    bytes: dict
+    expert_bytes: int
+    dense_expert_bytes: int
+    source: str
+
+    @property
+    def memory_fraction(self) -> float:
+        return self.expert_bytes / self.dense_expert_bytes
+
+
+@dataclass(frozen=True)
+class MoreWays:
+    """:func:`serve_more_ways`: the MoNDE and Samoyeds + offloaded ways of an :class:`EndToEndResult`."""
+
+    monde: MondeWay
+    samoyeds_offloaded: CompressedOffloadWay
+    settings: dict
+
+    def modelled_rows(self, result: EndToEndResult) -> list[dict]:
+        """All five ways modelled at the same shapes, GPU profile and routing: ``{"way", "label", "ms_per_token",
+        "memory_fraction", "source"}`` (the memory fraction is the tiny model's)."""
+        _check_result_type(result)
+        rows = [{"way": w.way, "label": w.label, "ms_per_token": w.model_ms_per_token,
+                 "memory_fraction": w.memory_fraction, "source": w.model_source} for w in result.ways]
+        m, c = self.monde, self.samoyeds_offloaded
+        rows.append({"way": "monde", "label": MORE_WAY_LABELS["monde"], "ms_per_token": m.model["ms_per_token"],
+                     "memory_fraction": m.memory_fraction, "source": m.model["source"]})
+        rows.append({"way": "samoyeds_offloaded", "label": MORE_WAY_LABELS["samoyeds_offloaded"],
+                     "ms_per_token": c.choice.policies[c.choice.best].ms_per_token,
+                     "memory_fraction": c.memory_fraction, "source": c.source})
+        return rows
+
+
+def _check_result_type(result: object) -> EndToEndResult:
+    if not isinstance(result, EndToEndResult):
+        raise TypeError(f"result: expected an EndToEndResult from serve_three_ways, got {type(result).__name__}")
+    return result
+
+
+def measure_monde(model, input_ids: torch.Tensor, hot, *, repeat: int = 3, threads: int = 1) -> dict:
+    """Time every MoE layer of ``model``'s forward on ``input_ids`` through a
+    :class:`~samoyeds_lab.offload.hybrid.HybridExecutor` (CPU): hot experts resident on the fast side (the
+    calling thread), the others computed near data (one worker thread) at the same time; and the same executor
+    with every expert on the fast side. Inputs and routing are each layer's real ones (one dense forward).
+
+    Returns ``{"hybrid_ms", "fast_ms", "near_ms", "resident_ms", "max_abs_diff", "tokens"}``: medians per token
+    summed over the layers, and the largest difference of the hybrid output from ``forward_grouped``.
+    """
+    from ..offload.hybrid import HybridExecutor, time_hybrid
+    from .moe_layer import capture_block_input
+
+    blocks = getattr(model, "moe_blocks", None)
+    if blocks is None:
+        raise TypeError(f"model: expected a model with moe_blocks() (TinyMoEForCausalLM), got {type(model).__name__}")
+    blocks = blocks()
+    E = blocks[0][1].experts.num_experts
+    h = hot.detach().cpu().numpy() if isinstance(hot, torch.Tensor) else np.asarray(hot)
+    if h.dtype != bool or h.shape != (len(blocks), E):
+        raise ValueError(f"hot: expected a bool mask of shape ({len(blocks)}, {E}), got {h.dtype} {h.shape}")
+    repeat = check_int("repeat", repeat, lo=1)
+    threads = check_int("threads", threads, lo=1)
+    tot = {"hybrid_ms": 0.0, "fast_ms": 0.0, "near_ms": 0.0, "resident_ms": 0.0}
+    diff = 0.0
+    all_on = np.ones(E, dtype=bool)
+    with torch.no_grad():
+        for li, (_, blk) in enumerate(blocks):
+            x = capture_block_input(model, input_ids, li)
+            r = blk.router(x)
+            ids, w = r.topk_ids, r.topk_weights.to(x.dtype)
+            with HybridExecutor(blk.experts, device="cpu", near_workers=1, threads=threads) as ex:
+                hy = time_hybrid(ex, x, ids, w, h[li], resident=h[li], repeats=repeat)
+                rs = time_hybrid(ex, x, ids, w, all_on, resident=all_on, repeats=repeat)
+                out = ex.forward(x, ids, w, h[li], resident=h[li]).output
+            ref = blk.experts.forward_grouped(x, ids, w)
+            diff = max(diff, float((out - ref).abs().max()))
+            tot["hybrid_ms"] += hy.total_s
+            tot["fast_ms"] += hy.fast_s
+            tot["near_ms"] += hy.near_s
+            tot["resident_ms"] += rs.total_s
+    n = int(input_ids.numel())
+    out_d = {k: v / n * 1e3 for k, v in tot.items()}
+    out_d.update(max_abs_diff=diff, tokens=n)
+    return out_d
+
+
+def serve_more_ways(
+    result: EndToEndResult,
+    *,
+    near: str = "cxl_ndp_monde",
+    repeat: int = 3,
+    threads: int | None = None,
+) -> MoreWays:
+    """Add the MoNDE way and the Samoyeds + offloaded way beside the three ways of ``result``.
+
+    * **MoNDE** (cold experts near data): the hot set is the static policy's (the offloaded way's number of
+      experts, by the train-split popularity). *Measured* here with
+      :class:`~samoyeds_lab.offload.hybrid.HybridExecutor` on the tiny model's own expert layers (the dense
+      checkpoint reloaded, the timed forward's inputs); *modelled* with :func:`modelled_monde_time` at the
+      result's shapes and GPU profile with the ``near`` profile, over the same recorded routing as the other
+      ways. On a CPU-only machine both sides are the same cores: the measurement shows the split's
+      overheads, not a faster device.
+    * **Samoyeds + offloaded**: :func:`offload_policy_sweep` with the compressed expert bytes
+      (:func:`compressed_expert_bytes`, ≈3.5× fewer per miss) and the offloaded way's number of GPU experts.
+      Its perplexity is the Samoyeds way's (same compressed weights); a model, not a measurement.
+
+    Parameters
+    ----------
+    result : EndToEndResult
+        From :func:`serve_three_ways`.
+    near : str
+        Near-data hardware profile of the MoNDE model.
+    repeat : int
+        Timed repetitions of the hybrid runs (median).
+    threads : int, optional
+        Torch threads of each side (default ``result.machine["threads"]``).
+    """
+    from ..corpus import load_corpus
+    from ..moe import TinyMoEForCausalLM
+    from ..offload.hardware import load_profile
+
+    r = _check_result_type(result)
+    if not isinstance(near, str):
+        raise TypeError(f"near: expected a hardware profile name, got {type(near).__name__}")
+    load_profile(near)  # a bad name raises here, naming the profiles
+    repeat = check_int("repeat", repeat, lo=1)
+    threads = check_int("threads", int(r.machine.get("threads", 1)) if threads is None else threads, lo=1)
+    s, rp = r.settings, r.replay
+    E, cap = rp["num_experts"], r.offload.capacity
+    hot = hot_slots(rp["popularity"], cap)
+
+    model = TinyMoEForCausalLM.from_pretrained(s["model_dir"]).eval()
+    seq = model.config.max_seq
+    first = load_corpus("heldout", s["domains"][:1])[s["domains"][0]]
+    tlen = min(s["time_tokens"], seq)
+    nwin = max(1, s["time_tokens"] // tlen)
+    twin = torch.stack([torch.tensor(list(first[i * tlen: (i + 1) * tlen]), dtype=torch.long) for i in range(nwin)])
+    old = torch.get_num_threads()
+    try:
+        meas = measure_monde(model, twin, hot, repeat=repeat, threads=threads)
+    finally:
+        torch.set_num_threads(old)
+    env = r.machine
+    meas["source"] = (f"measured, {env.get('device', '?')}, HybridExecutor, {threads} thread(s) per side, the tiny "
+                      f"model's {hot.shape[0]} expert layers on the timed forward's {meas['tokens']} tokens "
+                      f"(both sides share this CPU)")
+    all_ids = np.concatenate(list(rp["traces"].values()), axis=1)
+    kw = dict(shape=rp["shape"], profile=rp["profile"], batch_tokens=rp["batch_tokens"], link=rp["link"])
+    mod = modelled_monde_time(all_ids, E, hot, near=near, **kw)
+    mod["source"] = (f"model: cost model (concurrent GPU / near-data), {s['shape']} experts, {s['profile']} + "
+                     f"{near}, {int(hot.sum())}/{hot.size} experts resident, {rp['batch_tokens']} token(s)/step")
+    dense_b = r.way("dense").dense_expert_bytes
+    per_dense = dense_b // hot.size
+    monde = MondeWay(hot=hot, measured=meas, model=mod, expert_bytes=int(hot.sum()) * per_dense,
+                     dense_expert_bytes=dense_b)
+
+    cb = compressed_expert_bytes(rp["shape"])
+    choice = offload_policy_sweep(rp["traces"], E, capacity=cap, predictions=rp["predictions"],
+                                  popularity=rp["popularity"], scope=rp["scope"], batch_tokens=rp["batch_tokens"],
+                                  shape=rp["shape"], profile=rp["profile"], link=rp["link"],
+                                  expert_bytes=cb["compressed"])
+    sam_b = r.way("samoyeds").expert_bytes
+    per_comp = sam_b / hot.size
+    comp = CompressedOffloadWay(
+        choice=choice, bytes=cb, expert_bytes=int(round(cap * per_comp)), dense_expert_bytes=dense_b,
+        source=(f"model: offload_latency, {s['shape']} compressed experts ({cb['compressed'] / 1e6:.0f} MB each, "
+                f"dense {cb['dense'] / 1e6:.0f} MB) over the {s['profile']} link, policy {choice.best}, "
+                f"{cap}/{hot.size} experts on GPU, {rp['batch_tokens']} token(s)/step"))
+    settings = {"near": near, "repeat": repeat, "threads": threads, "capacity": cap}
+    return MoreWays(monde=monde, samoyeds_offloaded=comp, settings=settings)
+
+
+def hf_expert_shape(model) -> tuple[int, int]:
+    """``(d_model, d_ffn)`` of one routed expert of a Hugging Face MoE model (its config's ``hidden_size`` and
+    ``moe_intermediate_size``, else ``intermediate_size``)."""
+    cfg = getattr(model, "config", None)
+    d = getattr(cfg, "hidden_size", None)
+    f = getattr(cfg, "moe_intermediate_size", None) or getattr(cfg, "intermediate_size", None)
+    if not isinstance(d, int) or not isinstance(f, int):
+        raise TypeError(f"model: expected a Hugging Face MoE model with config.hidden_size and "
+                        f"(moe_)intermediate_size, got {type(model).__name__}")
+    return d, f
+
+
+def byo_offload_costs(trace, shape: tuple[int, int], *, capacity: int | None = None, profile: str = "h100_sxm",
+                      near: str = "cxl_ndp_monde", batch_tokens: int = 1) -> dict:
+    """The offload and MoNDE cost models on any model's routing trace and expert shapes (Labs 03/08's
+    bring-your-own-model cell).
+
+    ``trace`` is a :class:`~samoyeds_lab.routing.RoutingTrace`; ``shape`` its model's ``(d_model, d_ffn)``
+    (:func:`hf_expert_shape`). The GPU holds ``capacity`` experts (default a quarter of all, at least 1). The
+    static hot set is profiled on the first half of the trace and both models replay the second half.
+
+    Returns ``{"shape", "capacity", "num_slots", "expert_mb", "compressed_mb", "resident_ms", "offload": {policy:
+    ms/token}, "best", "samoyeds_offload_ms", "monde_ms", "monde_near_share", "tokens"}`` (all modelled).
+    """
+    from ..routing.trace import RoutingTrace
+
+    if not isinstance(trace, RoutingTrace):
+        raise TypeError(f"trace: expected a RoutingTrace, got {type(trace).__name__}")
+    if trace.num_tokens < 2:
+        raise ValueError(f"trace: expected at least 2 tokens (half profiles the hot set), got {trace.num_tokens}")
+    _, d, f = _check_shape(shape)
+    ids = trace.topk_ids.numpy()
+    L, T, _ = ids.shape
+    E = int(trace.num_experts)
+    cap = max(1, (L * E) // 4) if capacity is None else check_int("capacity", capacity, lo=1, hi=L * E)
+    half = T // 2
+    prof, test = ids[:, :half], ids[:, half:]
+    pop = np.stack([np.bincount(prof[li].reshape(-1), minlength=E) for li in range(L)])
+    pols = ("lru", "lfu", "static", "belady")
+    kw = dict(scope="global", batch_tokens=batch_tokens, shape=(d, f), profile=profile)
+    dense = offload_policy_sweep({"byo": test}, E, capacity=cap, popularity=pop, policies=pols, **kw)
+    cb = compressed_expert_bytes((d, f))
+    comp = offload_policy_sweep({"byo": test}, E, capacity=cap, popularity=pop, policies=pols,
+                                expert_bytes=cb["compressed"], **kw)
+    mon = modelled_monde_time(test, E, hot_slots(pop, cap), shape=(d, f), profile=profile, near=near,
+                              batch_tokens=batch_tokens)
+    return {"shape": (d, f), "capacity": cap, "num_slots": L * E, "expert_mb": cb["dense"] / 1e6,
+            "compressed_mb": cb["compressed"] / 1e6, "resident_ms": mon["resident_ms"],
+            "offload": {p: dense.policies[p].ms_per_token for p in pols}, "best": dense.best,
+            "samoyeds_offload_ms": comp.policies[comp.best].ms_per_token, "monde_ms": mon["ms_per_token"],
+            "monde_near_share": mon["near_share"], "tokens": int(test.shape[1])}

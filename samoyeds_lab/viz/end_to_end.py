@@ -19,7 +19,8 @@ from ..bench.end_to_end import BOUND_POLICY, OFFLOAD_POLICIES, EndToEndResult, O
 from .sparsity import COLORS, _layout, message_figure
 
 __all__ = ["E2E_COLORS", "POLICY_COLORS", "end_to_end_table", "end_to_end_figure", "expert_calls_figure",
-           "offload_policy_figure", "budget_curve_figure", "kernel_records_figure"]
+           "offload_policy_figure", "budget_curve_figure", "kernel_records_figure", "MORE_COLORS",
+           "five_ways_model_figure", "monde_measured_figure"]
 
 #: One colour per way, and the shades of the provenance kinds.
 E2E_COLORS: dict[str, str] = {
@@ -262,4 +263,62 @@ def kernel_records_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
                              cells=dict(values=vals, align="left")))
     fig.update_layout(_layout(title=dict(text="Recorded GPU kernel results (measured on the device named, that date)"),
                               height=min(900, 120 + 24 * len(records)), margin=dict(l=10, r=10, t=50, b=10)))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- five ways
+#: Colours of the two ways added by :func:`samoyeds_lab.bench.end_to_end.serve_more_ways`.
+MORE_COLORS: dict[str, str] = {"monde": "#0891b2", "samoyeds_offloaded": "#d97706", "fast": "#dc2626",
+                               "near": "#2563eb", "resident": "#6b7280"}
+_SHORT = {"dense": "dense", "samoyeds": "Samoyeds", "offloaded": "offloaded", "monde": "MoNDE",
+          "samoyeds_offloaded": "Samoyeds<br>+ offloaded"}
+
+
+def _check_more(more: object):
+    from ..bench.end_to_end import MoreWays
+
+    if not isinstance(more, MoreWays):
+        raise TypeError(f"more: expected a MoreWays from serve_more_ways, got {type(more).__name__}")
+    return more
+
+
+def five_ways_model_figure(result: EndToEndResult, more) -> go.Figure:
+    """The five ways' *modelled* expert time per token at the real model's shapes on one GPU profile (one
+    kind, one model: one axis, log), each bar labelled with its ms and the tiny model's GPU-memory share."""
+    r = _check_result(result)
+    rows = _check_more(more).modelled_rows(r)
+    colors = {**{k: E2E_COLORS[k] for k in ("dense", "samoyeds", "offloaded")}, **MORE_COLORS}
+    s = r.settings
+    fig = go.Figure(go.Bar(
+        x=[_SHORT[x["way"]] for x in rows], y=[x["ms_per_token"] for x in rows],
+        marker_color=[colors[x["way"]] for x in rows],
+        text=[f"{x['ms_per_token']:.3g} ms<br>{x['memory_fraction']:.0%} mem" for x in rows], textposition="outside",
+        textfont=dict(size=12), hovertext=[html.escape(x["source"]) for x in rows], hoverinfo="text+y"))
+    vals = [x["ms_per_token"] for x in rows]
+    fig.update_layout(_layout(
+        height=430, margin=dict(l=70, r=20, t=80, b=70),
+        title=dict(text=f"Model: {html.escape(str(s['shape']))} experts on {html.escape(str(s['profile']))},<br>"
+                        f"{s['batch_tokens']} token(s)/step, the recorded routing"),
+        xaxis=dict(title="way (bar text: GPU memory, % of dense expert bytes)"),
+        yaxis=dict(title="expert ms per token (model, log)", type="log",
+                   range=[math.log10(min(vals) * 0.5), math.log10(max(vals) * 4)],
+                   tickvals=[0.1, 0.3, 1, 3, 10, 30, 100, 300], ticktext=["0.1", "0.3", "1", "3", "10", "30", "100", "300"])))
+    return fig
+
+
+def monde_measured_figure(more) -> go.Figure:
+    """The MoNDE way *measured* on this machine (tiny model, expert layers alone): every expert on the fast side
+    vs the hybrid split, with the hybrid's two sides (they run at the same time, so the total is about the
+    slower of the two plus the split's overhead)."""
+    m = _check_more(more).monde.measured
+    names = ["all experts<br>fast side", "MoNDE split<br>(total)", "its fast side<br>(hot experts)",
+             "its near side<br>(cold experts)"]
+    vals = [m["resident_ms"], m["hybrid_ms"], m["fast_ms"], m["near_ms"]]
+    cols = [MORE_COLORS["resident"], MORE_COLORS["monde"], MORE_COLORS["fast"], MORE_COLORS["near"]]
+    fig = go.Figure(go.Bar(x=names, y=vals, marker_color=cols, text=[f"{v:.3g} ms" for v in vals],
+                           textposition="outside", textfont=dict(size=12)))
+    fig.update_layout(_layout(
+        height=380, margin=dict(l=70, r=20, t=80, b=60),
+        title=dict(text="Measured here: the tiny model's expert layers,<br>HybridExecutor on this CPU"),
+        yaxis=dict(title="ms per token (measured, linear)", range=[0, max(vals) * 1.3])))
     return fig

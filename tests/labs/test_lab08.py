@@ -32,6 +32,15 @@ def test_structure():
     assert "separate panels, never one axis" in src
     # no empty GPU chart frame: the recorded-results figure only when something was recorded
     assert 'if g["records"]:\n    kernel_records_figure(g["records"]).show()' in src
+    # five ways: MoNDE measured (HybridExecutor) and modelled, Samoyeds + offloaded modelled, all five modelled
+    # on one axis (one kind, one model), the measured MoNDE split in its own panel
+    assert "serve_more_ways(result" in src and "monde_measured_figure(more)" in src
+    assert "five_ways_model_figure(result, more)" in src and "HybridExecutor" in src
+    # the papers' headline numbers, each with its arXiv id, and a reconciliation
+    for quote in ("1.58×", "4.41×", "1.99×", "3.93×", "7.5×", "3.7×", "arXiv:2503.10725", "arXiv:2310.18859",
+                  "arXiv:2405.18832", "**Reconciling.**"):
+        assert quote in src, quote
+    assert "PAPERS.md" not in src
 
 
 def test_exercises_and_predictions():
@@ -100,3 +109,40 @@ def test_exercises_report_unsolved_stubs_and_the_reveals(executed):
     assert re.search(r"waiting no longer than computing needs a hit rate of [0-9.]+%", text) or \
         "LRU hits every access" in text
     assert "best policy within 2× of dense from " in text
+
+
+@pytest.mark.slow
+def test_five_ways_and_the_papers(executed):
+    nb, _ = executed
+    text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert re.search(r"MoNDE, measured here \(measured, .*HybridExecutor.*\): every expert on the fast side "
+                     r"[0-9.]+ ms/token, MoNDE split [0-9.]+ ms/token", text)
+    assert re.search(r"MoNDE, model: cost model .*: [0-9.]+ ms/token", text)
+    assert re.search(r"×3\.[45][0-9] fewer bytes per miss", text)
+    assert re.search(r"MoNDE ×[0-9.]+ faster, Samoyeds \+ offloaded ×[0-9.]+ faster", text)
+    for row in ("MoNDE: hot experts fast, cold near data", "Samoyeds + offloaded (compressed experts over the link)"):
+        assert row in text
+    assert re.search(r"SiDA \(our prefetch-only policy, model\): [0-9.]+ ms/token vs LRU", text)
+    # no checkpoint set: the bring-your-own-model cell says it is skipped and how to set it
+    assert "Bring-your-own-model cell skipped: no checkpoint set" in text and "SAMOYEDS_HF_MODEL" in text
+
+
+# ---------------------------------------------------------------------------------------------- your own model
+def test_byo_cell_on_a_tiny_hf_checkpoint(tmp_path, monkeypatch):
+    """The lab's own bring-your-own-model cell, run with SAMOYEDS_HF_MODEL set to a tiny random Mixtral."""
+    from .byo import run_byo_cell, tiny_hf_checkpoint
+
+    out, figs = run_byo_cell(SOURCE, tiny_hf_checkpoint(tmp_path), monkeypatch)
+    assert "skipped" not in out and figs == []
+    assert "tiny-mixtral: 2 MoE layers × 6 experts, top-2, expert d_model=64, d_ffn=32" in out
+    assert re.search(r"all resident [0-9.e-]+ ms/token", out)
+    for pol in ("lru", "lfu", "static", "belady"):
+        assert re.search(rf"offloaded, {pol} +[0-9.e-]+ ms/token", out)
+    assert re.search(r"Samoyeds \+ offloaded [0-9.e-]+ ms/token; MoNDE [0-9.e-]+ ms/token", out)
+
+
+def test_byo_cell_skips_without_a_path(monkeypatch):
+    from .byo import run_byo_cell
+
+    out, figs = run_byo_cell(SOURCE, None, monkeypatch)
+    assert out.startswith("Bring-your-own-model cell skipped") and figs == []
