@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from ._axes import log_axis
 from .._checks import check_bool, check_float, check_int, check_path, check_positive_int
 from ._args import check_text, offered
 from .panels import _copy_into
@@ -245,8 +246,7 @@ def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered
         height=440, showlegend=True, shapes=shapes, annotations=notes,
         legend=dict(orientation="v", yanchor="top", y=1, x=1.02, xanchor="left", tracegroupgap=12),
         xaxis=dict(title=dict(text=x_title), range=x_range),
-        yaxis=dict(title=dict(text=f"held-out perplexity, {domain} (log)"), type="log",
-                   range=[math.log10(lo / 1.15), math.log10(hi * 1.15)]),
+        yaxis=log_axis(f"held-out perplexity, {domain} (log)", lo, hi),
         margin=dict(l=70, r=190, t=80, b=60), width=900,
     ))
 

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ._axes import log_axis, positive_range
 from .sparsity import COLORS, _layout
 
 __all__ = [
@@ -35,6 +36,8 @@ MONDE_COLORS: dict[str, str] = {
 #: Colours cycled over hardware profiles in the crossover chart.
 PROFILE_COLORS: tuple[str, ...] = ("#dc2626", "#7c3aed", "#059669", "#d97706", "#0891b2", "#db2777", "#65a30d")
 
+
+_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
 
 def _vec(name: str, v, *, n: int | None = None, dtype=np.float64) -> np.ndarray:
     if hasattr(v, "detach") and hasattr(v, "cpu"):
@@ -161,6 +164,7 @@ def crossover_figure(n_tokens, curves: Mapping[str, tuple], *, crossovers: Mappi
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError(f"curves: expected a non-empty mapping name -> (gpu_s, near_s), got {curves!r}")
     crossovers = dict(crossovers or {})
+    ys: list[float] = []
     fig = go.Figure(layout=_layout(
         title=dict(text=title), showlegend=True, height=380, legend=dict(orientation="h", y=-0.3),
         xaxis=dict(type="log", title=dict(text="tokens routed to the expert")),
@@ -171,16 +175,30 @@ def crossover_figure(n_tokens, curves: Mapping[str, tuple], *, crossovers: Mappi
         g = _vec(f"curves[{name!r}][0]", pair[0], n=n.size)
         m = _vec(f"curves[{name!r}][1]", pair[1], n=n.size)
         col = PROFILE_COLORS[i % len(PROFILE_COLORS)]
-        fig.add_trace(go.Scatter(x=n, y=g * 1e3, mode="lines", name=f"{name}: GPU (move weights)",
-                                 line=dict(color=col, width=2)))
-        fig.add_trace(go.Scatter(x=n, y=m * 1e3, mode="lines", name=f"{name}: near data (move activations)",
-                                 line=dict(color=col, width=2, dash="dash")))
+        # NOTE: systems that share a link have the same GPU-path curve; earlier curves are drawn wider and
+        # each system has its own marker symbol, so a curve hidden under another still shows at its edges
+        width = 2.0 + 2.5 * (len(curves) - 1 - i)
+        sym = _SYMBOLS[i % len(_SYMBOLS)]
+        every = max(1, n.size // 8)
+        fig.add_trace(go.Scatter(x=n, y=g * 1e3, mode="lines+markers", name=f"{name}: GPU (move weights)",
+                                 line=dict(color=col, width=width), opacity=0.9,
+                                 marker=dict(symbol=sym, size=8,
+                                             opacity=[1.0 if j % every == i % every else 0.0 for j in range(n.size)])))
+        fig.add_trace(go.Scatter(x=n, y=m * 1e3, mode="lines+markers", name=f"{name}: near data (move activations)",
+                                 line=dict(color=col, width=width, dash="dash"), opacity=0.9,
+                                 marker=dict(symbol=sym, size=8,
+                                             opacity=[1.0 if j % every == i % every else 0.0 for j in range(n.size)])))
+        ys += [float(v) for v in g * 1e3] + [float(v) for v in m * 1e3]
         x = crossovers.get(name)
         if x is not None:
             y = float(np.interp(math.log(x), np.log(n), g * 1e3))
             fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers+text", text=[f"{x}"], textposition="top center",
                                      marker=dict(symbol="diamond", size=11, color=col, line=dict(color="#ffffff", width=1)),
                                      name=f"{name}: crossover {x} tokens", showlegend=False))
+    rng = positive_range(ys)
+    if rng is not None:
+        fig.update_yaxes(**log_axis("ms per expert (log)", *rng))
+    fig.update_xaxes(**log_axis("tokens routed to the expert (log)", float(n.min()), float(n.max()), pad=1.05))
     return fig
 
 

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import plotly.graph_objects as go
 import torch
 
+from ._axes import log_axis, positive_range
 from .._checks import check_int, check_positive_int, check_tensor
 from ._args import check_optional_positive_int, check_str_keys, check_text
 
@@ -620,5 +621,6 @@ def activation_scale_figure(acts: torch.Tensor, *, title: str = "Activation RMS 
         title=dict(text=f"{title}<br><sup>{n_out} outlier channel(s) above 6× the median RMS {med:.3g}</sup>"),
         height=300, showlegend=True, legend=dict(orientation="h", y=-0.3),
         xaxis=dict(title=dict(text="input channel j"), showgrid=False),
-        yaxis=dict(title=dict(text="RMS (log)"), type="log"),
+        yaxis=(log_axis("RMS (log)", *rng) if (rng := positive_range(rms.tolist())) else
+               dict(title=dict(text="RMS (log)"), type="log")),
     ))
