@@ -438,7 +438,7 @@ for e in range(E):
 # shape. And within one batch the load is uneven even though it is nearly balanced over the whole text
 # (the busiest expert gets 1.6–2.2× the mean in batches of 8–64 tokens): the busiest expert's tile count
 # sets the layer's time, so routing skew is a kernel-scheduling problem as well as a memory one. Samoyeds' reported speed-ups are
-# measured at prefill (sequence 4096, batch 1, see `PAPERS.md`); SiDA and MoNDE target the memory side.
+# measured at prefill (sequence 4096, batch 1; Samoyeds, arXiv:2503.10725); SiDA and MoNDE target the memory side.
 
 # %% [markdown]
 # ## 8. Your own text
@@ -455,6 +455,37 @@ token_timeline(mine.token_ids, mine.topk_ids, num_experts=E, weights=mine.weight
 print("tokens per expert (all k choices), per layer:")
 for l, name in enumerate(LAYERS):
     print(f"  {name}: {expert_counts(mine)[l].tolist()}")
+
+# %% [markdown]
+# ### Bring your own model
+#
+# The same hotness analysis on any local Hugging Face MoE checkpoint (Mixtral, Qwen2/3-MoE, OLMoE,
+# DeepSeek-V2 layouts; see `samoyeds_lab.moe.load_hf_moe`). Set `HF_MODEL_PATH` below to the checkpoint
+# directory, or start JupyterLab with the environment variable `SAMOYEDS_HF_MODEL` set to it. The cell loads
+# it offline, records one routing trace on 256 tokens of held-out English text (the checkpoint's own
+# tokenizer when its directory has one) and shows the usage of every expert in every MoE layer, and the load
+# imbalance per layer, measured live on your model. Nothing is downloaded.
+
+# %%
+from samoyeds_lab.bench.byo import ENV_VAR, byo_model_path, byo_trace
+from samoyeds_lab.routing import expert_frequency, imbalance
+from samoyeds_lab.viz.routing import domain_hotness_figure
+
+HF_MODEL_PATH = None  # e.g. "/models/Mixtral-8x7B-v0.1"; None: read the environment variable SAMOYEDS_HF_MODEL
+byo_path = byo_model_path(HF_MODEL_PATH)
+if byo_path is None:
+    print(f"Bring-your-own-model cell skipped: no checkpoint set. To run it, set HF_MODEL_PATH = \"/path/to/checkpoint\" "
+          f"in this cell, or export {ENV_VAR}=/path/to/checkpoint before starting JupyterLab.")
+else:
+    byo_model, byo_tr, byo_how = byo_trace(byo_path, tokens=256)
+    k_byo, e_byo = byo_tr.top_k, byo_tr.num_experts
+    print(f"{byo_path.name}: {byo_tr.num_layers} MoE layers × {e_byo} experts, top-{k_byo}; routed {byo_how} (live)")
+    domain_hotness_figure({byo_path.name: expert_frequency(byo_tr) * k_byo}, uniform=k_byo / e_byo,
+                          layer_names=list(byo_tr.layer_names),
+                          title="Your model: expert usage per layer (share of tokens)").show()
+    byo_imb = imbalance(byo_tr)
+    for name, mm, ent in zip(byo_tr.layer_names, byo_imb.max_over_mean.tolist(), byo_imb.normalized_entropy.tolist()):
+        print(f"  {name:28s} busiest expert / mean {mm:5.2f} (at most {e_byo / k_byo:.1f}), normalised entropy {ent:.2f}")
 
 # %% [markdown]
 # ## 9. Explore

@@ -2,6 +2,7 @@
 panel, and its .ipynb matches the py:percent source it is generated from."""
 
 import jupytext
+import numpy as np
 import pytest
 
 from .notebooks import (
@@ -37,6 +38,10 @@ def test_structure():
     assert src.count("Stuck? The solution is `samoyeds_lab.exercises.routing.solution_") == 2
     assert not any("solution_" in c for c in code)  # no solution cell in the notebook
     assert src.count("*Predict first:*") >= 2
+    # papers are cited by arXiv id, never by a file outside the project
+    assert "PAPERS.md" not in src and "arXiv:2503.10725" in src
+    # the bring-your-own-model cell: off by default, set by HF_MODEL_PATH or SAMOYEDS_HF_MODEL
+    assert "HF_MODEL_PATH = None" in src and "byo_model_path(HF_MODEL_PATH)" in src
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -64,3 +69,29 @@ def test_figures_numbers_and_panel_are_displayed(executed):
         assert needle in text, needle
     # the committed stubs are unsolved: each check says so instead of failing the notebook
     assert text.count("not yet solved: your function still raises NotImplementedError") == 2
+    assert "Bring-your-own-model cell skipped: no checkpoint set" in text and "SAMOYEDS_HF_MODEL" in text
+
+
+# ---------------------------------------------------------------------------------------------- your own model
+def test_byo_cell_on_a_tiny_hf_checkpoint(tmp_path, monkeypatch):
+    """The lab's own bring-your-own-model cell, run with SAMOYEDS_HF_MODEL set to a tiny random Mixtral:
+    the hotness of every MoE layer is drawn and the imbalance of each layer printed."""
+    import re
+
+    from .byo import run_byo_cell, tiny_hf_checkpoint
+
+    out, figs = run_byo_cell(SOURCE, tiny_hf_checkpoint(tmp_path), monkeypatch)
+    assert "skipped" not in out
+    assert "tiny-mixtral: 2 MoE layers × 6 experts, top-2; routed 256 held-out 'en' bytes modulo" in out
+    assert len(re.findall(r"busiest expert / mean +[0-9.]+ \(at most 3\.0\), normalised entropy [0-9.]+", out)) == 2
+    (fig,) = figs
+    (heat,) = [t for t in fig.data if t.type == "heatmap"]
+    z = np.asarray(heat.z, dtype=float)
+    assert z.shape == (2, 6) and np.allclose(z.sum(axis=1), 2.0)  # each layer's usage sums to k
+
+
+def test_byo_cell_skips_without_a_path(monkeypatch):
+    from .byo import run_byo_cell
+
+    out, figs = run_byo_cell(SOURCE, None, monkeypatch)
+    assert out.startswith("Bring-your-own-model cell skipped") and figs == []
