@@ -474,8 +474,9 @@ from samoyeds_lab.viz.routing import domain_hotness_figure
 HF_MODEL_PATH = None  # e.g. "/models/Mixtral-8x7B-v0.1"; None: read the environment variable SAMOYEDS_HF_MODEL
 byo_path = byo_model_path(HF_MODEL_PATH)
 if byo_path is None:
-    print(f"Bring-your-own-model cell skipped: no checkpoint set. To run it, set HF_MODEL_PATH = \"/path/to/checkpoint\" "
-          f"in this cell, or export {ENV_VAR}=/path/to/checkpoint before starting JupyterLab.")
+    print(f"Bring-your-own-model cell skipped: no checkpoint set. To run it, set "
+          f"HF_MODEL_PATH = \"/path/to/checkpoint\" in this cell, or export {ENV_VAR}=/path/to/checkpoint "
+          f"before starting JupyterLab.")
 else:
     byo_model, byo_tr, byo_how = byo_trace(byo_path, tokens=256)
     k_byo, e_byo = byo_tr.top_k, byo_tr.num_experts
@@ -485,7 +486,8 @@ else:
                           title="Your model: expert usage per layer (share of tokens)").show()
     byo_imb = imbalance(byo_tr)
     for name, mm, ent in zip(byo_tr.layer_names, byo_imb.max_over_mean.tolist(), byo_imb.normalized_entropy.tolist()):
-        print(f"  {name:28s} busiest expert / mean {mm:5.2f} (at most {e_byo / k_byo:.1f}), normalised entropy {ent:.2f}")
+        print(f"  {name:28s} busiest expert / mean {mm:5.2f} (at most {e_byo / k_byo:.1f}), "
+              f"normalised entropy {ent:.2f}")
 
 # %% [markdown]
 # ## 9. Explore

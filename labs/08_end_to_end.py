@@ -462,8 +462,9 @@ from samoyeds_lab.bench.end_to_end import byo_offload_costs, hf_expert_shape
 HF_MODEL_PATH = None  # e.g. "/models/Mixtral-8x7B-v0.1"; None: read the environment variable SAMOYEDS_HF_MODEL
 byo_path = byo_model_path(HF_MODEL_PATH)
 if byo_path is None:
-    print(f"Bring-your-own-model cell skipped: no checkpoint set. To run it, set HF_MODEL_PATH = \"/path/to/checkpoint\" "
-          f"in this cell, or export {ENV_VAR}=/path/to/checkpoint before starting JupyterLab.")
+    print(f"Bring-your-own-model cell skipped: no checkpoint set. To run it, set "
+          f"HF_MODEL_PATH = \"/path/to/checkpoint\" in this cell, or export {ENV_VAR}=/path/to/checkpoint "
+          f"before starting JupyterLab.")
 else:
     byo_model, byo_tr, byo_how = byo_trace(byo_path, tokens=256)
     byo = byo_offload_costs(byo_tr, hf_expert_shape(byo_model))

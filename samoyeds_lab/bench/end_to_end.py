@@ -1057,7 +1057,8 @@ def _step_counts(topk: np.ndarray, num_experts: int, batch_tokens: int) -> np.nd
     """Tokens per expert of every (layer, step): int64 ``[layers, steps, E]``, ``batch_tokens`` tokens a step."""
     L, T, k = topk.shape
     if int(topk.max()) >= num_experts or int(topk.min()) < 0:
-        raise ValueError(f"topk_ids: expected expert ids in [0, {num_experts}), got [{int(topk.min())}, {int(topk.max())}]")
+        raise ValueError(f"topk_ids: expected expert ids in [0, {num_experts}), "
+                         f"got [{int(topk.min())}, {int(topk.max())}]")
     steps = -(-T // batch_tokens)
     out = np.zeros((L, steps, num_experts), np.int64)
     s = np.repeat(np.arange(T) // batch_tokens, k)
@@ -1080,8 +1081,8 @@ def modelled_monde_time(
     r"""MoNDE's split, modelled: hot experts resident on the GPU, every other expert computed near its data.
 
     Per MoE layer and decode step (``batch_tokens`` consecutive tokens), with :math:`n_e` tokens per expert and
-    the cost model of :mod:`samoyeds_lab.offload.cost` (the same formulas as :func:`~samoyeds_lab.offload.cost.layer_cost`
-    with ``concurrent=True``: the two sides run at the same time)::
+    the cost model of :mod:`samoyeds_lab.offload.cost` (the same formulas as
+    :func:`~samoyeds_lab.offload.cost.layer_cost` with ``concurrent=True``: the two sides run at the same time)::
 
         T_step = max( Σ_{e hot} T_gpu(n_e, resident),  Σ_{e cold} T_near(n_e) )
 

@@ -270,6 +270,7 @@ def kernel_records_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
 #: Colours of the two ways added by :func:`samoyeds_lab.bench.end_to_end.serve_more_ways`.
 MORE_COLORS: dict[str, str] = {"monde": "#0891b2", "samoyeds_offloaded": "#d97706", "fast": "#dc2626",
                                "near": "#2563eb", "resident": "#6b7280"}
+_TICKS = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)  # plain magnitudes on the log axis
 _SHORT = {"dense": "dense", "samoyeds": "Samoyeds", "offloaded": "offloaded", "monde": "MoNDE",
           "samoyeds_offloaded": "Samoyeds<br>+ offloaded"}
 
@@ -302,7 +303,7 @@ def five_ways_model_figure(result: EndToEndResult, more) -> go.Figure:
         xaxis=dict(title="way (bar text: GPU memory, % of dense expert bytes)"),
         yaxis=dict(title="expert ms per token (model, log)", type="log",
                    range=[math.log10(min(vals) * 0.5), math.log10(max(vals) * 4)],
-                   tickvals=[0.1, 0.3, 1, 3, 10, 30, 100, 300], ticktext=["0.1", "0.3", "1", "3", "10", "30", "100", "300"])))
+                   tickvals=_TICKS, ticktext=[f"{t:g}" for t in _TICKS])))
     return fig
 
 
