@@ -295,7 +295,8 @@ viz.error_bar(
 # size (top-left slices of `W`) and a pruning method. You see the mask (the outlined cells are the 32
 # columns described by the metadata word), the stored values, that metadata word decoded, the bytes of
 # every format, and both methods' errors. Settings a pattern cannot build (say N ≥ M) explain why
-# instead of plotting.
+# instead of plotting. It opens on Samoyeds 1:2 with V = 32, so every slider does something; 2:4 uses none
+# of N, M, V (they grey out).
 
 # %%
 panel = viz.SparsityPanel(W, X)

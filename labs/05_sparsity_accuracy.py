@@ -306,8 +306,9 @@ ppl_density_figure(records, live).show()
 # window run through the `"samoyeds"` backend (compressed weights × selected tokens) and through the
 # evaluated `"grouped"` backend agree to float32 rounding.
 #
-# Now pick a pattern, V and method and press **prune + evaluate**: the result appears as a star on the
-# recorded trade-off plot (a few seconds each).
+# Now pick a pattern, V and method: the panel rings that configuration's recorded point and gives its
+# numbers at once. Press **prune + evaluate** to prune it live: the result appears as a star on the
+# recorded trade-off plot (a few seconds each, on a smaller held-out slice than the recording).
 
 # %%
 panel = AccuracyPanel(MODEL_DIR, records, calib_tokens=LIVE_CALIB, eval_tokens=LIVE_EVAL)

@@ -340,12 +340,15 @@ class AccuracyPanel:
         }
         self.button = widgets.Button(description="prune + evaluate", button_style="primary",
                                      layout=widgets.Layout(width="180px"))
-        self.status = widgets.HTML("Pick a configuration and press <b>prune + evaluate</b> (a few seconds).")
+        self.status = widgets.HTML("")
         self.figure = go.FigureWidget(layout={"template": _TEMPLATE})
-        _copy_into(self.figure, ppl_speed_figure(self.records), width=820)
+        self._draw()
         self.controls["pattern"].observe(self._sync, names="value")
+        for w in self.controls.values():  # every widget moves the ring at once; the button prunes live
+            w.observe(self._preview, names="value")
         self.button.on_click(lambda _b: self.run())
         self._sync()
+        self._preview()
         self.widget = widgets.VBox([
             widgets.HBox([widgets.VBox(list(self.controls.values()) + [self.button]), self.status]),
             self.figure,
@@ -353,6 +356,46 @@ class AccuracyPanel:
 
     def _sync(self, _change: Any = None) -> None:
         self.controls["vector"].disabled = self.controls["pattern"].value != "Samoyeds"
+
+    def _draw(self) -> None:
+        """The recorded sweep (and live runs), plus an empty ring trace ``selected`` that :meth:`_preview` moves."""
+        fig = ppl_speed_figure(self.records, self.live)
+        fig.add_trace(go.Scatter(name="selected", x=[], y=[], mode="markers", showlegend=False, hoverinfo="skip",
+                                 marker=dict(size=26, symbol="circle-open", color=ACCURACY_COLORS["live"],
+                                             line=dict(width=3))))
+        _copy_into(self.figure, fig, width=820)
+
+    def selected_record(self) -> Mapping[str, Any] | None:
+        """The recorded sweep's record of the configuration the widgets show, or None if it was not recorded."""
+        from ..moe.accuracy import config_label
+
+        label = config_label(self.config())
+        return next((r for r in self.records if r["label"] == label), None)
+
+    def _preview(self, _change: Any = None) -> None:
+        """Ring the recorded point of the widgets' configuration and say its numbers (no model run)."""
+        from ..moe.accuracy import config_label
+
+        label = config_label(self.config())
+        rec = self.selected_record()
+        ring = next(t for t in self.figure.data if t.name == "selected")
+        point = None
+        if rec is not None:
+            for t in self.figure.data:
+                if t.customdata is not None and t.name not in ("selected",) and not t.name.startswith("live"):
+                    for x, y, cd in zip(t.x, t.y, t.customdata):
+                        if cd[0] == label:
+                            point = (x, y)
+        with self.figure.batch_update():
+            ring.x, ring.y = ([point[0]], [point[1]]) if point else ([], [])
+        if rec is None:
+            self.status.value = (f"<b>{html.escape(label)}</b> is not in the recorded sweep: press "
+                                 f"<b>prune + evaluate</b> to measure it live (a few seconds).")
+        else:
+            self.status.value = (
+                f"ringed: <b>{html.escape(label)}</b>, recorded held-out ppl {rec['heldout_ppl']['overall']:.3f} · "
+                f"density {rec['density']:.0%} · modelled speed-up {rec['modelled_decode_speedup']:.2f}×. "
+                f"Press <b>prune + evaluate</b> to prune it live on a smaller held-out slice.")
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -398,5 +441,8 @@ class AccuracyPanel:
             f"<b>{html.escape(rec['label'])}</b>: held-out ppl {rec['heldout_ppl']['overall']:.3f} on "
             f"{rec['eval_tokens']['overall']:,} bytes{same} · density {rec['density']:.0%} · modelled "
             f"speed-up {rec['modelled_decode_speedup']:.2f}× · {time.perf_counter() - t0:.1f} s")
-        _copy_into(self.figure, ppl_speed_figure(self.records, self.live), width=820)
+        status = self.status.value
+        self._draw()
+        self._preview()
+        self.status.value = status  # the live result stays on screen until a widget moves
         return rec

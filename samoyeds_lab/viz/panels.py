@@ -17,7 +17,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from ..formats import as_dense, compress_nm, compress_samoyeds, compress_venom, to_csr
 from ..prune import outlier_activations, prune_mask, reconstruction_error
 from ._args import check_text, offered
@@ -143,6 +143,9 @@ class SparsityPanel:
         Seed of the default weight and activations.
     rows, cols : int, optional
         Initial size (default 64×128, or the whole weight if smaller).
+    pattern : str
+        The pattern the panel opens with (default ``"Samoyeds"``, 1:2 rows per V = 32 window, so N, M and V
+        are live from the start; 2:4 uses none of them).
 
     Notes
     -----
@@ -158,8 +161,10 @@ class SparsityPanel:
         seed: int = 0,
         rows: int | None = None,
         cols: int | None = None,
+        pattern: str = "Samoyeds",
     ) -> None:
         check_int("seed", seed)
+        self._initial_pattern = check_choice("pattern", pattern, PATTERNS)
         if weight is None:
             gen = torch.Generator().manual_seed(seed)
             weight = 0.02 * torch.randn(256, 512, generator=gen)
@@ -199,14 +204,15 @@ class SparsityPanel:
     def _build_widgets(self, rows: int, cols: int) -> None:
         style = {"description_width": "90px"}
         lay = widgets.Layout(width="300px")
+        preset = _PRESETS[self._initial_pattern]
         self.controls: dict[str, widgets.ValueWidget] = {
-            "pattern": widgets.Dropdown(options=PATTERNS, value="2:4", description="pattern", style=style,
-                                        layout=lay),
-            "n": widgets.IntSlider(value=2, min=_N_RANGE[0], max=_N_RANGE[1], description="N (keep)",
+            "pattern": widgets.Dropdown(options=PATTERNS, value=self._initial_pattern, description="pattern",
+                                        style=style, layout=lay),
+            "n": widgets.IntSlider(value=preset.get("n", 2), min=_N_RANGE[0], max=_N_RANGE[1],
+                                   description="N (keep)", continuous_update=False, style=style, layout=lay),
+            "m": widgets.IntSlider(value=preset.get("m", 4), min=_M_RANGE[0], max=_M_RANGE[1], description="M (of)",
                                    continuous_update=False, style=style, layout=lay),
-            "m": widgets.IntSlider(value=4, min=_M_RANGE[0], max=_M_RANGE[1], description="M (of)",
-                                   continuous_update=False, style=style, layout=lay),
-            "vector": widgets.SelectionSlider(options=_VECTORS, value=32, description="V (vector)",
+            "vector": widgets.SelectionSlider(options=_VECTORS, value=preset.get("vector", 32), description="V (vector)",
                                               continuous_update=False, style=style, layout=lay),
             "rows": widgets.Dropdown(options=self.rows_options, value=rows, description="rows", style=style,
                                      layout=lay),

@@ -83,8 +83,8 @@ def move_a_slider(page, path: str, shot) -> dict:
     """Press an arrow key on enabled slider handles (DOM order) until one changes a figure in its output area.
 
     Returns what happened: ``slider`` is None when no slider changed a figure, e.g. every slider is
-    disabled at the lab's defaults (lab 01's N/M/V under 2:4) or a slider only sets up a run that a button
-    starts (lab 05's V); :func:`test_a_slider_changed_a_figure` then needs another lab's slider to do it.
+    disabled at the lab's defaults or only sets up work a button starts; :func:`test_a_slider_changed_a_figure`
+    then needs another lab's slider to do it.
     """
     handles = page.locator(".jp-Notebook .widget-slider .noUi-handle")
     enabled = page.evaluate(JS_SLIDERS_ENABLED, path)

@@ -143,7 +143,7 @@ def test_panel_widgets_and_a_live_run(model_dir):
     assert p.config() == {"pattern": "2:4", "method": "wanda"}
     r = p.run(pattern="Samoyeds", vector=32, method="magnitude")
     assert r["label"] == "Samoyeds V=32 · magnitude" and r["density"] == 0.25
-    assert p.figure.data[-1].name.startswith("live") and len(p.live) == 1
+    assert [t.name for t in p.figure.data if t.name.startswith("live")] and len(p.live) == 1
     assert "Samoyeds V=32" in p.status.value and not p.button.disabled
     with pytest.raises(ValueError, match="vector"):
         p.run(vector=48)
@@ -154,3 +154,31 @@ def test_panel_widgets_and_a_live_run(model_dir):
 def test_panel_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         AccuracyPanel(tmp_path, RECORDS)
+
+
+def test_panel_every_widget_value_moves_the_ring_without_a_run(model_dir):
+    """Issue 14: the panel reacts to every widget at once (the ring and the recorded numbers); only the
+    button prunes. Over the whole range of every widget."""
+    import itertools
+
+    from samoyeds_lab.moe.accuracy import config_label
+
+    p = AccuracyPanel(model_dir, RECORDS, calib_tokens=32, eval_tokens=32)
+    labels = {r["label"]: r for r in RECORDS}
+    opts = p.options()
+    seen = set()
+    for pattern, vector, method in itertools.product(opts["pattern"], opts["vector"], opts["method"]):
+        p.controls["pattern"].value = pattern
+        p.controls["vector"].value = vector
+        p.controls["method"].value = method
+        label = config_label(p.config())
+        ring = next(t for t in p.figure.data if t.name == "selected")
+        assert label in p.status.value.replace("&#x27;", "'")
+        if label in labels:
+            assert len(ring.y) == 1 and ring.y[0] == pytest.approx(labels[label]["heldout_ppl"]["overall"])
+            assert "recorded" in p.status.value
+            seen.add(label)
+        else:
+            assert len(ring.y) == 0 and "not in the recorded sweep" in p.status.value
+    assert seen, "no recorded configuration was reachable from the widgets"
+    assert not p.live  # nothing was pruned

@@ -178,8 +178,19 @@ def test_friendly_message_agrees_with_the_library():
 
 
 # ---------------------------------------------------------------------------------------------- widgets
+def test_panel_opens_with_live_sliders():
+    """Issue 14: the panel used to open on 2:4, which uses none of N, M, V (all three disabled)."""
+    c = SparsityPanel(seed=0).controls
+    assert c["pattern"].value == "Samoyeds" and (c["n"].value, c["m"].value, c["vector"].value) == (1, 2, 32)
+    assert not (c["n"].disabled or c["m"].disabled or c["vector"].disabled)
+    c24 = SparsityPanel(seed=0, pattern="2:4").controls
+    assert c24["n"].disabled and c24["m"].disabled and c24["vector"].disabled
+    with pytest.raises(ValueError, match="pattern"):
+        SparsityPanel(seed=0, pattern="3:4")
+
+
 def test_widget_callbacks_apply_presets_and_disable_unused_sliders():
-    panel = SparsityPanel(seed=0)
+    panel = SparsityPanel(seed=0, pattern="2:4")
     c = panel.controls
     c["pattern"].value = "Samoyeds"
     assert (c["n"].value, c["m"].value, c["vector"].value) == (1, 2, 32)
