@@ -243,3 +243,85 @@ def policy_latencies(
                               link=None if link_gbs is None else float(link_gbs))
         out[p] = (st, lat)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# SiDA's regime: many small experts, top-1 (a Switch-like preset), and SiDA as the paper runs it
+# ----------------------------------------------------------------------------------------------------
+#: One Switch-base expert (``d_model = 768``, a 768 → 3072 → 768 ReLU FFN: ``2 · 768 · 3072`` parameters),
+#: written as the SwiGLU shape with the same parameter count (``3 · 768 · 2048``): 4.7 MB at fp16.
+SWITCH_BASE_EXPERT = ExpertShape("Switch-base expert", 768, 2048)
+
+__all__ += ["SWITCH_BASE_EXPERT", "switch_like_trace", "hash_policy_latency"]
+
+
+def switch_like_trace(num_layers: int = 6, num_experts: int = 128, tokens: int = 4096, *, vocab: int = 4096,
+                      zipf: float = 0.0, token_share: float = 0.8, seed: int = 0) -> np.ndarray:
+    r"""A synthetic top-1 routing trace with Switch-Transformer-like statistics: int64 ``[layers, tokens, 1]``.
+
+    Switch routing is driven mostly by the token itself, and its load-balancing loss spreads the tokens
+    evenly over the experts. Here every layer gives each of ``vocab`` token ids a *home* expert (each
+    expert homes ``vocab / num_experts`` ids, a fixed random assignment, seed 123); token ids are drawn
+    with :math:`P(v) \propto (v+1)^{-\text{zipf}}` (0 = uniform: flat expert popularity, what the balancing
+    loss aims at); a share ``token_share`` of the tokens goes to its home expert, the rest to a uniformly
+    random one (the context's part). A what-if, not a recorded Switch trace.
+
+    Parameters
+    ----------
+    num_layers, num_experts, tokens, vocab : int
+        ``>= 1``; ``vocab >= num_experts``.
+    zipf : float
+        ``>= 0``.
+    token_share : float
+        In ``[0, 1]``.
+    seed : int
+        Token draws and the context's share (the home table is fixed).
+    """
+    L = check_int("num_layers", num_layers, lo=1)
+    E = check_int("num_experts", num_experts, lo=1)
+    T = check_int("tokens", tokens, lo=1)
+    V = check_int("vocab", vocab, lo=E)
+    a = check_float("zipf", zipf, lo=0.0)
+    c = check_float("token_share", token_share, lo=0.0, hi=1.0)
+    seed = check_int("seed", seed, lo=0)
+    home = np.random.default_rng(123).permuted(np.tile(np.arange(V) % E, (L, 1)), axis=1)
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, V + 1, dtype=np.float64) ** a
+    tok = rng.choice(V, T, p=p / p.sum())
+    ids = home[:, tok]
+    ctx = rng.random((L, T)) >= c
+    ids[ctx] = rng.integers(0, E, int(ctx.sum()))
+    return ids[..., None].astype(np.int64)
+
+
+def hash_policy_latency(
+    predicted_ids,
+    num_experts: int,
+    capacity: int,
+    *,
+    profile_gpu="h100_pcie",
+    link_gbs: float | None = None,
+    expert: ExpertShape = MIXTRAL_EXPERT,
+    scope: str = "global",
+    batch_tokens: int = 1,
+) -> tuple[OffloadStats, OffloadLatency]:
+    """SiDA as the paper serves (hash routing): the predicted experts are the ones computed.
+
+    The predicted routing is replayed as the trace *and* prefetched with itself (policy ``"sida"``), so
+    no access can miss and no prefetch is wasted; what is left is the link time the previous step's
+    compute does not hide. Same arguments and model as :func:`policy_latencies` (``predicted_ids``:
+    int ``[layers, tokens, k]``, e.g. :attr:`~samoyeds_lab.offload.hash_routing.HashRoutingEval.hash_topk`).
+    The fidelity cost (the router would have chosen otherwise) is not in this number: measure it with
+    :func:`~samoyeds_lab.offload.hash_routing.hash_routing_eval`.
+    """
+    capacity = check_int("capacity", capacity, lo=0)
+    if not isinstance(expert, ExpertShape):
+        raise TypeError(f"expert: expected an ExpertShape, got {type(expert).__name__}")
+    if link_gbs is not None and not (isinstance(link_gbs, (int, float)) and not isinstance(link_gbs, bool)
+                                     and np.isfinite(link_gbs) and link_gbs > 0):
+        raise ValueError(f"link_gbs: expected a positive number of GB/s, got {link_gbs!r}")
+    st = simulate_offload(predicted_ids, num_experts, policy="sida", capacity=capacity, scope=scope,
+                          batch_tokens=batch_tokens, expert_bytes=expert.nbytes, predicted=predicted_ids)
+    lat = offload_latency(st, profile_gpu=profile_gpu, expert_flops=expert.flops_per_token,
+                          link=None if link_gbs is None else float(link_gbs))
+    return st, lat
