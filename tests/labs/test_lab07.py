@@ -51,3 +51,10 @@ def test_figures_numbers_and_panel_are_displayed(executed):
                    "compressed operands the kernels read", "crossover n*: measured, dense near",
                    "outputs equal the dense forward on the pruned weights (checked)"):
         assert needle in text, needle
+
+
+def test_quotes_monde_headline_and_reconciles_it_with_the_model():
+    text = SOURCE.read_text()
+    assert "MoNDE (arXiv:2405.18832) reports up to 7.5× (encoder) and 3.7× (decoder)" in text
+    assert "evaluated in simulation" in text and "crossover n*" in text
+    assert "DAC'24" not in text and "PAPERS.md" not in text
