@@ -371,7 +371,7 @@ print(f"en, predicted experts mixed with the router's weights instead: ppl {hr_w
       f"({hr_w.ppl_ratio - 1:+.1%})")
 
 # %% [markdown]
-# Hash routing costs perplexity, but proportionally far less than the ≈ 20 % of experts it gets wrong: a
+# Hash routing costs perplexity, but proportionally less than the ≈ 20 % of experts it gets wrong: a
 # miss replaces one expert of a pair, and the predictor was trained to mimic the router's whole
 # distribution, so its wrong choice tends to be one the router also rated. Mixing the predicted experts with the router's own weights (the router's gate
 # then runs, but only to weigh) recovers part of the gap; the rest is the choice of experts itself.
@@ -452,7 +452,7 @@ for name in presets:
 # a link-time model against a pinned hot set that also offloads, not against the all-on-GPU baselines the
 # paper compares with, so the memory saving is reproducible (the 20 % budget above) but a 3.93× speed-up is
 # not: under PCIe every offloading policy is bound by the bytes it moves, and hash routing mostly removes
-# the stalls and wasted loads, at the few-per-cent perplexity cost measured above.
+# the stalls and wasted loads, at the perplexity cost measured above.
 #
 # %% [markdown]
 # ## 8. Explore
@@ -469,6 +469,6 @@ panel.widget()
 # **Take-aways.** A predictor that reads the tokens ahead of time keeps the hit rate high at budgets where
 # reactive caches collapse, and no demand cache can beat Belady's bound. But a hit rate is not a speed:
 # at decode batch sizes the link, not the cache, sets the time. Run as the paper runs it (the predictor
-# replaces the router), SiDA never misses and never stalls, for a few per cent of perplexity; its edge over
+# replaces the router), SiDA never misses and never stalls, for the perplexity cost of section 7; its edge over
 # a pinned hot set needs its own regime (many small, evenly used experts). The link is the opening for near-data
 # computation (Lab 07) and for making experts smaller (Samoyeds' 28 % bytes, Labs 01–02).
