@@ -145,9 +145,11 @@ def sweep_table(records: Sequence[Mapping[str, Any]], *, title: str = "Held-out 
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color=ACCURACY_COLORS["header"],
                     align="center", font=dict(color=COLORS["text"], size=12)),
         cells=dict(values=cols, fill_color=[fills] * len(header), align=["left"] + ["right"] * (len(header) - 1),
-                   font=dict(color=COLORS["text"], size=12), height=26),
+                   font=dict(color=COLORS["text"], size=12), height=28),
     ))
-    fig.update_layout(_layout(title=dict(text=title), height=110 + 27 * len(records),
+    # NOTE: a two-line header, and labels that wrap once when the notebook is narrow, need this much room;
+    # too little and plotly hides the last rows behind a scroll the page does not show (issue 14)
+    fig.update_layout(_layout(title=dict(text=title), height=140 + 40 * len(records),
                               margin=dict(l=10, r=10, t=50, b=10),
                               xaxis=dict(visible=False), yaxis=dict(visible=False)))
     return fig

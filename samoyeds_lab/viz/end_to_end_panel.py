@@ -21,6 +21,9 @@ from ..bench.end_to_end import BOUND_POLICY, OffloadChoice, offload_policy_sweep
 from .end_to_end import offload_policy_figure
 from .panels import _copy_into
 
+#: Widget labels get the room their text needs ("decode batch", "GPU profile" were cut at the default 80 px).
+_LABEL = {"description_width": "105px"}
+
 __all__ = ["OffloadBudgetPanel", "BudgetView", "BATCH_OPTIONS"]
 
 #: Tokens per decode step offered by the panel.
@@ -67,9 +70,10 @@ class OffloadBudgetPanel:
             raise ValueError(f"batch_tokens: expected one of {BATCH_OPTIONS}, got {batch_tokens!r}")
         self._cache: dict[tuple[int, int], OffloadChoice] = {}
         self.capacity = widgets.IntSlider(value=capacity, min=1, max=self.num_slots, step=1,
-                                          description="GPU experts", continuous_update=False)
+                                          description="GPU experts", continuous_update=False,
+                                          style=_LABEL, layout=widgets.Layout(width="420px"))
         self.batch = widgets.Dropdown(options=[(f"{b} token{'s' if b > 1 else ''}/step", b) for b in BATCH_OPTIONS],
-                                      value=batch_tokens, description="decode batch")
+                                      value=batch_tokens, description="decode batch", style=_LABEL)
         self.status = widgets.HTML()
         view = self.compute(capacity, batch_tokens)
         self.figure = go.FigureWidget(view.figure)

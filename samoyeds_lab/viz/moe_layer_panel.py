@@ -21,6 +21,9 @@ from ..bench.moe_layer import MOE_SHAPES, TIME_OPS, LayerTime, layer_time, padde
 from .moe_layer import OP_LABELS, expert_time_figure, tile_rows_figure
 from .panels import _copy_into
 
+#: Widget labels get the room their text needs ("decode batch", "GPU profile" were cut at the default 80 px).
+_LABEL = {"description_width": "105px"}
+
 __all__ = ["MoELayerPanel", "LayerView", "BATCH_OPTIONS"]
 
 #: Tokens per batch offered by the slider: decode batches 1–64, then prefill sizes up to 4096.
@@ -75,9 +78,10 @@ class MoELayerPanel:
             raise ValueError(f"pad_to: expected a positive int, got {pad_to!r}")
         self.trace, self.layer, self.pad_to = trace, layer, pad_to
         self.batch = widgets.SelectionSlider(options=list(BATCH_OPTIONS), value=batch_tokens,
-                                             description="tokens/batch", continuous_update=False)
-        self.shape = widgets.Dropdown(options=list(MOE_SHAPES), value=shape, description="model")
-        self.profile = widgets.Dropdown(options=list(GPU_PROFILES), value=profile, description="GPU profile")
+                                             description="tokens/batch", continuous_update=False,
+                                             style=_LABEL, layout=widgets.Layout(width="420px"))
+        self.shape = widgets.Dropdown(options=list(MOE_SHAPES), value=shape, description="model", style=_LABEL)
+        self.profile = widgets.Dropdown(options=list(GPU_PROFILES), value=profile, description="GPU profile", style=_LABEL)
         self.status = widgets.HTML()
         view = self.compute(batch_tokens, shape, profile)
         self.tiles = go.FigureWidget(view.tiles_figure)

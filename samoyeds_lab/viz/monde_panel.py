@@ -113,7 +113,7 @@ class MoNDEPanel:
         self._profiles = {n: load_profile(n) for n in GPU_PROFILES + NEAR_PROFILES}
         self._cache: dict[tuple, Any] = {}
         self._busy = False
-        style = {"description_width": "90px"}
+        style = {"description_width": "105px"}
         lay = widgets.Layout(width="340px")
         trace = next(iter(self.traces))
         batches = self._batches(trace)
@@ -325,7 +325,7 @@ class NearTokensPanel:
         self._busy = False
         self.controls = {"tokens": widgets.SelectionSlider(
             options=self.n_tokens, value=self.n_tokens[0], description="tokens/expert", continuous_update=False,
-            style={"description_width": "90px"}, layout=widgets.Layout(width="420px"))}
+            style={"description_width": "105px"}, layout=widgets.Layout(width="420px"))}
         self.status = widgets.HTML()
         self.figure_widget = go.FigureWidget(layout={"template": _TEMPLATE})
         self.controls["tokens"].observe(self._on_change, names="value")

@@ -191,7 +191,7 @@ class RoutingPanel:
 
     # ------------------------------------------------------------------------------------------ widgets
     def _build_widgets(self, trace: str, layer: int, batch: int) -> None:
-        style = {"description_width": "80px"}
+        style = {"description_width": "105px"}
         lay = widgets.Layout(width="320px")
         self.controls: dict[str, widgets.ValueWidget] = {
             "trace": widgets.Dropdown(options=list(self.traces), value=trace, description="text", style=style,
@@ -199,7 +199,7 @@ class RoutingPanel:
             "layer": widgets.IntSlider(value=layer, min=0, max=self.num_layers - 1, description="layer",
                                        continuous_update=False, style=style, layout=lay),
             "view": widgets.ToggleButtons(options=ROUTING_VIEWS, value=ROUTING_VIEWS[0], description="top-k view",
-                                          style={"description_width": "80px", "button_width": "100px"}),
+                                          style={"description_width": "105px", "button_width": "100px"}),
             "batch": widgets.SelectionSlider(options=self._batches(trace), value=batch, description="batch tokens",
                                              continuous_update=False, style=style, layout=lay),
             "sequence": widgets.IntSlider(value=0, min=0, max=self._num_sequences(trace) - 1, description="sequence",
