@@ -372,8 +372,8 @@ print(f"en, predicted experts mixed with the router's weights instead: ppl {hr_w
 
 # %% [markdown]
 # Hash routing costs perplexity, but proportionally less than the ≈ 20 % of experts it gets wrong: a
-# miss replaces one expert of a pair, and the predictor was trained to mimic the router's whole
-# distribution, so its wrong choice tends to be one the router also rated. Mixing the predicted experts with the router's own weights (the router's gate
+# miss replaces one expert of a pair, and the mixing weights come from a predictor trained on the router's
+# own distribution. Mixing the predicted experts with the router's own weights instead (the router's gate
 # then runs, but only to weigh) recovers part of the gap; the rest is the choice of experts itself.
 #
 # What does it save on the link? The same held-out English routing, one token per step, 12 experts

@@ -14,7 +14,8 @@ the model's ``input_ids`` (``[L, B, S, E]`` predicted router logits), and each M
 .. math::
 
     \mathrm{ids}_t = \operatorname{topk}_k \hat z_{l,t}, \qquad
-    w_t = \frac{\operatorname{softmax}(\hat z_{l,t})_{\mathrm{ids}_t}}{\sum_j \operatorname{softmax}(\hat z_{l,t})_{\mathrm{ids}_{t,j}}}
+    p_t = \operatorname{softmax}(\hat z_{l,t}), \qquad
+    w_{t,j} = p_{t,\mathrm{ids}_{t,j}} \Big/ \sum_{i} p_{t,\mathrm{ids}_{t,i}}
 
 (``weights="predictor"``: the router's own style rule applied to the predicted logits :math:`\hat z`) or,
 with ``weights="router"``, the predicted ids mixed with the *router's* probabilities at those ids (an
