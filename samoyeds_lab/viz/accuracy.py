@@ -248,7 +248,7 @@ def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered
         height=440, showlegend=True, shapes=shapes, annotations=notes,
         legend=dict(orientation="v", yanchor="top", y=1, x=1.02, xanchor="left", tracegroupgap=12),
         xaxis=dict(title=dict(text=x_title), range=x_range),
-        yaxis=log_axis(f"held-out perplexity, {domain} (log)", lo, hi),
+        yaxis=log_axis(f"held-out ppl, {domain} (log)", lo, hi),
         margin=dict(l=70, r=190, t=80, b=60), width=900,
     ))
 
@@ -351,8 +351,10 @@ class AccuracyPanel:
         self.button.on_click(lambda _b: self.run())
         self._sync()
         self._preview()
+        self.status.layout = widgets.Layout(flex="1", min_width="300px")
         self.widget = widgets.VBox([
-            widgets.HBox([widgets.VBox(list(self.controls.values()) + [self.button]), self.status]),
+            widgets.HBox([widgets.VBox(list(self.controls.values()) + [self.button],
+                                       layout=widgets.Layout(min_width="300px", flex="0 0 auto")), self.status]),
             self.figure,
         ])
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ._axes import log_ticks, positive_range
 from ..bench.end_to_end import BOUND_POLICY, OFFLOAD_POLICIES, EndToEndResult, OffloadChoice
 from .sparsity import COLORS, _layout, message_figure
 
@@ -140,7 +141,13 @@ def end_to_end_figure(result: EndToEndResult) -> go.Figure:
     mtop = max((x.measured_ms_per_token for _, x in meas), default=1.0)
     fig.update_yaxes(title_text="perplexity (bytes)", range=[0, top * 1.2], row=1, col=1)
     fig.update_yaxes(title_text="ms per token (measured, linear)", range=[0, mtop * 1.25], row=1, col=2)
-    fig.update_yaxes(title_text="expert ms per token (model, log)", type="log", row=1, col=3)
+    rng3 = positive_range([x.model_ms_per_token for x in r.ways])
+    if rng3 is not None:
+        t3, tt3 = log_ticks(rng3[0] / 1.5, rng3[1] * 1.5)
+        fig.update_yaxes(title_text="expert ms per token (model, log)", type="log", tickvals=t3, ticktext=tt3,
+                         row=1, col=3)
+    else:
+        fig.update_yaxes(title_text="expert ms per token (model, log)", type="log", row=1, col=3)
     fig.update_yaxes(title_text="% of dense fp16 expert bytes", range=[0, 118], row=1, col=4)
     fig.update_layout(_layout(height=460, showlegend=True, legend=dict(orientation="h", y=-0.18, x=0),
                               title=dict(text="One MoE served three ways (bars: live / measured / model, "
@@ -235,12 +242,14 @@ def budget_curve_figure(curve: Mapping[int, OffloadChoice], *, resident_ms: floa
     vals = [curve[k].policies[p].ms_per_token for k in caps for p in curve[k].policies]
     vals += [v for v in (resident_ms, samoyeds_ms) if v is not None]
     yrange = [math.log10(min(vals) * 0.7), math.log10(max(vals) * 1.4)]
+    yticks, ytext = log_ticks(min(vals) * 0.7, max(vals) * 1.4)
     if mark is not None:
         shapes.append(dict(type="line", yref="paper", y0=0, y1=1, x0=mark, x1=mark, line=dict(color="#111827", width=1)))
     fig.update_layout(_layout(showlegend=True, height=380, shapes=shapes, annotations=ann,
                               title=dict(text="Offloaded: modelled time per token vs GPU budget"),
                               xaxis=dict(title=f"experts resident on the GPU (of {curve[caps[0]].num_slots})"),
-                              yaxis=dict(title="ms per token (model, log)", type="log", range=yrange)))
+                              yaxis=dict(title="ms per token (model, log)", type="log", range=yrange,
+                                         tickvals=yticks, ticktext=ytext)))
     return fig
 
 

@@ -36,7 +36,7 @@ D_MIXTRAL = 4096
 GPU_PROFILES = ("h100_pcie", "h100_sxm", "h200", "a100_sxm", "rtx_4090", "rtx_4070_super")
 NEAR_PROFILES = ("cxl_ndp_monde", "host_ddr5")
 #: Link bandwidth choices (GB/s); ``0.0`` = the slower of the two profiles' own links.
-LINK_OPTIONS: tuple = (("profiles' own", 0.0), ("8 GB/s", 8.0), ("16 GB/s", 16.0), ("32 GB/s", 32.0),
+LINK_OPTIONS: tuple = (("profiles", 0.0), ("8 GB/s", 8.0), ("16 GB/s", 16.0), ("32 GB/s", 32.0),
                        ("64 GB/s", 64.0), ("128 GB/s", 128.0))
 _FIGURES = ("tokens", "grid", "policies", "crossover")
 _WIDTHS = {"tokens": 480, "grid": 480, "policies": 480, "crossover": 480}
@@ -136,7 +136,8 @@ class MoNDEPanel:
             w.observe(self._on_change, names="value")
         fw = self.figure_widgets
         self.widget = widgets.VBox([
-            widgets.HBox([widgets.VBox(list(self.controls.values())), widgets.VBox([self.status], layout=widgets.Layout(flex="1"))]),
+            widgets.HBox([widgets.VBox(list(self.controls.values()), layout=widgets.Layout(flex="0 0 auto")),
+                          widgets.VBox([self.status], layout=widgets.Layout(flex="1", min_width="0"))]),
             widgets.HBox([fw["tokens"], fw["grid"]]),
             widgets.HBox([fw["policies"], fw["crossover"]]),
         ])

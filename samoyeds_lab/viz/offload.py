@@ -109,13 +109,18 @@ def hit_rate_budget_figure(sweep: BudgetSweep, *, num_layers: int, num_experts: 
     total = num_layers * num_experts
     x = sweep.capacities
     fig = go.Figure()
+    # NOTE: LRU, LFU and FIFO often lie within a point of each other; each policy has its own dash and marker
+    # symbol so that overlapping curves stay distinguishable (colour alone was not enough)
+    styles = {"belady": ("dash", "circle"), "lru": ("solid", "square"), "lfu": ("dot", "triangle-up"),
+              "fifo": ("dashdot", "x"), "static": ("longdash", "diamond"), "sida": ("solid", "star"),
+              "next_layer": ("longdashdot", "cross")}
     for p, hr in sweep.hit_rate.items():
-        dash = "dash" if p == "belady" else None
+        dash, symbol = styles.get(p, ("solid", "circle"))
         width = 3 if p in ("sida", "belady") else 2
         extra = "" if expert_gb is None else " (%{customdata:.1f} GB)"
         fig.add_scatter(x=x, y=100 * hr, mode="lines+markers", name=_label(p),
                         line=dict(color=POLICY_COLORS.get(p, "#94a3b8"), dash=dash, width=width),
-                        marker=dict(size=5), customdata=None if expert_gb is None else x * expert_gb,
+                        marker=dict(size=7, symbol=symbol), customdata=None if expert_gb is None else x * expert_gb,
                         hovertemplate="budget %{x} experts" + extra + ": %{y:.1f}%<extra>" + _label(p) + "</extra>")
     if budget is not None:
         fig.add_vline(x=budget, line=dict(color="#f59e0b", width=2, dash="dot"))
