@@ -219,3 +219,27 @@ if (panel.content.scrollToItem) { panel.content.scrollToItem(0, 'start'); }
 for (const el of panel.node.querySelectorAll('.jp-WindowedPanel-outer')) el.scrollTop = 0;
 return true;
 }"""
+
+#: Figure titles, axis titles and widget labels that the notebook cuts: a plotly title (figure, subplot
+#: annotation text excluded) whose rendered box leaves its graph div by more than 2 px, or a widget
+#: description whose text is wider than its box (ipywidgets cuts it with an ellipsis).
+JS_CLIPPED = "(path) => {" + _PANEL + """
+if (!panel) return ['notebook panel not found'];
+const out = [];
+const plots = Array.from(panel.content.node.querySelectorAll('.js-plotly-plot'));
+plots.forEach((gd, k) => {
+  const box = gd.getBoundingClientRect();
+  if (box.width < 10 || box.height < 10) return;  // not laid out (collapsed output)
+  for (const el of gd.querySelectorAll('.gtitle, .xtitle, .ytitle, .x2title, .y2title, .x3title, .y3title, .x4title, .y4title')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    const over = Math.max(box.left - r.left, r.right - box.right, box.top - r.top, r.bottom - box.bottom);
+    if (over > 2) out.push(`figure ${k}: "${(el.textContent || '').slice(0, 60)}" cut by ${Math.round(over)} px`);
+  }
+});
+for (const el of panel.content.node.querySelectorAll('.widget-label, .widget-label-basic')) {
+  if (!el.offsetParent || !el.textContent.trim()) continue;
+  if (el.scrollWidth > el.clientWidth + 1) out.push(`widget label "${el.textContent.slice(0, 40)}" cut`);
+}
+return out;
+}"""

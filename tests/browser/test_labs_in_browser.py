@@ -17,6 +17,7 @@ import time
 import pytest
 
 from .helpers import (
+    JS_CLIPPED,
     JS_DOM_ERRORS,
     JS_PLOTS_NEAR_SLIDER,
     JS_SCROLL_TOP,
@@ -152,6 +153,9 @@ def test_lab_runs_in_chromium(notebook, lab_server, browser, artifacts):
         assert not state["errors"], f"{notebook.name}: error outputs {state['errors']}"
         assert state["executed"] == state["code"], f"{notebook.name}: {state['executed']}/{state['code']} cells ran"
         assert not dom_errors, f"{notebook.name}: error text in the rendered outputs {dom_errors}"
+        # issue 14 (open): titles and widget labels cut at notebook width are recorded in the lab's JSON
+        # artifact; not asserted yet, because Lab 02 (and others) still have cut titles to fix first
+        summary["clipped"] = page.evaluate(JS_CLIPPED, notebook.name)
         tracebacks = [s for s in state["stderr"] if "Traceback" in s]
         assert not tracebacks, tracebacks
         # figures: every plotly output is drawn, and a lab that builds figures shows at least one
