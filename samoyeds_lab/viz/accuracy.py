@@ -338,7 +338,7 @@ class AccuracyPanel:
             "vector": widgets.SelectionSlider(options=_VECTORS, value=128, description="V (window)",
                                               continuous_update=False, style=style, layout=lay),
             "method": widgets.ToggleButtons(options=_METHODS, value="wanda", description="pruning",
-                                            style={"description_width": "80px", "button_width": "90px"}),
+                                            style={"description_width": "80px", "button_width": "115px"}),
         }
         self.button = widgets.Button(description="prune + evaluate", button_style="primary",
                                      layout=widgets.Layout(width="180px"))
