@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .sparsity import _NO, _OK, _call, _not_callable
+from .sparsity import _NO, _OK, _call, _check_seed, _not_callable
 
 __all__ = ["check_belady_hits", "check_lru_hits", "example_traces", "solution_belady_hits", "solution_lru_hits"]
 
@@ -137,9 +137,8 @@ def _check(fn: Callable, policy: str, name: str, *, seed: int) -> bool:
     from ..offload.cache import simulate_cache
 
     _not_callable("fn", fn)
-    from .._checks import check_int
 
-    seed = check_int("seed", seed, lo=0, hi=2**62)
+    seed = _check_seed(seed)
     cases = _cases(seed)
     for case, (label, trace, cap) in enumerate(cases):
         st = simulate_cache(np.asarray(trace, np.int64), cap, policy)

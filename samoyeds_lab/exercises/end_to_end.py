@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .sparsity import _NO, _OK, _call, _not_callable, _side_by_side
+from .sparsity import _NO, _OK, _call, _check_trials_seed, _not_callable, _side_by_side
 
 __all__ = ["check_hot_set", "check_offload_time", "example_popularity", "offload_cases", "solution_hot_set",
            "solution_offload_time"]
@@ -117,10 +117,8 @@ def check_hot_set(fn: Callable[[np.ndarray, int], object], *, trials: int = 30, 
         True if every case matches.
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)
+    trials, seed = _check_trials_seed(trials, seed)
     cases = _hot_set_cases(trials, seed)
     for case, (pop, budget) in enumerate(cases):
         L, E = pop.shape

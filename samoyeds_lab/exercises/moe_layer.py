@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .sparsity import _NO, _OK, _call, _not_callable
+from .sparsity import _NO, _OK, _call, _check_trials_seed, _not_callable
 
 __all__ = ["check_expert_gather", "check_moe_combine", "example_topk_ids", "solution_expert_gather",
            "solution_moe_combine"]
@@ -93,11 +93,9 @@ def check_expert_gather(fn: Callable[[torch.Tensor, int, int], object], *, trial
         True if every expert of every case matches.
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
     from ..formats import SENTINEL, TokenSelection
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)
+    trials, seed = _check_trials_seed(trials, seed)
     cases = _gather_cases(trials, torch.Generator().manual_seed(seed))
     for name, ids, E, pad_to in cases:
         sel = TokenSelection.from_topk(ids, E, pad_to=pad_to)
@@ -202,11 +200,9 @@ def check_moe_combine(fn: Callable[..., object], *, trials: int = 10, seed: int 
         True if every case matches.
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
     from ..moe import SwiGLUExperts, route
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)
+    trials, seed = _check_trials_seed(trials, seed)
     gen = torch.Generator().manual_seed(seed)
     cases = _combine_cases(trials, gen)
     for name, E, H, I, T, k in cases:

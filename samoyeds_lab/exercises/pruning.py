@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .sparsity import _NO, _OK, _call, _distinct_magnitudes, _grid, _not_callable, _side_by_side
+from .sparsity import _NO, _OK, _call, _check_trials_seed, _distinct_magnitudes, _grid, _not_callable, _side_by_side
 
 __all__ = ["check_samoyeds_mask", "check_wanda_mask", "example_activations", "example_scores", "example_weight",
            "solution_samoyeds_mask", "solution_wanda_mask"]
@@ -164,10 +164,8 @@ def check_wanda_mask(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *
         True if every case matches :func:`samoyeds_lab.prune.prune_mask` (``"2:4"``, ``method="wanda"``).
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**62)
+    trials, seed = _check_trials_seed(trials, seed)
     cases = _wanda_cases(trials, seed)
     for case, (w, x) in enumerate(cases):
         rows, cols = w.shape
@@ -307,10 +305,8 @@ def check_samoyeds_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], *, tria
         True if every case matches :func:`samoyeds_lab.prune.samoyeds_mask` (``n=1, m=2``).
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**62)
+    trials, seed = _check_trials_seed(trials, seed)
     cases = _samoyeds_cases(trials, seed)
     for case, (scores, vector) in enumerate(cases):
         rows, cols = scores.shape

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .sparsity import _NO, _OK, _call, _grid, _not_callable, _side_by_side
+from .sparsity import _NO, _OK, _call, _check_trials_seed, _grid, _not_callable, _side_by_side
 
 __all__ = ["check_locality", "check_top_k_routing", "example_first_choices", "example_logits",
            "solution_locality", "solution_top_k_routing"]
@@ -92,11 +92,9 @@ def check_top_k_routing(fn: Callable[[torch.Tensor, int], object], *, trials: in
         True if every case matches.
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
     from ..moe.router import route
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)
+    trials, seed = _check_trials_seed(trials, seed)
     cases = _routing_cases(trials, torch.Generator().manual_seed(seed))
     for name, logits, k in cases:
         T, E = logits.shape
@@ -254,10 +252,8 @@ def check_locality(fn: Callable[[torch.Tensor, torch.Tensor], object], *, trials
         True if every case matches (to 1e-6).
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)
+    trials, seed = _check_trials_seed(trials, seed)
     cases = _locality_cases(trials, torch.Generator().manual_seed(seed))
     for name, first, seq, E in cases:
         exp = _reference_locality(first, seq, E)

@@ -104,6 +104,20 @@ def _not_callable(name: str, fn: object) -> None:
         raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
 
 
+def _check_seed(seed: object) -> int:
+    """The seed rule every check shares: an int in [0, 2**63 - 1] (torch.Generator's range)."""
+    from .._checks import check_int
+
+    return check_int("seed", seed, lo=0, hi=2**63 - 1)
+
+
+def _check_trials_seed(trials: object, seed: object) -> tuple[int, int]:
+    """The ``trials`` (0 … 10 000) and ``seed`` rules every check shares."""
+    from .._checks import check_int
+
+    return check_int("trials", trials, lo=0, hi=10_000), _check_seed(seed)
+
+
 def _call(fn: Callable, *args: object) -> tuple[object, str | None]:
     """Run the learner's function; return (result, None) or (None, message) if it raised."""
     try:
@@ -132,10 +146,8 @@ def check_mask_24(fn: Callable[[torch.Tensor], torch.Tensor], *, trials: int = 2
         True if every case matches.
     """
     _not_callable("fn", fn)
-    from .._checks import check_int
 
-    trials = check_int("trials", trials, lo=0, hi=10_000)
-    seed = check_int("seed", seed, lo=0, hi=2**63 - 1)
+    trials, seed = _check_trials_seed(trials, seed)
     gen = torch.Generator().manual_seed(seed)
     shapes = [(4, 8)] + [(int(r), 4 * int(c)) for r, c in zip(torch.randint(1, 20, (trials,), generator=gen),
                                                                torch.randint(1, 10, (trials,), generator=gen))]
