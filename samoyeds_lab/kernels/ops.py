@@ -372,11 +372,27 @@ def _check_split_k(split_k: object) -> int | None:
     return None if split_k is None else check_int("split_k", split_k, lo=1)
 
 
+#: The last ``x`` found finite and its version counter: the expert paths call the ops 2-3 times per expert on
+#: the same activations, which are then checked once, not once per call (a weak reference, so a new tensor
+#: at a reused address is never mistaken for it; an in-place write bumps ``_version``).
+_FINITE_X: tuple = (None, -1)
+
+
 def _check_x(x: object, cols: int) -> torch.Tensor:
     # NOTE: finite is checked (a reduction, and a host sync on CUDA, like the token-id range check): a NaN/inf
     # that only meets pruned weights would be NaN through the reference's dense product (0·NaN) but finite
     # through the sparse kernels, which never read pruned weights; refusing it keeps the backends equal.
-    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES, finite=True)
+    global _FINITE_X
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    try:
+        now = x._version
+    except RuntimeError:  # an inference-mode tensor has no version counter: check it every time
+        now = None
+    ref, version = _FINITE_X
+    if now is None or ref is None or ref() is not x or version != now:
+        check_tensor("x", x, finite=True)
+        if now is not None:
+            _FINITE_X = (weakref.ref(x), now)
     if x.shape[1] != cols:
         raise ValueError(f"x: expected shape [tokens, {cols}] to match the weight's {cols} columns, got {tuple(x.shape)}")
     return x

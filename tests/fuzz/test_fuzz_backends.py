@@ -266,3 +266,22 @@ def test_moe_block_gives_one_error_on_every_backend(label, x, name):
     first = got["dense"]
     assert isinstance(first, tuple) and name in first[1], first
     assert all(o == first for o in got.values()), got
+
+
+def test_nonfinite_x_is_caught_after_an_in_place_write_and_in_inference_mode():
+    """The ops check x's values once per tensor version (the expert paths call them several times on the
+    same activations): an in-place NaN after a clean call, or an inference tensor, is still refused."""
+    w = WEIGHTS["samoyeds"]
+    x = X.clone()
+    for b in ("reference", "cpu"):
+        K.ssmm(w, x, IDX, backend=b)
+    x[1, 3] = NAN
+    for b in ("reference", "cpu", "auto"):
+        with pytest.raises(ValueError, match="x: expected finite"):
+            K.ssmm(w, x, IDX, backend=b)
+    with torch.inference_mode():
+        xi = X.clone()
+        K.ssmm(w, xi, IDX, backend="cpu")
+        xi[0, 0] = float("inf")
+        with pytest.raises(ValueError, match="x: expected finite"):
+            K.ssmm(w, xi, IDX, backend="cpu")
