@@ -9,13 +9,11 @@ the ceiling of :func:`samoyeds_lab.bench.roofline.roofline` on a hardware profil
 
 from __future__ import annotations
 
-import datetime as _dt
-import glob
 import json
-import os
 from pathlib import Path
 
-from ..errors import CorruptFileError
+# The record schema and reader live below both kernels and bench; re-exported here (back-compat).
+from ..records import BASELINES, OPS, RECORD_KEYS, build_record, load_kernel_records, validate_record
 
 #: Expert FFN shapes per model: (d_model, d_ffn) = (hidden_size, the routed expert's intermediate size) of
 #: each model's Hugging Face ``config.json`` (Qwen2-MoE and DeepSeek-MoE: ``moe_intermediate_size``; OpenMoE
@@ -31,12 +29,6 @@ MODEL_SHAPES: dict[str, tuple[int, int]] = {
 }
 #: Tokens per expert swept by the benchmark.
 TOKENS = (1, 8, 16, 64, 256, 1024, 4096)
-#: ``ssmm_wg`` is the sm_90a wgmma variant of ``ssmm`` (timed only on Hopper, also against ``ssmm`` itself:
-#: those records are what ``kernels.ops.choose_ssmm_kernel`` decides ``kernel="auto"`` from).
-OPS = ("ssmm", "ssmm_wg", "spmm_24", "dense_mm")
-BASELINES = ("torch_dense", "torch_24", "dense_mm", "ssmm")
-RECORD_KEYS = ("device", "driver", "versions", "op", "model", "m", "k", "tokens", "dtype", "ms", "baseline",
-               "baseline_ms", "tflops", "roofline_ms", "date")
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -70,52 +62,11 @@ def roofline_ms(op: str, m: int, k: int, tokens: int, profile, dtype: str = "flo
 
 def make_record(*, device: str, driver: str, versions: dict, op: str, model: str, m: int, k: int, tokens: int,
                 dtype: str, ms: float, baseline: str, baseline_ms: float, profile, date: str | None = None) -> dict:
-    """One benchmark record (validated); ``tflops = 2·m·k·tokens / ms`` (real tokens only)."""
-    rec = {
-        "device": device, "driver": driver, "versions": dict(versions), "op": op, "model": model, "m": int(m),
-        "k": int(k), "tokens": int(tokens), "dtype": dtype, "ms": float(ms), "baseline": baseline,
-        "baseline_ms": float(baseline_ms), "tflops": 2.0 * m * k * tokens / (float(ms) * 1e-3) / 1e12,
-        "roofline_ms": roofline_ms(op, m, k, tokens, profile, dtype), "date": date or _dt.date.today().isoformat(),
-    }
-    validate_record(rec)
-    return rec
-
-
-def validate_record(rec: object) -> dict:
-    """Raise :class:`~samoyeds_lab.errors.CorruptFileError` naming the first bad field."""
-    if not isinstance(rec, dict):
-        raise CorruptFileError(f"record: expected a dict, got {type(rec).__name__}")
-    missing = [k for k in RECORD_KEYS if k not in rec]
-    if missing:
-        raise CorruptFileError(f"record: missing keys {missing}")
-    for k in ("m", "k", "tokens"):
-        if not isinstance(rec[k], int) or rec[k] < 0:
-            raise CorruptFileError(f"record: {k} must be a non-negative int, got {rec[k]!r}")
-    for k in ("ms", "baseline_ms", "tflops", "roofline_ms"):
-        if not isinstance(rec[k], (int, float)) or not rec[k] >= 0:
-            raise CorruptFileError(f"record: {k} must be a non-negative number, got {rec[k]!r}")
-    if rec["op"] not in OPS or rec["baseline"] not in BASELINES:
-        raise CorruptFileError(f"record: op/baseline must be in {OPS}/{BASELINES}, got {rec['op']!r}/{rec['baseline']!r}")
-    if rec["dtype"] not in ("float16", "bfloat16"):
-        raise CorruptFileError(f"record: dtype must be float16 or bfloat16, got {rec['dtype']!r}")
-    return rec
-
-
-def load_kernel_records(path: str | os.PathLike | None = None) -> list[dict]:
-    """Records from ``path`` (a JSON list) or from every ``data/bench/gpu_kernels*.json``; ``[]`` when none."""
-    files = [Path(path)] if path is not None else sorted(Path(p) for p in glob.glob(str(_REPO / "data" / "bench" / "gpu_kernels*.json")))
-    out: list[dict] = []
-    for f in files:
-        if not f.exists():
-            if path is not None:
-                raise FileNotFoundError(f"path: {f} does not exist")
-            continue
-        data = json.loads(f.read_text())
-        recs = data.get("records", data) if isinstance(data, dict) else data
-        if not isinstance(recs, list):
-            raise CorruptFileError(f"{f}: expected a list of records")
-        out.extend(validate_record(r) for r in recs)
-    return out
+    """One benchmark record (validated); ``tflops = 2·m·k·tokens / ms`` (real tokens only) and ``roofline_ms``
+    from :func:`roofline_ms` on ``profile``. The schema itself lives in :mod:`samoyeds_lab.records`."""
+    return build_record(device=device, driver=driver, versions=versions, op=op, model=model, m=m, k=k,
+                        tokens=tokens, dtype=dtype, ms=ms, baseline=baseline, baseline_ms=baseline_ms,
+                        roofline_ms=roofline_ms(op, m, k, tokens, profile, dtype), date=date)
 
 
 def run_kernel_bench(shapes=None, tokens=TOKENS, dtype="float16", *, profile="h100_sxm", warmup=3, repeat=20,

@@ -112,7 +112,7 @@ def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
     Parameters
     ----------
     records : sequence of dict, optional
-        Benchmark records (default: :func:`samoyeds_lab.bench.kernels.load_kernel_records`).
+        Benchmark records (default: :func:`samoyeds_lab.records.load_kernel_records`).
     """
     import math
     import statistics
@@ -152,7 +152,7 @@ def _check_records(records: object) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _recorded_kernel_records() -> tuple[dict, ...]:
-    from ..bench.kernels import load_kernel_records
+    from ..records import load_kernel_records
 
     return tuple(load_kernel_records())
 

@@ -172,3 +172,35 @@ def test_sweep_never_times_a_wrong_kernel(monkeypatch):
     with pytest.raises(kg.KernelMismatchError, match="ssmm differs from the reference"):
         _cpu_sweep(ops=("ssmm",), tokens=(8,), time_fn=lambda fn: timed.append(fn) or 1.0)
     assert len(timed) == 2  # torch_dense and dense_mm were checked and timed; ssmm never was
+
+
+# ------------------------------------------------------------------ the reader lives below kernels and bench
+def test_records_module_is_what_bench_reexports(tmp_path):
+    from samoyeds_lab import records
+
+    for name in ("OPS", "BASELINES", "RECORD_KEYS", "validate_record", "load_kernel_records"):
+        assert getattr(bk, name) is getattr(records, name), name
+    rec = records.build_record(device="SYNTHETIC", driver="0", versions={}, op="spmm_24", model="m", m=19, k=100,
+                               tokens=3, dtype="bfloat16", ms=0.25, baseline="torch_24", baseline_ms=0.5,
+                               roofline_ms=0.125, date="2026-01-01")
+    assert rec["roofline_ms"] == 0.125 and rec["tflops"] == pytest.approx(2 * 19 * 100 * 3 / 0.25e-3 / 1e12)
+    full = bk.make_record(device="SYNTHETIC", driver="0", versions={}, op="spmm_24", model="m", m=19, k=100,
+                          tokens=3, dtype="bfloat16", ms=0.25, baseline="torch_24", baseline_ms=0.5, profile=H100,
+                          date="2026-01-01")
+    assert full["roofline_ms"] == pytest.approx(bk.roofline_ms("spmm_24", 19, 100, 3, H100, "bfloat16"))
+    p = tmp_path / "one.json"
+    p.write_text(json.dumps([rec]))
+    assert records.load_kernel_records(p) == [rec]
+    with pytest.raises(FileNotFoundError, match="path"):
+        records.load_kernel_records(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("field, value", [("tokens", True), ("m", -1), ("ms", "fast"), ("baseline_ms", float("nan")),
+                                          ("dtype", "float32"), ("baseline", "cublas")])
+def test_validate_record_names_the_bad_field(field, value):
+    from samoyeds_lab import records
+
+    good = records.build_record(device="SYNTHETIC", driver="0", versions={}, op="ssmm", model="m", m=8, k=8,
+                                tokens=1, dtype="float16", ms=1.0, baseline="ssmm", baseline_ms=1.0, roofline_ms=0.5)
+    with pytest.raises(CorruptFileError, match=field):
+        records.validate_record(dict(good, **{field: value}))
