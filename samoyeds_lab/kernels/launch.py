@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .. import tiles
@@ -76,6 +77,72 @@ def token_tiles(offsets: list[int] | torch.Tensor, block_n: int = tiles.BLOCK_N)
     return TokenTiles(as_t(ex), as_t(st), as_t(ct))
 
 
+def device_token_tiles(offsets: list[int] | torch.Tensor, device: torch.device | str,
+                       block_n: int = tiles.BLOCK_N) -> TokenTiles:
+    """:func:`token_tiles` placed on ``device`` with no host→device copy for one segment, one copy otherwise.
+
+    A single segment ``[0, n)`` (every ``ssmm`` / ``spmm`` / ``dense_mm`` call) is built on the device
+    itself (``arange`` + ``clamp``: kernel launches, no host sync); the tiles of several experts are cut
+    on the host from ``offsets`` and copied once as one packed ``int32 [3, tiles]`` tensor.
+    """
+    offs = offsets.tolist() if isinstance(offsets, torch.Tensor) else list(offsets)
+    if len(offs) == 2 and int(offs[0]) == 0 and int(offs[1]) >= 0:
+        n = int(offs[1])
+        start = torch.arange(0, n, block_n, dtype=torch.int32, device=device)
+        count = (n - start).clamp_(max=block_n)
+        return TokenTiles(torch.zeros_like(start), start, count)
+    tt = token_tiles(offs, block_n)
+    packed = torch.stack([tt.expert, tt.start, tt.count]).to(device)
+    return TokenTiles(packed[0], packed[1], packed[2])
+
+
+def num_token_tiles(offsets: list[int], block_n: int = tiles.BLOCK_N) -> int:
+    """Number of tiles :func:`token_tiles` cuts from ``offsets`` (host arithmetic only)."""
+    return sum(-(-(int(b) - int(a)) // block_n) for a, b in zip(offsets[:-1], offsets[1:]) if b > a)
+
+
+def finalize_blocks(total: int) -> int:
+    """Blocks (256 threads each, grid-stride) of a split-K ``*_finalize`` launch over ``total`` outputs."""
+    return max(1, min(-(-total // 256), 65535))
+
+
+#: Threads per block of the ``*_finalize`` kernels.
+FINALIZE_THREADS = 256
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """One kernel launch before any CuPy call: what :mod:`samoyeds_lab.kernels.ops` and a
+    :class:`~samoyeds_lab.kernels.plan.KernelPlan` both launch.
+
+    ``args`` follows the ``extern "C"`` signature: torch tensors (and None for NULL) are device pointers,
+    numpy scalars are values. ``finalize_total`` is set (outputs covered) for a split-K finalize launch.
+    """
+
+    module: str
+    fn: str
+    grid: tuple[int, int, int]
+    block: int
+    smem: int
+    args: tuple
+    finalize_total: int | None = None
+
+    @property
+    def is_finalize(self) -> bool:
+        return self.finalize_total is not None
+
+
+def is_pointer_arg(a: object) -> bool:
+    """True for the arguments of a :class:`LaunchSpec` that are device pointers (tensors; None = NULL)."""
+    return a is None or isinstance(a, torch.Tensor)
+
+
+def check_scalar_arg(a: object) -> None:
+    """A non-pointer launch argument must be a numpy scalar (its dtype fixes the bytes CuPy packs)."""
+    if not isinstance(a, np.generic):
+        raise TypeError(f"args: expected tensors, None or numpy scalars, got {type(a).__name__}")
+
+
 @dataclass(frozen=True)
 class SplitPlan:
     """Split-K plan: ``splits`` blocks along K, each covering ``steps_per_split`` m16n8k32 k-steps."""
@@ -141,5 +208,6 @@ def check_grid(grid: tuple[int, ...]) -> tuple[int, int, int]:
     return g
 
 
-__all__ = ["STAGE_BYTES", "SMEM_ALIGN", "smem_bytes", "TokenTiles", "token_tiles", "SplitPlan", "split_plan", "GRID_LIMITS",
-           "check_grid"]
+__all__ = ["STAGE_BYTES", "SMEM_ALIGN", "smem_bytes", "TokenTiles", "token_tiles", "device_token_tiles",
+           "num_token_tiles", "finalize_blocks", "FINALIZE_THREADS", "LaunchSpec", "is_pointer_arg",
+           "check_scalar_arg", "SplitPlan", "split_plan", "GRID_LIMITS", "check_grid"]

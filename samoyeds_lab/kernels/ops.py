@@ -49,7 +49,8 @@ from .._checks import FLOAT_DTYPES, INT_DTYPES, check_bool, check_int, check_ten
 from ..formats import SENTINEL, WEIGHT_FORMATS, NMWeight, SamoyedsWeight, TokenSelection
 from ..formats.sptc import mma_metadata
 from .build import KernelUnavailableError, device_arch, load_module
-from .launch import check_grid, smem_bytes, split_plan, token_tiles
+from .launch import (FINALIZE_THREADS, LaunchSpec, check_grid, device_token_tiles, finalize_blocks, is_pointer_arg,
+                     num_token_tiles, smem_bytes, split_plan)
 
 BACKENDS = ("auto", "cupy", "cpu", "reference")
 KERNELS = ("auto", "mma_sp", "wgmma_sp")
@@ -338,6 +339,34 @@ def _launch(module: str, fn: str, grid, smem: int, args) -> None:
     kern(grid, (tiles.THREADS,), args, shared_mem=smem, stream=stream)
 
 
+def _kernel_function(module: str, fn: str, smem: int):
+    """The CuPy function of ``fn`` in ``kernels/<module>.cu`` (compiled once per process), with its dynamic
+    shared-memory limit raised when ``smem`` needs more than the default 48 KB."""
+    kern = load_module(module, device_arch()).get_function(fn)
+    if smem > 48 * 1024:
+        kern.max_dynamic_shared_size_bytes = smem
+    return kern
+
+
+def _run_specs(specs: Sequence[LaunchSpec]) -> None:
+    """Launch ``specs`` in order the way every op call does (DLPack views, torch's current stream)."""
+    for spec in specs:
+        args = tuple(_cp(a) if is_pointer_arg(a) else a for a in spec.args)
+        if spec.is_finalize:
+            _finalize(spec.module, spec.fn.removesuffix("_finalize"), spec.finalize_total, args)
+        else:
+            _launch(spec.module, spec.fn, spec.grid, spec.smem, args)
+
+
+def _main_spec(module: str, fn: str, grid, smem: int, args: tuple) -> LaunchSpec:
+    return LaunchSpec(module, fn, check_grid(grid), tiles.THREADS, int(smem), tuple(args))
+
+
+def _finalize_spec(module: str, fn: str, total: int, args: tuple) -> LaunchSpec:
+    return LaunchSpec(module, fn + "_finalize", (finalize_blocks(total), 1, 1), FINALIZE_THREADS, 0, tuple(args),
+                      finalize_total=int(total))
+
+
 def _finalize(module: str, fn: str, total: int, args) -> None:
     import cupy
 
@@ -447,6 +476,26 @@ def _reference_epilogue(y32, epilogue, dtype, up, out, scatter_idx, scale):
 
 
 # ----------------------------------------------------------------------------------------- the ops
+def _ssmm_checked(weight, x, token_idx, epilogue, up, out, scatter_idx, scale):
+    """Every check of :func:`ssmm`'s arguments (the token-id range and x's finite values are host syncs on
+    CUDA). Returns ``rows, cols, idx, positions, scatter_idx`` (defaulted) and the tensors of the call."""
+    rows, cols = _weight_shape(weight)
+    _check_x(x, cols)
+    if token_idx is None:
+        positions = x.shape[0]
+        idx = None
+    else:
+        idx = reference.check_token_idx(token_idx, x.shape[0])
+        positions = idx.numel()
+    if epilogue == "scatter_add" and scatter_idx is None:
+        scatter_idx = idx if idx is not None else torch.arange(positions, device=x.device)
+    _check_epilogue(epilogue, positions, rows, x.dtype, x.device, up, out, scatter_idx, scale)
+    tensors = [x] + [t for t in (token_idx, up, out, scatter_idx, scale) if t is not None]
+    if isinstance(weight, (NMWeight, SamoyedsWeight)):
+        tensors.append(weight.values)
+    return rows, cols, idx, positions, scatter_idx, tensors
+
+
 def ssmm(
     weight: object,
     x: torch.Tensor,
@@ -496,20 +545,8 @@ def ssmm(
     backend = _check_backend(backend)
     kernel = _check_kernel(kernel)
     split_k = _check_split_k(split_k)
-    rows, cols = _weight_shape(weight)
-    _check_x(x, cols)
-    if token_idx is None:
-        positions = x.shape[0]
-        idx = None
-    else:
-        idx = reference.check_token_idx(token_idx, x.shape[0])
-        positions = idx.numel()
-    if epilogue == "scatter_add" and scatter_idx is None:
-        scatter_idx = idx if idx is not None else torch.arange(positions, device=x.device)
-    _check_epilogue(epilogue, positions, rows, x.dtype, x.device, up, out, scatter_idx, scale)
-    tensors = [x] + [t for t in (token_idx, up, out, scatter_idx, scale) if t is not None]
-    if isinstance(weight, (NMWeight, SamoyedsWeight)):
-        tensors.append(weight.values)
+    rows, cols, idx, positions, scatter_idx, tensors = _ssmm_checked(weight, x, token_idx, epilogue, up, out,
+                                                                     scatter_idx, scale)
     mode = _cpu_mode(backend, weight, x, tensors, positions)
     if mode is not None:
         y32 = _cpu_products(mode, weight, x, idx)
@@ -527,6 +564,20 @@ def ssmm(
 
 def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, *, gather=True,
                kernel="auto"):
+    out, specs = _ssmm_specs(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, gather=gather,
+                             kernel=kernel)
+    _run_specs(specs)
+    return out
+
+
+def _ssmm_specs(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k, *, gather=True,
+                kernel="auto") -> tuple[torch.Tensor, list[LaunchSpec]]:
+    """The output tensor and the launches of one (grouped) ssmm call; all host work of the call is here.
+
+    Token tiles are built on the device (one packed copy for several experts), the output and split-K
+    workspace are allocated, the kernel is chosen; nothing is launched. A call with no positions or rows
+    has no launches; ``cols == 0`` has its (zero-product) epilogue applied here, once.
+    """
     w0 = weights[0]
     rows, cols = w0.shape
     positions = int(offsets[-1])
@@ -534,11 +585,10 @@ def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, 
     if epilogue != "scatter_add":
         out = torch.empty(positions, rows, dtype=x.dtype, device=x.device)
     if positions == 0 or rows == 0:
-        return out if epilogue != "scatter_add" else out
+        return out, []
     if cols == 0:
         y32 = torch.zeros(positions, rows, dtype=torch.float32, device=x.device)
-        res = _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale)
-        return res
+        return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale), []
     if len(weights) == 1:
         values, meta = w0.values.contiguous(), _meta_of(w0)
         row_index = w0.row_index.contiguous() if isinstance(w0, SamoyedsWeight) else None
@@ -554,29 +604,30 @@ def _ssmm_cupy(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, 
             raise ValueError(f"kernel: 'wgmma_sp' needs {smem_bytes('ssmm', sel_n, sel_m, wgmma=True)} B of shared "
                              f"memory per block for {sel_n}:{sel_m}, the GPU has {_smem_limit()}")
         wg = False
-    tt = token_tiles(offsets)
     dev = x.device
-    te, ts, tc = (t.to(dev) for t in (tt.expert, tt.start, tt.count))
+    ntiles = num_token_tiles(offsets)
     ksteps = tiles.ceil_div(cols, tiles.MMA_K)
     unit = vector // tiles.MMA_K if row_index is not None else 1
     mblocks = tiles.ceil_div(crows, tiles.BLOCK_M)
-    plan = split_plan(ksteps, unit, mblocks * len(tt), split_k=split_k, sms=_device_props()[1])
+    plan = split_plan(ksteps, unit, mblocks * ntiles, split_k=split_k, sms=_device_props()[1])
+    grid = check_grid((mblocks, ntiles, plan.splits))  # before anything is allocated or copied
+    tt = device_token_tiles(offsets, dev)
     ws = torch.empty(plan.splits, positions, rows, dtype=torch.float32, device=dev) if plan.splits > 1 else None
     tok = idx.to(device=dev, dtype=torch.int32).contiguous() if (gather and idx is not None) else None
     sidx = scatter_idx.to(device=dev, dtype=torch.int32).contiguous() if epilogue == "scatter_add" else None
     sc = scale.to(device=dev, dtype=torch.float32).contiguous() if (epilogue == "scatter_add" and scale is not None) else None
     upc = up.contiguous() if up is not None else None
-    ep_args = (np.int32(EPILOGUES[epilogue]), _cp(out), np.int32(rows), np.int32(out.dtype == torch.float32),
-               _cp(upc), _cp(sidx), _cp(sc))
+    ep_args = (np.int32(EPILOGUES[epilogue]), out, np.int32(rows), np.int32(out.dtype == torch.float32),
+               upc, sidx, sc)
     fn = f"ssmm_wg_{_dt(x)}" if wg else f"ssmm_{_dt(x)}"
-    args = (_cp(values), _cp(meta), _cp(row_index), _cp(x), np.int32(x.stride(0)), np.int32(x.shape[0]), _cp(tok),
-            _cp(te), _cp(ts), _cp(tc), np.int32(rows), np.int32(crows), np.int32(cols), np.int32(sel_n),
-            np.int32(sel_m), np.int32(vector), np.int32(plan.steps_per_split), _cp(ws), np.int64(positions)) + ep_args
-    _launch("ssmm", fn, (mblocks, len(tt), plan.splits), smem_bytes("ssmm", sel_n, sel_m, wgmma=wg), args)
+    args = (values, meta, row_index, x, np.int32(x.stride(0)), np.int32(x.shape[0]), tok,
+            tt.expert, tt.start, tt.count, np.int32(rows), np.int32(crows), np.int32(cols), np.int32(sel_n),
+            np.int32(sel_m), np.int32(vector), np.int32(plan.steps_per_split), ws, np.int64(positions)) + ep_args
+    specs = [_main_spec("ssmm", fn, grid, smem_bytes("ssmm", sel_n, sel_m, wgmma=wg), args)]
     if plan.splits > 1:
-        _finalize("ssmm", fn, positions * rows,
-                  (_cp(ws), np.int32(plan.splits), np.int64(positions), np.int32(rows)) + ep_args)
-    return out
+        specs.append(_finalize_spec("ssmm", fn, positions * rows,
+                                    (ws, np.int32(plan.splits), np.int64(positions), np.int32(rows)) + ep_args))
+    return out, specs
 
 
 def ssmm_grouped(
@@ -712,24 +763,33 @@ def spmm(weight: object, x: torch.Tensor, *, split_k: int | None = None, backend
         _cpu_mode(backend, weight, x, tensors, x.shape[0])  # raises the named error
     if not _use_cupy(backend, tensors, _sparse_unsupported(weight, x)):
         return reference.spmm(weight, x)
+    out, specs = _spmm_specs(weight, x, split_k)
+    _run_specs(specs)
+    return out
+
+
+def _spmm_specs(weight: NMWeight, x: torch.Tensor, split_k: int | None) -> tuple[torch.Tensor, list[LaunchSpec]]:
+    """Output and launches of ``spmm`` on a 2:4 ``NMWeight`` (the arguments are checked already)."""
+    rows, cols = weight.shape
     tokens = x.shape[0]
     out = torch.empty(tokens, rows, dtype=x.dtype, device=x.device)
     if tokens == 0 or rows == 0:
-        return out
+        return out, []
     if cols == 0:
-        return out.zero_()
+        return out.zero_(), []
     ksteps = tiles.ceil_div(cols, tiles.MMA_K)
     mblocks, ntiles = tiles.ceil_div(rows, tiles.BLOCK_M), tiles.ceil_div(tokens, tiles.BLOCK_N)
     plan = split_plan(ksteps, 1, mblocks * ntiles, split_k=split_k, sms=_device_props()[1])
+    grid = check_grid((mblocks, ntiles, plan.splits))
     ws = torch.empty(plan.splits, tokens, rows, dtype=torch.float32, device=x.device) if plan.splits > 1 else None
     fn = f"spmm_{_dt(x)}"
-    args = (_cp(weight.values.contiguous()), _cp(_meta_of(weight)), _cp(x), np.int32(x.stride(0)), np.int32(tokens),
-            np.int32(rows), np.int32(cols), np.int32(plan.steps_per_split), _cp(ws), _cp(out), np.int32(rows))
-    _launch("spmm", fn, (mblocks, ntiles, plan.splits), smem_bytes("spmm"), args)
+    args = (weight.values.contiguous(), _meta_of(weight), x, np.int32(x.stride(0)), np.int32(tokens),
+            np.int32(rows), np.int32(cols), np.int32(plan.steps_per_split), ws, out, np.int32(rows))
+    specs = [_main_spec("spmm", fn, grid, smem_bytes("spmm"), args)]
     if plan.splits > 1:
-        _finalize("spmm", fn, tokens * rows, (_cp(ws), np.int32(plan.splits), np.int64(tokens), np.int32(rows),
-                                              _cp(out), np.int32(rows)))
-    return out
+        specs.append(_finalize_spec("spmm", fn, tokens * rows, (ws, np.int32(plan.splits), np.int64(tokens),
+                                                                np.int32(rows), out, np.int32(rows))))
+    return out, specs
 
 
 def dense_mm(
@@ -747,6 +807,20 @@ def dense_mm(
     """
     backend = _check_backend(backend)
     split_k = _check_split_k(split_k)
+    rows, cols, idx, tensors, unsupported = _dense_checked(weight, x, token_idx)
+    if backend == "cpu":
+        if any(t.device.type != "cpu" for t in tensors):
+            raise ValueError("backend: 'cpu' needs CPU tensors")
+        backend = "reference"  # the dense baseline on a CPU is torch's own GEMM
+    if not _use_cupy(backend, tensors, unsupported):
+        return reference.spmm(weight, x) if idx is None else reference.ssmm(weight, x, idx)
+    out, specs = _dense_specs(weight, x, idx, split_k)
+    _run_specs(specs)
+    return out
+
+
+def _dense_checked(weight, x, token_idx):
+    """Every check of :func:`dense_mm`'s arguments: ``rows, cols, idx, tensors, unsupported``."""
     check_tensor("weight", weight, ndim=2, dtypes=FLOAT_DTYPES)
     rows, cols = weight.shape
     _check_x(x, cols)
@@ -757,32 +831,34 @@ def dense_mm(
     elif cols % 4 or weight.stride(-1) != 1 or x.stride(-1) != 1:
         unsupported = "cols must be a multiple of 4 and weight/x unit-stride along K"
     tensors = [weight, x] + ([token_idx] if token_idx is not None else [])
-    if backend == "cpu":
-        if any(t.device.type != "cpu" for t in tensors):
-            raise ValueError("backend: 'cpu' needs CPU tensors")
-        backend = "reference"  # the dense baseline on a CPU is torch's own GEMM
-    if not _use_cupy(backend, tensors, unsupported):
-        return reference.spmm(weight, x) if idx is None else reference.ssmm(weight, x, idx)
+    return rows, cols, idx, tensors, unsupported
+
+
+def _dense_specs(weight: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None,
+                 split_k: int | None) -> tuple[torch.Tensor, list[LaunchSpec]]:
+    """Output and launches of ``dense_mm`` (the arguments are checked already)."""
+    rows, cols = weight.shape
     positions = x.shape[0] if idx is None else idx.numel()
     out = torch.empty(positions, rows, dtype=x.dtype, device=x.device)
     if positions == 0 or rows == 0:
-        return out
+        return out, []
     if cols == 0:
-        return out.zero_()
+        return out.zero_(), []
     ksteps = tiles.ceil_div(cols, tiles.MMA_K)
     mblocks, ntiles = tiles.ceil_div(rows, tiles.BLOCK_M), tiles.ceil_div(positions, tiles.BLOCK_N)
     plan = split_plan(ksteps, 1, mblocks * ntiles, split_k=split_k, sms=_device_props()[1])
+    grid = check_grid((mblocks, ntiles, plan.splits))
     ws = torch.empty(plan.splits, positions, rows, dtype=torch.float32, device=x.device) if plan.splits > 1 else None
     tok = idx.to(device=x.device, dtype=torch.int32).contiguous() if idx is not None else None
     fn = f"dense_mm_{_dt(x)}"
-    args = (_cp(weight), np.int32(weight.stride(0)), _cp(x), np.int32(x.stride(0)), np.int32(x.shape[0]), _cp(tok),
-            np.int32(positions), np.int32(rows), np.int32(cols), np.int32(plan.steps_per_split), _cp(ws), _cp(out),
+    args = (weight, np.int32(weight.stride(0)), x, np.int32(x.stride(0)), np.int32(x.shape[0]), tok,
+            np.int32(positions), np.int32(rows), np.int32(cols), np.int32(plan.steps_per_split), ws, out,
             np.int32(rows))
-    _launch("dense_mm", fn, (mblocks, ntiles, plan.splits), smem_bytes("dense_mm"), args)
+    specs = [_main_spec("dense_mm", fn, grid, smem_bytes("dense_mm"), args)]
     if plan.splits > 1:
-        _finalize("dense_mm", fn, positions * rows, (_cp(ws), np.int32(plan.splits), np.int64(positions),
-                                                     np.int32(rows), _cp(out), np.int32(rows)))
-    return out
+        specs.append(_finalize_spec("dense_mm", fn, positions * rows, (ws, np.int32(plan.splits), np.int64(positions),
+                                                                       np.int32(rows), out, np.int32(rows))))
+    return out, specs
 
 
 __all__ = ["BACKENDS", "EPILOGUES", "available", "spmm", "ssmm", "ssmm_grouped", "dense_mm"]
