@@ -29,6 +29,10 @@ print(sl.device_info().banner())
 # (6) magnitude vs Wanda · (7) an interactive panel to explore all of it.
 #
 # Everything runs on the CPU with pure-torch references; nothing here needs a GPU.
+#
+# **Colours mean the same thing in every lab** (`samoyeds_lab.viz.palette`): grey is dense, blue is
+# 2:4, green is Samoyeds, violet is VENOM, pink is SiDA, cyan is MoNDE's near-data side, orange is weights
+# offloaded over PCIe. Series named only by their legend (experts, domains, devices) cycle other colours.
 
 # %%
 import torch

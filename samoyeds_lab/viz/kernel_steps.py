@@ -25,9 +25,9 @@ __all__ = ["step_table", "step_output_figure", "step_lines", "gather_table", "fu
 #: The figures of one step view.
 STEP_FIGURES = ("table", "output")
 _FILL = {"flush": "#fef3c7", "live": "#dbeafe", "head": "#e5e7eb", "none": "#ffffff", "sentinel": "#fee2e2"}
-_BYTE_PARTS = (("weight_bytes", "weight operand", COLORS["nm"]), ("x_bytes", "rows of x read", "#0891b2"),
+_BYTE_PARTS = (("weight_bytes", "weight operand", "#334155"), ("x_bytes", "rows of x read", "#0f766e"),
                ("copy_bytes", "gathered copy xg (written + read back)", COLORS["illegal"]),
-               ("index_bytes", "token ids", "#7c3aed"), ("output_bytes", "output", COLORS["muted"]))
+               ("index_bytes", "token ids", "#ca8a04"), ("output_bytes", "output", COLORS["muted"]))
 
 
 def _check_steps(steps: object) -> list[KStep]:

@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from ..formats import SENTINEL, TokenSelection
 from ..bench.moe_layer import COST_BACKENDS, TIME_OPS, LayerCost, LayerTime, tile_rows
 from .kernels import CPU_LABEL, MODEL_LABEL
+from .palette import CATEGORICAL, CONCEPTS
 from .sparsity import COLORS, _layout
 
 __all__ = ["MOE_COLORS", "BACKEND_LABELS", "OP_LABELS", "dispatch_figure", "backend_costs_figure",
@@ -28,20 +29,20 @@ __all__ = ["MOE_COLORS", "BACKEND_LABELS", "OP_LABELS", "dispatch_figure", "back
 
 #: One colour per backend / op / cost part.
 MOE_COLORS: dict[str, str] = {
-    "dense": "#6b7280",
-    "grouped": "#2563eb",
+    "dense": CONCEPTS["dense"],
+    "grouped": "#374151",
     "samoyeds": COLORS["samoyeds"],
-    "spmm": "#7c3aed",
+    "spmm": CONCEPTS["2:4"],
     "ssmm": COLORS["samoyeds"],
-    "real": "#2563eb",
+    "real": "#1d4ed8",
     "padding": "#fca5a5",
     "outside": "#f8fafc",
     "weight": "#1f2937",
-    "activation": "#2563eb",
+    "activation": "#1d4ed8",
     "intermediate": "#f59e0b",
     "index": "#dc2626",
-    "useful": "#0891b2",
-    "executed": "#7c3aed",
+    "useful": "#0f766e",
+    "executed": "#ca8a04",
     "decode": "#eff6ff",
     "prefill": "#fef3c7",
 }
@@ -207,7 +208,7 @@ def padding_by_model_figure(batch_tokens: Sequence[int], fractions: Mapping[str,
     if not isinstance(fractions, Mapping) or not fractions:
         raise TypeError("fractions: expected a non-empty {label: [fraction per batch size]} mapping")
     fig = go.Figure()
-    palette = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#dc2626", "#0891b2", "#6b7280"]
+    palette = CATEGORICAL
     for i, (label, fr) in enumerate(fractions.items()):
         fr = [float(v) for v in fr]
         if len(fr) != len(b) or any(not 0 <= v <= 1 for v in fr):

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ._axes import log_axis, positive_range
+from .palette import CATEGORICAL, FAMILIES
 from .sparsity import COLORS, _layout
 
 __all__ = [
@@ -30,11 +31,10 @@ __all__ = [
 
 #: Colours: experts on the GPU / near data, and one per placement policy.
 MONDE_COLORS: dict[str, str] = {
-    "gpu": "#dc2626", "near": "#2563eb", "threshold": "#d97706", "greedy": "#059669", "exact": "#7c3aed",
-    "all_gpu": "#6b7280", "all_near": "#0891b2", "model": "#94a3b8", "measured": "#111827",
+    **FAMILIES["placement"], "model": FAMILIES["provenance"]["model"], "measured": FAMILIES["provenance"]["measured"],
 }
 #: Colours cycled over hardware profiles in the crossover chart.
-PROFILE_COLORS: tuple[str, ...] = ("#dc2626", "#7c3aed", "#059669", "#d97706", "#0891b2", "#db2777", "#65a30d")
+PROFILE_COLORS: tuple[str, ...] = CATEGORICAL[:8]
 
 
 _SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
@@ -142,6 +142,7 @@ def policy_times_figure(times: Mapping[str, Sequence[float]], *, layer_names: Se
                    hovertemplate=f"{k}: %{{y:.3g}} ms<extra></extra>") for k, a in arrays.items()]
     return go.Figure(bars, layout=_layout(title=dict(text=title), barmode="group", showlegend=True,
                                           legend=dict(orientation="h", y=-0.25),
+                                          margin=dict(l=60, r=20, t=80 if "<br>" in title else 60, b=40),
                                           yaxis=dict(title=dict(text="ms per layer"), rangemode="tozero")))
 
 

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 
 from ..offload.simulate import OffloadLatency
 from ..offload.sweep import BudgetSweep
+from .palette import FAMILIES
 from .sparsity import _layout
 
 __all__ = [
@@ -26,15 +27,7 @@ __all__ = [
 ]
 
 POLICY_COLORS: dict[str, str] = {
-    "lru": "#2563eb",
-    "lfu": "#0891b2",
-    "fifo": "#64748b",
-    "static": "#d97706",
-    "sida": "#059669",
-    "next_layer": "#7c3aed",
-    "belady": "#111827",
-    "frequency": "#d97706",
-    "next_layer_residual": "#a78bfa",
+    **FAMILIES["policy"],
 }
 POLICY_LABELS: dict[str, str] = {
     "lru": "LRU",
@@ -47,9 +40,9 @@ POLICY_LABELS: dict[str, str] = {
     "frequency": "most frequent experts",
     "next_layer_residual": "next-layer gate on residual",
 }
-_BREAKDOWN = (("compute", "#2563eb", "expert compute (GPU)"),
-              ("stall", "#dc2626", "demand loads (stall)"),
-              ("prefetch_exposed", "#f59e0b", "prefetch not hidden"))
+_BREAKDOWN = (("compute", FAMILIES["time"]["compute"], "expert compute (GPU)"),
+              ("stall", FAMILIES["time"]["stall"], "demand loads (stall)"),
+              ("prefetch_exposed", FAMILIES["time"]["prefetch_exposed"], "prefetch not hidden"))
 
 
 def _label(p: str) -> str:

@@ -32,6 +32,7 @@ from ._args import (
     check_str_keys,
     check_text,
 )
+from .palette import CATEGORICAL
 from .sparsity import _TEMPLATE, COLORS, _layout
 
 __all__ = [
@@ -52,12 +53,9 @@ __all__ = [
 ]
 
 #: One distinguishable hex colour per expert id (cycled through HSL beyond 12 experts, see :func:`expert_colors`).
-EXPERT_COLORS: tuple[str, ...] = (
-    "#2563eb", "#d97706", "#059669", "#7c3aed", "#dc2626", "#0891b2",
-    "#db2777", "#65a30d", "#92400e", "#4f46e5", "#0f766e", "#a16207",
-)
+EXPERT_COLORS: tuple[str, ...] = CATEGORICAL
 #: Colours of the corpus domains (anything else gets ``COLORS["other"]``).
-DOMAIN_COLORS: dict[str, str] = {"en": "#2563eb", "de": "#d97706", "code": "#059669"}
+DOMAIN_COLORS: dict[str, str] = {"en": "#4f46e5", "de": "#a16207", "code": "#be123c"}
 #: What the Mixtral paper reports (Jiang et al., arXiv 2401.04088, Sec. 5, Mixtral-8x7B, E=8, k=2): consecutive
 #: tokens share the first choice 14–28 % of the time (uniform 12.5 %), and share one of their top-2 experts
 #: 62–67 % of the time at layer 15 (uniform 46 %). Ranges over their datasets (ArXiv, GitHub, PubMed, …).
@@ -670,9 +668,9 @@ def coactivation_heatmap(
                    colorbar=dict(title=dict(text="tokens"), tickformat=".0%", thickness=12),
                    hovertemplate="%{y} with %{x}: %{z:.1%} of tokens<extra></extra>"),
         layout=_layout(
-            title=dict(text=title or f"Co-activation in {name}: share of tokens routed to both experts"
-                                     f"<br><sup>label: share of tokens using the expert at all</sup>"),
-            height=140 + 30 * E, width=160 + 42 * E + 80, margin=dict(l=90, r=20, t=80, b=70),
+            title=dict(text=title or f"Co-activation in {name}<br><sup>cell: share of tokens routed to both "
+                                     f"experts</sup><br><sup>label: share of tokens using the expert at all</sup>"),
+            height=160 + 30 * E, width=160 + 42 * E + 80, margin=dict(l=90, r=20, t=100, b=70),
             xaxis=dict(showgrid=False), yaxis=dict(autorange="reversed", showgrid=False),
         ),
     )
@@ -754,7 +752,7 @@ def tokens_per_expert_figure(
     name = _short_layer(layer_name) if layer_name else ""
     head = title or (f"Tokens per expert per batch of {batch_tokens} token{'s' if batch_tokens > 1 else ''}"
                      + (f" ({name})" if name else ""))
-    sub = (f"{B} batches × {E} experts · idle experts {idle:.0%} · padding to {pad_to}-token tiles: "
+    sub = (f"{B} batches × {E} experts · idle experts {idle:.0%}<br><sup>padding to {pad_to}-token tiles: "
            f"{padded:.0%} of computed rows wasted")
     return go.Figure(
         go.Bar(x=centers, y=share, width=widths * 0.92, marker=dict(color=COLORS["kept"]),
@@ -762,8 +760,8 @@ def tokens_per_expert_figure(
                hovertemplate="%{customdata[0]:.0f}–%{customdata[1]:.0f} tokens: %{y:.1%} of (batch, expert) "
                              "pairs (%{customdata[2]})<extra></extra>"),
         layout=_layout(
-            title=dict(text=f"{head}<br><sup>{sub}</sup>"), height=340, shapes=shapes, annotations=annotations,
-            margin=dict(l=60, r=20, t=80, b=50), bargap=0,
+            title=dict(text=f"{head}<br><sup>{sub}</sup>"), height=360, shapes=shapes, annotations=annotations,
+            margin=dict(l=60, r=20, t=100, b=50), bargap=0,
             xaxis=dict(title=dict(text="tokens routed to one expert in one batch (the GEMM's n)"),
                        range=[-0.5 - 0.02 * batch_tokens, batch_tokens + 0.5 + 0.02 * batch_tokens]),
             yaxis=dict(title=dict(text="share of (batch, expert) pairs"), tickformat=".0%"),

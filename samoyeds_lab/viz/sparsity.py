@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 
 from ._axes import log_axis, positive_range
+from .palette import CONCEPTS, FAMILIES
 from .._checks import check_int, check_positive_int, check_tensor
 from ._args import check_optional_positive_int, check_str_keys, check_text
 
@@ -35,7 +36,7 @@ __all__ = [
 
 #: Hex colours shared by every sparsity figure.
 COLORS: dict[str, str] = {
-    "kept": "#2563eb",
+    "kept": "#1d4ed8",
     "pruned": "#e5e7eb",
     "grid": "#94a3b8",
     "highlight": "#f59e0b",
@@ -43,20 +44,21 @@ COLORS: dict[str, str] = {
     "zero": "#f8fafc",
     "positive": "#1d4ed8",
     "first_0": "#dbeafe",  # metadata bits[1:0] (first kept position), bit = 0
-    "first_1": "#2563eb",  # ... bit = 1
+    "first_1": "#3b82f6",  # ... bit = 1
     "second_0": "#fef3c7",  # metadata bits[3:2] (second kept position), bit = 0
     "second_1": "#d97706",  # ... bit = 1
     "illegal": "#dc2626",
-    "dense": "#6b7280",
-    "csr": "#9ca3af",
-    "nm": "#2563eb",
-    "venom": "#7c3aed",
-    "samoyeds": "#059669",
-    "other": "#0891b2",
-    "magnitude": "#64748b",
-    "wanda": "#d97706",
+    "dense": CONCEPTS["dense"],
+    "csr": CONCEPTS["unstructured"],
+    "nm": CONCEPTS["2:4"],
+    "venom": CONCEPTS["venom"],
+    "samoyeds": CONCEPTS["samoyeds"],
+    "other": "#475569",
+    "magnitude": FAMILIES["method"]["magnitude"],
+    "wanda": FAMILIES["method"]["wanda"],
+    "obs": FAMILIES["method"]["obs"],
     "text": "#111827",
-    "muted": "#6b7280",
+    "muted": "#71717a",
 }
 
 _FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=12, color=COLORS["text"])
