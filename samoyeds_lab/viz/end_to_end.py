@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from ._axes import log_ticks, positive_range
 from ..bench.end_to_end import BOUND_POLICY, OFFLOAD_POLICIES, EndToEndResult, OffloadChoice
+from .palette import CONCEPTS, FAMILIES
 from .sparsity import COLORS, _layout, message_figure
 
 __all__ = ["E2E_COLORS", "POLICY_COLORS", "end_to_end_table", "end_to_end_figure", "expert_calls_figure",
@@ -27,21 +28,18 @@ __all__ = ["E2E_COLORS", "POLICY_COLORS", "end_to_end_table", "end_to_end_figure
 E2E_COLORS: dict[str, str] = {
     "dense": COLORS["dense"],
     "samoyeds": COLORS["samoyeds"],
-    "offloaded": "#7c3aed",
-    "recorded": "#94a3b8",
+    "offloaded": CONCEPTS["offloaded"],
+    "recorded": FAMILIES["provenance"]["recorded"],
     "recovered": "#0f172a",
-    "model": "#2563eb",
+    "model": "#818cf8",
     "header": "#e5e7eb",
     "row_a": "#ffffff",
     "row_b": "#f8fafc",
 }
 #: One colour per offload policy (Belady, the bound, in black).
-POLICY_COLORS: dict[str, str] = {
-    "lru": "#2563eb", "lfu": "#0891b2", "static": "#6b7280", "sida": "#d97706", "next_layer": "#7c3aed",
-    "belady": "#111827",
-}
-_PARTS = (("compute_ms", "compute", "#059669"), ("stall_ms", "demand-load stall", "#dc2626"),
-          ("prefetch_exposed_ms", "exposed prefetch", "#f59e0b"))
+POLICY_COLORS: dict[str, str] = dict(FAMILIES["policy"])
+_PARTS = (("compute_ms", "compute", FAMILIES["time"]["compute"]), ("stall_ms", "demand-load stall", FAMILIES["time"]["stall"]),
+          ("prefetch_exposed_ms", "exposed prefetch", FAMILIES["time"]["prefetch_exposed"]))
 
 
 def _check_result(result: object) -> EndToEndResult:
@@ -150,8 +148,9 @@ def end_to_end_figure(result: EndToEndResult) -> go.Figure:
         fig.update_yaxes(title_text="expert ms per token (model, log)", type="log", row=1, col=3)
     fig.update_yaxes(title_text="% of dense fp16 expert bytes", range=[0, 118], row=1, col=4)
     fig.update_layout(_layout(height=460, showlegend=True, legend=dict(orientation="h", y=-0.18, x=0),
-                              title=dict(text="One MoE served three ways (bars: live / measured / model, "
-                                              "markers: recorded; measured and modelled times on separate axes)"),
+                              title=dict(text="One MoE served three ways<br><sup>bars: live / measured / model · "
+                                              "markers: recorded</sup><br><sup>measured and modelled times on "
+                                              "separate axes</sup>"),
                               margin=dict(l=60, r=20, t=110, b=90)))
     fig.update_layout(xaxis=dict(visible=True), yaxis=dict(visible=True))
     return fig
@@ -277,8 +276,9 @@ def kernel_records_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
 
 # ---------------------------------------------------------------------------------------------- five ways
 #: Colours of the two ways added by :func:`samoyeds_lab.bench.end_to_end.serve_more_ways`.
-MORE_COLORS: dict[str, str] = {"monde": "#0891b2", "samoyeds_offloaded": "#d97706", "fast": "#dc2626",
-                               "near": "#2563eb", "resident": "#6b7280"}
+MORE_COLORS: dict[str, str] = {"monde": CONCEPTS["monde"], "samoyeds_offloaded": CONCEPTS["samoyeds_offloaded"],
+                               "fast": FAMILIES["placement"]["gpu"], "near": FAMILIES["placement"]["near"],
+                               "resident": CONCEPTS["dense"]}
 _TICKS = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)  # plain magnitudes on the log axis
 _SHORT = {"dense": "dense", "samoyeds": "Samoyeds", "offloaded": "offloaded", "monde": "MoNDE",
           "samoyeds_offloaded": "Samoyeds<br>+ offloaded"}

@@ -178,10 +178,12 @@ class RooflinePanel:
         sweep = roofline_sweep(m, k, self.tokens, prof, dtype)
         recs = matching_records(self.records, m=m, k=k, dtype=dtype, model=model)
         what = f"{model} {matrix}: {m}×{k}"
+        # NOTE: the two roofline charts sit side by side, ~40 characters wide: the model goes in the subtitle
         figures = {
-            "time": roofline_figure(sweep, metric="time", records=recs, title=f"Time per GEMM, {what}", height=460),
-            "tflops": roofline_figure(sweep, metric="tflops", records=recs, title=f"Effective TFLOP/s, {what}",
-                                      height=460),
+            "time": roofline_figure(sweep, metric="time", records=recs, title="Time per GEMM", subtitle=what,
+                                    height=480),
+            "tflops": roofline_figure(sweep, metric="tflops", records=recs, title="Effective TFLOP/s", subtitle=what,
+                                      height=480),
             "speedup": speedup_figure(sweep, title=f"Speed-up ceiling over dense, {what}"),
         }
         ceilings = {op: {t: roofline("dense", m, k, t, prof, dtype).time_s / roofline(op, m, k, t, prof, dtype).time_s

@@ -17,6 +17,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..bench.roofline import OP_LABELS, RooflinePoint
+from .palette import CONCEPTS
 from .sparsity import COLORS, _layout, _matrix_axes
 
 __all__ = [
@@ -28,14 +29,14 @@ __all__ = [
 #: One colour per op (model curves and measured points of the same op share it). Record op names of
 #: :mod:`samoyeds_lab.bench.kernels` (``ssmm_wg``, ``spmm_24``, ``dense_mm``, ``torch_dense``, ``torch_24``) included.
 KERNEL_COLORS: dict[str, str] = {
-    "dense": "#6b7280",
-    "spmm": "#2563eb",
-    "ssmm": "#059669",
-    "ssmm_wg": "#0d9488",
-    "spmm_24": "#2563eb",
+    "dense": CONCEPTS["dense"],
+    "spmm": CONCEPTS["2:4"],
+    "ssmm": CONCEPTS["samoyeds"],
+    "ssmm_wg": "#047857",  # Samoyeds' green, darker: the wgmma path
+    "spmm_24": CONCEPTS["2:4"],
     "dense_mm": "#374151",
-    "torch_dense": "#9ca3af",
-    "torch_24": "#7c3aed",
+    "torch_dense": "#a8a29e",
+    "torch_24": "#60a5fa",  # 2:4's blue, lighter: torch's 2:4
     "lane": "#f59e0b",
     "meta": "#dc2626",
     "ceiling": "#111827",
@@ -174,6 +175,7 @@ def roofline_figure(
     metric: str = "time",
     records: Sequence[Mapping[str, object]] = (),
     title: str = "",
+    subtitle: str = "",
     height: int = 420,
 ) -> go.Figure:
     """Roofline ceilings vs tokens per expert (log x), one line per op, recorded points on top.
@@ -189,6 +191,9 @@ def roofline_figure(
         Measured kernel bench records (keys ``op``, ``tokens``, ``ms``, ``device``, ``date``; ``tflops``
         optional, else computed from ``m``, ``k``). Drawn as markers labelled
         :func:`recorded_label`; baselines in a record (``baseline``, ``baseline_ms``) are drawn too.
+    title, subtitle : str
+        The title (default: the metric) and what the shape line names (default ``m×k``; e.g. the model and
+        matrix); keep both short: two of these charts sit side by side in Lab 02.
     """
     if metric not in _METRICS:
         raise ValueError(f"metric: expected one of {tuple(_METRICS)}, got {metric!r}")
@@ -219,12 +224,15 @@ def roofline_figure(
             seen.add(key)
     first = next(iter(sweep.values()))[0]
     shape = f"{first.m}×{first.k} {first.dtype} on {first.profile}"
+    if subtitle:
+        shape = f"{subtitle} · {first.dtype} on {first.profile}"
+    # NOTE: one short fact per subtitle line: side by side, a chart is ~45 subtitle characters wide
     fig.update_layout(_layout(
         title=dict(text=(title or ("Time per GEMM" if metric == "time" else "Effective TFLOP/s"))
-                   + f"<br><sup>{shape}</sup><br><sup>lines: {MODEL_LABEL}"
-                   + (" · markers: measured" if records else " · no GPU measurement recorded") + "</sup>"),
+                   + f"<br><sup>{shape}</sup><br><sup>lines: {MODEL_LABEL}</sup><br><sup>"
+                   + ("markers: measured" if records else "no GPU measurement recorded") + "</sup>"),
         showlegend=True, legend=dict(orientation="h", y=-0.22, x=0, font=dict(size=11)),
-        height=height, margin=dict(l=70, r=20, t=100, b=110),
+        height=height, margin=dict(l=70, r=20, t=125, b=110),
         xaxis=dict(type="log", title=dict(text="tokens per expert (log scale)"), dtick=0.30102999566),
         yaxis=dict(type="log" if metric == "time" else "linear", title=dict(text=ytitle), rangemode="tozero"),
     ))

@@ -346,14 +346,14 @@ def lane_figures(tile: MmaTile, view: LaneView) -> dict[str, go.Figure]:
                   f"{L}'s a0–a3 · {meta} · grey: pruned</sup>"),
         "a_stored": fragment_heatmap(
             tile.values, cells=a_cells_stored, hover=owners.get("a"), xtitle="stored column", ytitle="row",
-            title=f"A as stored: 16×16 values (+ metadata) — lane {L}: rows {g}, {g + 8}; stored cols "
-                  f"{2 * t}–{2 * t + 1}, {2 * t + 8}–{2 * t + 9}"),
+            title=f"A as stored: 16×16 values (+ metadata)<br><sup>lane {L}: rows {g}, {g + 8}; stored cols "
+                  f"{2 * t}–{2 * t + 1}, {2 * t + 8}–{2 * t + 9}</sup>"),
         "b": fragment_heatmap(
             tile.b, cells=b_cells, hover=owners.get("b"), xtitle="n (token)", ytitle="k (input feature)",
-            title=f"B, 32×8 (8 gathered tokens) — lane {L}: column {g}"),
+            title=f"B, 32×8 (8 gathered tokens)<br><sup>lane {L}: column {g}</sup>"),
         "d": fragment_heatmap(
             view.d_full, cells=d_cells, hover=owners.get("d"), xtitle="n (token)", ytitle="row (output feature)",
-            title=f"D = A·B + C, 16×8 fp32 (whole warp, emulator) — lane {L}: d0–d3"),
+            title=f"D = A·B + C, 16×8 fp32<br><sup>whole warp, emulator — lane {L}: d0–d3</sup>"),
         "registers": register_table(rows, title=f"Registers of lane {L} (f = {f})"),
     }
     return figs

@@ -232,7 +232,7 @@ class MoNDEPanel:
             "grid": placement_grid_figure(counts, np.stack([p.mask for p in chosen]), layer_names=list(self.layer_names),
                                           highlight_layer=layer, title=f"Placement per layer ({policy})"),
             "policies": policy_times_figure(times, layer_names=list(self.layer_names),
-                                            title=f"Predicted layer time, batch {batch}: {gpu} + {near}"),
+                                            title=f"Predicted layer time, batch {batch}<br><sup>{gpu} + {near}</sup>"),
         }
 
         def curves():

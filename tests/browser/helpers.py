@@ -241,5 +241,9 @@ for (const el of panel.content.node.querySelectorAll('.widget-label, .widget-lab
   if (!el.offsetParent || !el.textContent.trim()) continue;
   if (el.scrollWidth > el.clientWidth + 1) out.push(`widget label "${el.textContent.slice(0, 40)}" cut`);
 }
+for (const el of panel.content.node.querySelectorAll('button.jupyter-button, .widget-toggle-button')) {
+  if (!el.offsetParent || !el.textContent.trim()) continue;
+  if (el.scrollWidth > el.clientWidth + 1) out.push(`button "${el.textContent.trim().slice(0, 40)}" cut`);
+}
 return out;
 }"""

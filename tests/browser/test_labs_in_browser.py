@@ -153,9 +153,10 @@ def test_lab_runs_in_chromium(notebook, lab_server, browser, artifacts):
         assert not state["errors"], f"{notebook.name}: error outputs {state['errors']}"
         assert state["executed"] == state["code"], f"{notebook.name}: {state['executed']}/{state['code']} cells ran"
         assert not dom_errors, f"{notebook.name}: error text in the rendered outputs {dom_errors}"
-        # issue 14 (open): titles and widget labels cut at notebook width are recorded in the lab's JSON
-        # artifact; not asserted yet, because Lab 02 (and others) still have cut titles to fix first
-        summary["clipped"] = page.evaluate(JS_CLIPPED, notebook.name)
+        # nothing cut at notebook width: figure and axis titles inside their plot, widget labels and
+        # button captions not truncated (recorded in the lab's JSON artifact too)
+        summary["clipped"] = clipped = page.evaluate(JS_CLIPPED, notebook.name)
+        assert not clipped, f"{notebook.name}: cut at notebook width: {clipped}"
         tracebacks = [s for s in state["stderr"] if "Traceback" in s]
         assert not tracebacks, tracebacks
         # figures: every plotly output is drawn, and a lab that builds figures shows at least one
@@ -168,6 +169,8 @@ def test_lab_runs_in_chromium(notebook, lab_server, browser, artifacts):
                 SLIDERS_MOVED.append(name)
             after = page.evaluate(JS_STATE, notebook.name)
             assert not after["errors"] and not page.evaluate(JS_DOM_ERRORS, notebook.name)
+            summary["clipped_after_slider"] = clipped = page.evaluate(JS_CLIPPED, notebook.name)
+            assert not clipped, f"{notebook.name}: cut at notebook width after a slider moved: {clipped}"
     except BaseException:
         try:
             shot("failure")
