@@ -17,146 +17,21 @@
 // gather, the Samoyeds row selection and the fused epilogues to this same loop.
 //
 // Tails: any rows, any tokens (0 and 1 included), any cols that is a multiple of 4. Tile constants
-// arrive as -D defines from samoyeds_lab/tiles.py (defaults below are the same numbers). Header-free.
+// arrive as -D defines from samoyeds_lab/tiles.py (the same defaults in
+// kernels/sptc_common.cuh, which holds the helpers the three families share).
 
-#ifndef BLOCK_M
-#define BLOCK_M 128
-#endif
-#ifndef BLOCK_N
-#define BLOCK_N 64
-#endif
-#ifndef BLOCK_K
-#define BLOCK_K 32
-#endif
-#ifndef WARPS_M
-#define WARPS_M 2
-#endif
-#ifndef WARPS_N
-#define WARPS_N 2
-#endif
-#ifndef MMA_M
-#define MMA_M 16
-#endif
-#ifndef MMA_N
-#define MMA_N 8
-#endif
-#ifndef MMA_K
-#define MMA_K 32
-#endif
-#ifndef STAGES
-#define STAGES 2
-#endif
-#ifndef ACC_PAD
-#define ACC_PAD 4
-#endif
-#ifndef SENTINEL
-#define SENTINEL (-1)
-#endif
+#include "sptc_common.cuh"  // tile defaults, cp.async / ldmatrix / mma.sp helpers, fp16/bf16 conversions
 
-#define WARP_SIZE 32
-#define THREADS (WARPS_M * WARPS_N * WARP_SIZE)
-#define WARP_TILE_M (BLOCK_M / WARPS_M)
-#define WARP_TILE_N (BLOCK_N / WARPS_N)
-#define FRAGS_M (WARP_TILE_M / MMA_M)
-#define FRAGS_N (WARP_TILE_N / MMA_N)
 #define KC_STEP (MMA_K / 2)                         // stored (compressed) halves per row per k-step
 #define A_STAGE_BYTES (BLOCK_M * KC_STEP * 2)       // [BLOCK_M][16] halves
-#define B_STAGE_BYTES (BLOCK_N * MMA_K * 2)         // [BLOCK_N][32] halves
 #define M_STAGE_BYTES ((BLOCK_M / MMA_M) * 16 * 4)  // [BLOCK_M/16 tiles][16 words]
 #define STAGE_BYTES (A_STAGE_BYTES + B_STAGE_BYTES + M_STAGE_BYTES)
-#define PAD_WORD 0x44444444u
 
-static_assert(BLOCK_K == MMA_K, "one pipeline stage is one m16n8k32 k-step");
-static_assert(MMA_M == 16 && MMA_N == 8 && MMA_K == 32, "m16n8k32 fragments are hard-coded below");
-static_assert(BLOCK_M % (WARPS_M * MMA_M) == 0 && BLOCK_N % (WARPS_N * MMA_N) == 0, "warp tiling");
 static_assert((BLOCK_M * 2) % THREADS == 0 && (BLOCK_N * 4) % THREADS == 0, "copy loops");
 static_assert(M_STAGE_BYTES / 16 <= THREADS, "one metadata chunk per thread");
-static_assert(STAGES >= 2, "cp.async pipeline needs >= 2 stages");
-
-// PTX ISA 8.5 (CUDA 12.5) introduced mma.sp::ordered_metadata; older toolchains only know plain .sp.
-#ifndef SAMOYEDS_ORDERED_METADATA
-#if defined(__CUDACC_VER_MAJOR__) && (__CUDACC_VER_MAJOR__ > 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ >= 5))
-#define SAMOYEDS_ORDERED_METADATA 1
-#else
-#define SAMOYEDS_ORDERED_METADATA 0
-#endif
-#endif
-#if SAMOYEDS_ORDERED_METADATA
-#define MMA_SP "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32"
-#else
-#define MMA_SP "mma.sp.sync.aligned.m16n8k32.row.col.f32"
-#endif
-
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-
-// ------------------------------------------------------------------------------------------ helpers
-__device__ __forceinline__ u32 smem_u32(const void* p) {
-    unsigned long long a;
-    asm volatile("cvta.to.shared.u64 %0, %1;" : "=l"(a) : "l"(p));
-    return (u32)a;
-}
-
-// 16-byte async copy; bytes past `src_bytes` are zero-filled (src_bytes == 0 reads nothing).
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void st_shared_zero16(u32 dst) {
-    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(dst), "r"(0u));
-}
-__device__ __forceinline__ void st_shared_u16(u32 dst, u16 v) {
-    asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(dst), "h"(v));
-}
-__device__ __forceinline__ void st_shared_u32(u32 dst, u32 v) {
-    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(dst), "r"(v));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(u32 (&r)[4], u32 addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-template <bool BF16>
-__device__ __forceinline__ void mma_sp_16832(float (&d)[4], const u32 (&a)[4], const u32 (&b)[4], u32 e) {
-    if (BF16) {
-        asm volatile(MMA_SP ".bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9, %10, %11}, "
-                     "{%0, %1, %2, %3}, %12, 0x0;\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]),
-                       "r"(e));
-    } else {
-        asm volatile(MMA_SP ".f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9, %10, %11}, "
-                     "{%0, %1, %2, %3}, %12, 0x0;\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]),
-                       "r"(e));
-    }
-}
-
-template <bool BF16>
-__device__ __forceinline__ float to_float(u16 h) {
-    if (BF16) return __uint_as_float(((u32)h) << 16);
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-template <bool BF16>
-__device__ __forceinline__ u16 from_float(float f) {
-    u16 h;
-    if (BF16) asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    else asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
 
 // Swizzled byte offsets inside a stage (16-byte chunks XOR-permuted so ldmatrix is conflict-free).
 __device__ __forceinline__ int a_off(int row, int chunk) { return row * 32 + ((chunk ^ ((row >> 2) & 1)) << 4); }
-__device__ __forceinline__ int b_off(int tok, int chunk) { return tok * 64 + ((chunk ^ ((tok >> 1) & 3)) << 4); }
 
 // ------------------------------------------------------------------------------------------ main kernel
 template <bool BF16>

@@ -33,6 +33,12 @@ class DeviceInfo:
     cpu_isa : str
         The CPU kernels' instruction-set path (``avx512`` / ``avx2`` / ``portable`` / ``none``, see
         :func:`samoyeds_lab.kernels.cpu.cpu_path`); ``cpu_reason`` says why.
+    nvrtc : str | None
+        The NVRTC that compiles the CUDA kernels (:func:`samoyeds_lab.kernels.build.nvrtc_provider`):
+        ``"cuda-bindings"`` (PyPI wheels) or ``"cupy"`` (``cupy.cuda.nvrtc``), ``None`` when neither is
+        installed (then only cubins already in the disk cache can run).
+    nvrtc_version : str | None
+        The installed distribution(s) behind ``nvrtc``, e.g. ``"nvidia-cuda-nvrtc=13.5.37,cuda-bindings=13.5.0"``.
     """
 
     backend: str
@@ -48,6 +54,8 @@ class DeviceInfo:
     reasons: tuple[str, ...] = field(default=())
     cpu_isa: str = "none"
     cpu_reason: str = "not probed"
+    nvrtc: str | None = None
+    nvrtc_version: str | None = None
 
     def __post_init__(self) -> None:
         from ._checks import check_bool, check_choice, check_int, check_positive_int
@@ -58,7 +66,9 @@ class DeviceInfo:
         for name in ("torch_version", "cpu", "cpu_isa", "cpu_reason"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name}: expected a str, got {type(getattr(self, name)).__name__}")
-        for name in ("gpu_name", "cupy_version"):
+        if self.nvrtc is not None and self.nvrtc not in ("cuda-bindings", "cupy"):
+            raise ValueError(f"nvrtc: expected 'cuda-bindings', 'cupy' or None, got {self.nvrtc!r}")
+        for name in ("gpu_name", "cupy_version", "nvrtc_version"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name}: expected a str or None, got {type(getattr(self, name)).__name__}")
         cc = self.compute_capability
@@ -90,6 +100,8 @@ class DeviceInfo:
             f"  torch {self.torch_version} (CUDA {'yes' if self.torch_cuda else 'no'}) · "
             f"cupy {self.cupy_version or 'not installed'} · CPU: {self.cpu}, {self.threads} threads",
         ]
+        nv = f"{self.nvrtc} ({self.nvrtc_version})" if self.nvrtc else "not installed"
+        lines.append(f"  NVRTC (compiles kernels/*.cu): {nv}")
         lines.append(f"  CPU path: {self.cpu_isa} — {self.cpu_reason}")
         lines += [f"  why not: {r}" for r in self.reasons]
         return "\n".join(lines)
@@ -151,6 +163,17 @@ def device_info() -> DeviceInfo:
     elif cc is None:
         reasons.append("sm_90a (wgmma.sp) needs a Hopper GPU")
     try:
+        from .kernels.build import _provider_version, nvrtc_provider
+
+        nvrtc = nvrtc_provider()
+        nvrtc_version = _provider_version(nvrtc) if nvrtc else None
+    except Exception as exc:  # e.g. a bad SAMOYEDS_LAB_NVRTC: a reason, not a crash
+        nvrtc, nvrtc_version = None, None
+        reasons.append(f"NVRTC lookup failed: {exc!s:.160}")
+    if nvrtc is None:
+        reasons.append("no NVRTC to compile kernels/*.cu (pip install cuda-bindings nvidia-cuda-nvrtc, or CuPy with "
+                       "its NVRTC): only cubins already in the disk cache can be loaded")
+    try:
         torch_cuda = bool(torch.cuda.is_available())
     except Exception:
         torch_cuda = False
@@ -179,4 +202,6 @@ def device_info() -> DeviceInfo:
         reasons=tuple(reasons),
         cpu_isa=cpu_isa,
         cpu_reason=cpu_reason,
+        nvrtc=nvrtc,
+        nvrtc_version=nvrtc_version,
     )

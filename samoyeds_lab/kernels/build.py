@@ -1,14 +1,21 @@
-"""Compiling ``kernels/*.cu``: the one place that decides the NVRTC options, and the per-process cache.
+"""Compiling ``kernels/*.cu``: the one place that decides the NVRTC options, and the compile cache.
 
-Every kernel source is a self-contained, header-free translation unit. It is compiled with NVRTC from
-PyPI (``cuda-bindings`` + ``nvidia-cuda-nvrtc``), which works without a GPU, to a cubin for an explicit
-architecture (``sm_80``, ``sm_90a``, …), and the cubin is loaded into a CuPy ``RawModule``. The CPU tests
-call :func:`compile_source` with exactly the options :func:`nvrtc_options` gives the loader, so "it
-compiles in CI" means "the loader's compile succeeds".
+Every kernel family includes ``kernels/sptc_common.cuh`` (the cp.async / ldmatrix / ``mma.sp`` helpers they
+share); NVRTC gets every ``kernels/*.cuh`` as a named in-memory header. The source is compiled to a cubin
+for an explicit architecture (``sm_80``, ``sm_90a``, …) with NVRTC from PyPI (``cuda-bindings`` +
+``nvidia-cuda-nvrtc``), or, where that wheel is absent, with CuPy's NVRTC (``cupy.cuda.nvrtc``); both work
+without a GPU. :func:`nvrtc_provider` says which one is used. The CPU tests call :func:`compile_source` with
+exactly the options :func:`nvrtc_options` gives the loader, so "it compiles in CI" means "the loader's
+compile succeeds".
+
+Compiles are cached in memory and on disk (``$SAMOYEDS_LAB_CACHE/cubin``, default
+``~/.cache/samoyeds-lab/cubin``; ``SAMOYEDS_LAB_CUBIN_CACHE=0`` keeps only the per-process cache). The key hashes
+the source, every header, the options, the architecture and the NVRTC provider with its version, so a
+second process reuses the first one's cubin without running NVRTC (:func:`cache_stats` counts both).
 
 The tile sizes reach the sources as ``-D`` defines built from :mod:`samoyeds_lab.tiles`
-(:func:`tile_defines`); the ``#ifndef`` defaults inside each ``.cu`` repeat the same numbers so that a
-bare ``nvcc`` build agrees (``tests/kernels/test_compile.py`` checks both).
+(:func:`tile_defines`); the ``#ifndef`` defaults in ``kernels/sptc_common.cuh`` repeat the same numbers so
+that a bare ``nvcc`` build agrees (``tests/kernels/test_compile.py`` checks both).
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ from ..errors import SamoyedsLabError
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
 #: Kernel families, one ``.cu`` each.
 SOURCES = ("spmm", "ssmm", "dense_mm")
+#: The header every family includes (tile defaults and the shared device helpers).
+COMMON_HEADER = KERNEL_DIR / "sptc_common.cuh"
+#: NVRTC providers, in order of preference.
+NVRTC_PROVIDERS = ("cuda-bindings", "cupy")
 #: Architectures the CPU tests compile for.
 TEST_ARCHS = ("80", "90a")
 #: Accumulator-tile padding (floats) of the shared-memory epilogue tile (bank-conflict padding).
@@ -111,7 +122,8 @@ def source_path(name: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class CompileResult:
-    """Output of one NVRTC compile: the cubin, the PTX it went through, and NVRTC's log."""
+    """Output of one NVRTC compile: the cubin, the PTX it went through, NVRTC's log, and the cubin's file in the
+    disk cache (``None`` when the disk cache is off)."""
 
     name: str
     arch: str
@@ -119,6 +131,75 @@ class CompileResult:
     cubin: bytes
     ptx: str
     log: str
+    cache_path: Path | None = None
+
+
+def headers() -> tuple[tuple[str, bytes], ...]:
+    """``(include name, contents)`` of every ``kernels/*.cuh``: the named headers NVRTC gets (sorted)."""
+    return tuple((p.name, p.read_bytes()) for p in sorted(KERNEL_DIR.glob("*.cuh")))
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package missing or broken
+        return False
+
+
+def _cuda_bindings_nvrtc_present() -> bool:
+    """The PyPI NVRTC: ``cuda.bindings.nvrtc`` importable and the ``nvidia-cuda-nvrtc`` library installed."""
+    return _has_module("cuda.bindings.nvrtc")
+
+
+def _cupy_nvrtc_present() -> bool:
+    return _has_module("cupy.cuda.nvrtc")
+
+
+def nvrtc_provider() -> str | None:
+    """Which NVRTC :func:`compile_source` uses: ``"cuda-bindings"`` (PyPI ``cuda-bindings`` +
+    ``nvidia-cuda-nvrtc``), else ``"cupy"`` (``cupy.cuda.nvrtc``), else ``None``.
+
+    ``SAMOYEDS_LAB_NVRTC=cupy`` (or ``cuda-bindings``) insists on one; it is ``None`` when that one is absent.
+    """
+    want = os.environ.get("SAMOYEDS_LAB_NVRTC", "").strip().lower()
+    present = {"cuda-bindings": _cuda_bindings_nvrtc_present, "cupy": _cupy_nvrtc_present}
+    if want:
+        if want not in present:
+            raise ValueError(f"SAMOYEDS_LAB_NVRTC: expected one of {', '.join(NVRTC_PROVIDERS)}, got {want!r}")
+        return want if present[want]() else None
+    for name in NVRTC_PROVIDERS:
+        if present[name]():
+            return name
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _provider_version(provider: str) -> str:
+    """The installed version of a provider's distribution (part of the disk-cache key; no library loaded)."""
+    from importlib import metadata
+
+    dists = {"cuda-bindings": ("nvidia-cuda-nvrtc", "cuda-bindings"),
+             "cupy": ("cupy-cuda13x", "cupy-cuda12x", "cupy", "nvidia-cuda-nvrtc")}.get(provider, ())
+    out = []
+    for d in dists:
+        try:
+            out.append(f"{d}={metadata.version(d)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ",".join(out) or "unknown"
+
+
+def _require_provider() -> str:
+    prov = nvrtc_provider()
+    if prov is None:
+        raise KernelUnavailableError(
+            "no NVRTC found: install the PyPI wheels (pip install cuda-bindings nvidia-cuda-nvrtc) or CuPy "
+            "with its NVRTC (cupy-cuda13x[ctk])"
+            + (f" (SAMOYEDS_LAB_NVRTC={os.environ['SAMOYEDS_LAB_NVRTC']})" if os.environ.get("SAMOYEDS_LAB_NVRTC") else "")
+        )
+    return prov
 
 
 def _nvrtc():
@@ -139,6 +220,11 @@ def _check(nvrtc, result, what: str, log: str = "") -> None:
 
 def nvrtc_version() -> tuple[int, int]:
     """(major, minor) of the NVRTC library that :func:`compile_source` uses."""
+    if _require_provider() == "cupy":
+        from cupy.cuda import nvrtc as cnvrtc
+
+        major, minor = cnvrtc.getVersion()
+        return int(major), int(minor)
     nvrtc = _nvrtc()
     res, major, minor = nvrtc.nvrtcVersion()
     _check(nvrtc, res, "nvrtcVersion")
@@ -149,11 +235,14 @@ def nvrtc_version() -> tuple[int, int]:
 # process that uses torch leaves torch.load unable to read float tensors saved elsewhere ("record size
 # (128 bytes) does not match expected size (0 bytes ...)", torch 2.13 + NVRTC 13.5 from PyPI, seen here);
 # a child process keeps whatever NVRTC changes out of the caller. tests/kernels/test_compile.py checks it.
-_WORKER = r"""
+# The request carries the source, the named headers and the options; the answer is one JSON line.
+_WORKER_CUDA_BINDINGS = r"""
 import base64, json, sys
 from cuda.bindings import nvrtc
 req = json.loads(sys.stdin.read())
-res, prog = nvrtc.nvrtcCreateProgram(base64.b64decode(req["source"]), req["name"].encode(), 0, [], [])
+hdrs = [base64.b64decode(h) for h in req["headers"]]
+names = [n.encode() for n in req["include_names"]]
+res, prog = nvrtc.nvrtcCreateProgram(base64.b64decode(req["source"]), req["name"].encode(), len(hdrs), hdrs, names)
 if res != nvrtc.nvrtcResult.NVRTC_SUCCESS:
     print(json.dumps({"ok": False, "log": "nvrtcCreateProgram failed: %s" % (res,)})); sys.exit(0)
 try:
@@ -177,41 +266,158 @@ finally:
 print(json.dumps(out))
 """
 
+# CuPy's thin NVRTC wrapper: createProgram(src, name, headers, include_names) takes str, compileProgram
+# raises NVRTCError on a failed compile, getPTX / getCUBIN return bytes without the trailing NUL.
+_WORKER_CUPY = r"""
+import base64, json, sys
+from cupy.cuda import nvrtc
+req = json.loads(sys.stdin.read())
+hdrs = [base64.b64decode(h).decode() for h in req["headers"]]
+prog = nvrtc.createProgram(base64.b64decode(req["source"]).decode(), req["name"], hdrs, req["include_names"])
+try:
+    try:
+        nvrtc.compileProgram(prog, list(req["options"]))
+        ok = True
+    except nvrtc.NVRTCError:
+        ok = False
+    out = {"ok": ok, "log": nvrtc.getProgramLog(prog).rstrip("\x00 ")}
+    if ok:
+        out["ptx"] = base64.b64encode(nvrtc.getPTX(prog)).decode()
+        out["cubin"] = base64.b64encode(nvrtc.getCUBIN(prog)).decode()
+finally:
+    nvrtc.destroyProgram(prog)
+print(json.dumps(out))
+"""
+_WORKERS = {"cuda-bindings": _WORKER_CUDA_BINDINGS, "cupy": _WORKER_CUPY}
 
-def _compile_in_subprocess(path: Path, options: tuple[str, ...]) -> tuple[bool, str, bytes, bytes]:
-    """Run NVRTC on ``path`` in a child Python: ``(ok, log, ptx, cubin)``."""
-    req = {"source": base64.b64encode(path.read_bytes()).decode(), "name": path.name, "options": list(options)}
-    proc = subprocess.run([sys.executable, "-c", _WORKER], input=json.dumps(req), capture_output=True, text=True)
+_STATS = {"nvrtc": 0, "disk": 0, "memory": 0}
+
+
+def cache_stats() -> dict[str, int]:
+    """How this process got its compiles so far: ``{"nvrtc": runs of NVRTC, "disk": cubins read from the disk
+    cache, "memory": per-process cache hits}`` (a copy)."""
+    with _LOCK:
+        return dict(_STATS)
+
+
+def _compile_in_subprocess(path: Path, options: tuple[str, ...], provider: str,
+                           hdrs: tuple[tuple[str, bytes], ...]) -> tuple[bool, str, bytes, bytes]:
+    """Run NVRTC (``provider``) on ``path`` with the named headers in a child Python: ``(ok, log, ptx, cubin)``."""
+    if os.environ.get("SAMOYEDS_LAB_FORBID_NVRTC"):
+        raise KernelCompileError(f"NVRTC was asked to compile {path.name} while SAMOYEDS_LAB_FORBID_NVRTC is set "
+                                 "(the disk cache was expected to serve it)")
+    req = {"source": base64.b64encode(path.read_bytes()).decode(), "name": path.name, "options": list(options),
+           "headers": [base64.b64encode(c).decode() for _, c in hdrs], "include_names": [n for n, _ in hdrs]}
+    with _LOCK:
+        _STATS["nvrtc"] += 1
+    proc = subprocess.run([sys.executable, "-c", _WORKERS[provider]], input=json.dumps(req), capture_output=True,
+                          text=True)
     if proc.returncode != 0:
-        raise KernelCompileError(f"the NVRTC worker for {path.name} failed (exit {proc.returncode}):\n{proc.stderr}")
+        raise KernelCompileError(f"the NVRTC worker ({provider}) for {path.name} failed (exit {proc.returncode}):\n"
+                                 f"{proc.stderr}")
     try:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError) as exc:
-        raise KernelCompileError(f"the NVRTC worker for {path.name} gave no result ({exc}):\n{proc.stderr}") from None
+        raise KernelCompileError(f"the NVRTC worker ({provider}) for {path.name} gave no result ({exc}):\n"
+                                 f"{proc.stderr}") from None
     if not out["ok"]:
         return False, out["log"], b"", b""
     return True, out["log"], base64.b64decode(out["ptx"]), base64.b64decode(out["cubin"])
 
 
-_CACHE: dict[tuple[str, str, tuple[str, ...]], CompileResult] = {}
+_CACHE: dict[tuple, CompileResult] = {}
 _LOCK = threading.Lock()
 
 
+def _cache_dir() -> Path | None:
+    """``$SAMOYEDS_LAB_CACHE/cubin`` (default ``~/.cache/samoyeds-lab/cubin``), created; ``None`` when the
+    disk cache is off (``SAMOYEDS_LAB_CUBIN_CACHE=0``) or cannot be created."""
+    if os.environ.get("SAMOYEDS_LAB_CUBIN_CACHE", "").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    env = os.environ.get("SAMOYEDS_LAB_CACHE")  # the same root as the CPU kernels' cache (kernels/cpu.py)
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "samoyeds-lab"
+    d = base / "cubin"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return d
+
+
+def cache_key(path: Path, options: tuple[str, ...], arch: str, provider: str,
+              hdrs: tuple[tuple[str, bytes], ...] | None = None) -> str:
+    """The disk-cache key of one compile: SHA-256 over the source, every named header (name and contents),
+    the options, the architecture and the NVRTC provider with its installed version."""
+    h = hashlib.sha256()
+    for part in (b"samoyeds-lab cubin v1", path.name.encode(), path.read_bytes()):
+        h.update(len(part).to_bytes(8, "little") + part)
+    for name, content in (headers() if hdrs is None else hdrs):
+        for part in (name.encode(), content):
+            h.update(len(part).to_bytes(8, "little") + part)
+    for part in (arch, provider, _provider_version(provider), *options):
+        b = part.encode()
+        h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()
+
+
+def _disk_paths(d: Path, stem: str, arch: str, key: str) -> tuple[Path, Path]:
+    base = d / f"{stem}-sm_{arch}-{key[:32]}"
+    return base.with_suffix(".cubin"), base.with_suffix(".json")
+
+
+def _read_disk(d: Path, stem: str, arch: str, key: str, options: tuple[str, ...]) -> CompileResult | None:
+    cub, meta = _disk_paths(d, stem, arch, key)
+    try:
+        info = json.loads(meta.read_text())
+        cubin = cub.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(info, dict) or info.get("key") != key or cubin[:4] != b"\x7fELF"
+            or hashlib.sha256(cubin).hexdigest() != info.get("cubin_sha256")):
+        return None  # a torn or foreign file: compile again (and overwrite it)
+    return CompileResult(stem, arch, options, cubin, str(info.get("ptx", "")), str(info.get("log", "")), cub)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_disk(d: Path, res: CompileResult, key: str) -> Path | None:
+    cub, meta = _disk_paths(d, res.name, res.arch, key)
+    try:
+        _write_atomic(cub, res.cubin)  # the cubin first: a reader trusts a .json only with its cubin's hash
+        info = {"key": key, "name": res.name, "arch": res.arch, "options": list(res.options), "log": res.log,
+                "ptx": res.ptx, "cubin_sha256": hashlib.sha256(res.cubin).hexdigest()}
+        _write_atomic(meta, json.dumps(info).encode())
+    except OSError:
+        return None
+    return cub
+
+
 def compile_source(name: str | Path, arch: object, *, extra_options: tuple[str, ...] = ()) -> CompileResult:
-    """Compile ``kernels/<name>.cu`` for ``arch`` with :func:`nvrtc_options` (cached per process).
+    """Compile ``kernels/<name>.cu`` for ``arch`` with :func:`nvrtc_options`, cached in memory and on disk.
 
     Parameters
     ----------
     name : str
-        ``"spmm"``, ``"ssmm"`` or ``"dense_mm"`` (or a ``Path`` to another header-free ``.cu``, e.g.
-        the one-warp layout probe of the GPU tests).
+        ``"spmm"``, ``"ssmm"`` or ``"dense_mm"`` (or a ``Path`` to another ``.cu``, e.g. the one-warp layout
+        probe of the GPU tests; it may include ``kernels/*.cuh`` by name).
     arch : str | int | tuple
         Target, e.g. ``"sm_80"`` or ``"sm_90a"``.
     extra_options : tuple of str
         Appended after the standard options (tests use ``-DSAMOYEDS_ORDERED_METADATA=0``).
 
+    Returns
+    -------
+    CompileResult
+        ``cache_path`` is the cubin's file in the disk cache (``None`` when the disk cache is off).
+
     Raises
     ------
+    KernelUnavailableError
+        When no NVRTC is installed (neither the PyPI wheels nor CuPy's) and the disk cache has no cubin.
     KernelCompileError
         With NVRTC's full log when the source does not compile.
     """
@@ -220,47 +426,65 @@ def compile_source(name: str | Path, arch: object, *, extra_options: tuple[str, 
         raise TypeError(f"extra_options: expected a tuple of str options, got {type(extra_options).__name__} "
                         f"{extra_options!r:.60}")
     options = nvrtc_options(arch) + tuple(extra_options)
-    key = (str(path), normalize_arch(arch), options)
+    a = normalize_arch(arch)
+    hdrs = headers()
+    provider = nvrtc_provider()
+    key = cache_key(path, options, a, provider or "none", hdrs)
+    mkey = (str(path), key)
     with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-    _nvrtc()  # a clear KernelUnavailableError here when NVRTC is not installed
-    ok, log, ptx, cubin = _compile_in_subprocess(path, options)
-    if not ok:
-        raise KernelCompileError(
-            f"NVRTC could not compile {path.name} for sm_{key[1]} with options {' '.join(options)}:\n{log}"
-        )
-    out = CompileResult(path.stem, key[1], options, cubin, ptx.rstrip(b"\x00").decode(errors="replace"), log)
+        if mkey in _CACHE:
+            _STATS["memory"] += 1
+            return _CACHE[mkey]
+    d = _cache_dir()
+    out = _read_disk(d, path.stem, a, key, options) if d is not None and provider is not None else None
+    if out is not None:
+        with _LOCK:
+            _STATS["disk"] += 1
+    else:
+        provider = _require_provider()  # a clear KernelUnavailableError when no NVRTC is installed
+        ok, log, ptx, cubin = _compile_in_subprocess(path, options, provider, hdrs)
+        if not ok:
+            raise KernelCompileError(
+                f"NVRTC ({provider}) could not compile {path.name} for sm_{a} with options {' '.join(options)}:\n{log}"
+            )
+        out = CompileResult(path.stem, a, options, cubin, ptx.rstrip(b"\x00").decode(errors="replace"), log)
+        if d is not None:
+            cp = _write_disk(d, out, key)
+            if cp is not None:
+                out = CompileResult(out.name, a, options, cubin, out.ptx, log, cp)
     with _LOCK:
-        _CACHE[key] = out
+        _CACHE[mkey] = out
     return out
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("SAMOYEDS_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "samoyeds_lab")
-    d = Path(base) / "cubin"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def clear_memory_cache() -> None:
+    """Forget this process's compiles (the disk cache stays): the next :func:`compile_source` reads the disk."""
+    with _LOCK:
+        _CACHE.clear()
+    load_module.cache_clear()
 
 
 @functools.lru_cache(maxsize=None)
 def load_module(name: str | Path, arch: str):
     """A CuPy ``RawModule`` for ``kernels/<name>.cu`` on ``arch`` (compiled once per process).
 
-    The cubin from :func:`compile_source` is written to a content-addressed file and loaded with
-    ``cupy.RawModule(path=...)``, so the GPU runs exactly what the CPU tests compiled.
+    The cubin of :func:`compile_source` (its file in the disk cache, or a temporary content-addressed file
+    when the disk cache is off) is loaded with ``cupy.RawModule(path=...)``, so the GPU runs exactly what
+    the CPU tests compiled.
     """
     try:
         import cupy
     except ImportError as exc:
         raise KernelUnavailableError(f"CuPy is not installed: {exc}") from None
     res = compile_source(name, arch)
-    digest = hashlib.sha256(res.cubin).hexdigest()[:20]
-    path = _cache_dir() / f"{res.name}-sm_{res.arch}-{digest}.cubin"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(res.cubin)
-        os.replace(tmp, path)
+    path = res.cache_path
+    if path is None:
+        import tempfile
+
+        digest = hashlib.sha256(res.cubin).hexdigest()[:20]
+        path = Path(tempfile.gettempdir()) / f"samoyeds_lab-{res.name}-sm_{res.arch}-{digest}.cubin"
+        if not path.exists():
+            _write_atomic(path, res.cubin)
     try:
         return cupy.RawModule(path=str(path))
     except Exception as exc:
@@ -281,6 +505,7 @@ def device_arch() -> str:
 
 __all__ = [
     "KERNEL_DIR", "SOURCES", "TEST_ARCHS", "ACC_PAD", "KernelCompileError", "KernelUnavailableError",
-    "CompileResult", "tile_defines", "normalize_arch", "nvrtc_options", "nvcc_options", "source_path",
+    "CompileResult", "COMMON_HEADER", "NVRTC_PROVIDERS", "tile_defines", "normalize_arch", "nvrtc_options",
+    "nvcc_options", "source_path", "headers", "nvrtc_provider", "cache_key", "cache_stats", "clear_memory_cache",
     "compile_source", "nvrtc_version", "load_module", "device_arch",
 ]

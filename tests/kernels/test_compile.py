@@ -8,9 +8,12 @@ so a bare ``nvcc`` build and the loader's build cannot drift apart.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,18 +114,35 @@ def _defaults(text: str) -> dict[str, int]:
     return {k: int(v.strip("()")) for k, v in re.findall(r"#ifndef (\w+)\n#define \1 (\(?-?\d+\)?)\n#endif", text)}
 
 
-@pytest.mark.parametrize("name", SOURCES)
-def test_source_defaults_equal_tiles(name):
-    """The #ifndef defaults of each .cu are exactly the -D values the loader passes (from tiles.py)."""
-    defaults = _defaults((KERNEL_DIR / f"{name}.cu").read_text())
+def test_source_defaults_equal_tiles():
+    """The #ifndef defaults of kernels/sptc_common.cuh are exactly the -D values the loader passes (tiles.py)."""
+    defaults = _defaults(build.COMMON_HEADER.read_text())
     defines = tile_defines()
-    assert set(defines) <= set(defaults), f"{name}.cu lacks defaults for {set(defines) - set(defaults)}"
+    assert set(defines) <= set(defaults), f"sptc_common.cuh lacks defaults for {set(defines) - set(defaults)}"
     for k, v in defines.items():
-        assert defaults[k] == v, f"{name}.cu: {k} defaults to {defaults[k]}, tiles.py / loader says {v}"
+        assert defaults[k] == v, f"sptc_common.cuh: {k} defaults to {defaults[k]}, tiles.py / loader says {v}"
     opts = nvrtc_options("80")
     for k, v in defines.items():
         assert f"-D{k}={v}" in opts
     assert defines["BLOCK_M"] == tiles.BLOCK_M and defines["STAGES"] == tiles.STAGES
+
+
+#: Helpers that live once, in kernels/sptc_common.cuh (no family defines them again).
+SHARED_HELPERS = ("smem_u32", "cp_async16", "cp_async_commit", "cp_async_wait", "st_shared_zero16", "st_shared_u16",
+                  "st_shared_u32", "ldmatrix_x4", "mma_sp_16832", "mma_16816", "to_float", "from_float", "b_off")
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_families_include_the_common_header(name):
+    text = (KERNEL_DIR / f"{name}.cu").read_text()
+    assert '#include "sptc_common.cuh"' in text
+    assert not _defaults(text), f"{name}.cu repeats tile defaults {sorted(_defaults(text))} (they live in the header)"
+    common = build.COMMON_HEADER.read_text()
+    for helper in SHARED_HELPERS:
+        pattern = rf"__device__ __forceinline__ \w+ {helper}\("
+        assert re.search(pattern, common), f"{helper} missing from sptc_common.cuh"
+        assert not re.search(pattern, text), f"{name}.cu defines {helper} again"
+    assert dict(build.headers())["sptc_common.cuh"] == build.COMMON_HEADER.read_bytes()
 
 
 def test_changed_tiles_reach_the_kernel(monkeypatch):
@@ -159,7 +179,7 @@ def test_nvcc_compiles_without_defines(tmp_path):
         assert proc.returncode == 0, proc.stderr
 
 
-def test_compiling_leaves_torch_load_working(tmp_path):
+def test_compiling_leaves_torch_load_working(tmp_path, monkeypatch):
     """NVRTC runs in a child process: a successful in-process compile broke torch.load of float tensors
     saved elsewhere (torch 2.13 + PyPI NVRTC 13.5). Save in a fresh interpreter, compile here, load here."""
     import subprocess
@@ -169,5 +189,203 @@ def test_compiling_leaves_torch_load_working(tmp_path):
 
     path = tmp_path / "f.pt"
     subprocess.run([sys.executable, "-c", f"import torch; torch.save(torch.arange(32.0), {str(path)!r})"], check=True)
+    monkeypatch.setenv("SAMOYEDS_LAB_CUBIN_CACHE", "0")  # NVRTC really runs (no cubin from an earlier run)
+    n = build.cache_stats()["nvrtc"]
     compile_source("dense_mm", "80", extra_options=("-DSAMOYEDS_TORCH_LOAD_PROBE=1",))
+    assert build.cache_stats()["nvrtc"] == n + 1
     assert torch.equal(torch.load(path), torch.arange(32.0))
+
+
+# ------------------------------------------------------------------ the compile cache, on disk and across processes
+def _fresh_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMOYEDS_LAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("SAMOYEDS_LAB_CUBIN_CACHE", raising=False)
+    monkeypatch.delenv("SAMOYEDS_LAB_FORBID_NVRTC", raising=False)
+    build.clear_memory_cache()
+
+
+def test_cache_key_covers_source_headers_options_and_arch(tmp_path):
+    src = KERNEL_DIR / "spmm.cu"
+    opts = nvrtc_options("80")
+    hdrs = build.headers()
+    key = build.cache_key(src, opts, "80", "cuda-bindings", hdrs)
+    assert key == build.cache_key(src, opts, "80", "cuda-bindings", hdrs)
+    changed_header = tuple((n, c + b"\n// edited\n") for n, c in hdrs)
+    other = {build.cache_key(src, opts, "80", "cuda-bindings", changed_header),
+             build.cache_key(src, opts + ("-DX=1",), "80", "cuda-bindings", hdrs),
+             build.cache_key(src, opts, "90a", "cuda-bindings", hdrs),
+             build.cache_key(src, opts, "80", "cupy", hdrs),
+             build.cache_key(KERNEL_DIR / "ssmm.cu", opts, "80", "cuda-bindings", hdrs)}
+    assert key not in other and len(other) == 5
+
+
+_CHILD = """
+import json, sys
+from samoyeds_lab.kernels import build
+res = build.compile_source(sys.argv[1], "80")
+print(json.dumps({"stats": build.cache_stats(), "path": str(res.cache_path), "n": len(res.cubin),
+                  "ptx": ".target sm_80" in res.ptx}))
+"""
+
+
+def _child(name, env):
+    proc = subprocess.run([sys.executable, "-c", _CHILD, name], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=KERNEL_DIR.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_reads_the_disk_cache_without_nvrtc(tmp_path):
+    env = {**os.environ, "SAMOYEDS_LAB_CACHE": str(tmp_path)}
+    env.pop("SAMOYEDS_LAB_CUBIN_CACHE", None)
+    first = _child("dense_mm", env)
+    assert first["stats"]["nvrtc"] == 1 and first["stats"]["disk"] == 0
+    assert Path(first["path"]).is_file() and Path(first["path"]).parent == tmp_path / "cubin"
+    # the second process may not run NVRTC at all: SAMOYEDS_LAB_FORBID_NVRTC turns any compile into an error
+    second = _child("dense_mm", {**env, "SAMOYEDS_LAB_FORBID_NVRTC": "1"})
+    assert second["stats"] == {"nvrtc": 0, "disk": 1, "memory": 0}
+    assert second["path"] == first["path"] and second["n"] == first["n"] and second["ptx"]
+    # a different family is not in the cache: the flag makes the child fail loudly instead of compiling
+    proc = subprocess.run([sys.executable, "-c", _CHILD, "spmm"], env={**env, "SAMOYEDS_LAB_FORBID_NVRTC": "1"},
+                          capture_output=True, text=True, timeout=600, cwd=KERNEL_DIR.parent)
+    assert proc.returncode != 0 and "SAMOYEDS_LAB_FORBID_NVRTC" in proc.stderr
+
+
+def test_disk_cache_in_process_and_torn_files(monkeypatch, tmp_path):
+    _fresh_cache(monkeypatch, tmp_path)
+    before = build.cache_stats()
+    res = compile_source("spmm", "90a")
+    assert res.cache_path is not None and res.cache_path.read_bytes() == res.cubin
+    assert compile_source("spmm", "90a") is res  # the per-process cache
+    build.clear_memory_cache()
+    again = compile_source("spmm", "90a")
+    after = build.cache_stats()
+    assert after["nvrtc"] - before["nvrtc"] == 1 and after["disk"] - before["disk"] == 1
+    assert again.cubin == res.cubin and again.ptx == res.ptx and again.options == res.options
+    # a torn metadata file or a cubin that does not match its hash is a miss: NVRTC runs again and rewrites both
+    res.cache_path.with_suffix(".json").write_text("{not json")
+    build.clear_memory_cache()
+    compile_source("spmm", "90a")
+    res.cache_path.write_bytes(b"\x7fELF garbage")
+    build.clear_memory_cache()
+    fixed = compile_source("spmm", "90a")
+    assert build.cache_stats()["nvrtc"] - before["nvrtc"] == 3 and fixed.cache_path.read_bytes() == res.cubin
+
+
+def test_disk_cache_can_be_turned_off(monkeypatch, tmp_path):
+    _fresh_cache(monkeypatch, tmp_path)
+    monkeypatch.setenv("SAMOYEDS_LAB_CUBIN_CACHE", "0")
+    res = compile_source("dense_mm", "80", extra_options=("-DSAMOYEDS_CACHE_OFF_PROBE=1",))
+    assert res.cache_path is None and not (tmp_path / "cubin").exists()
+
+
+# ------------------------------------------------------------------ NVRTC from CuPy where the PyPI wheel is absent
+#: A stand-in for cupy.cuda.nvrtc with CuPy's calling convention (str sources and names, NVRTCError on a failed
+#: compile, bytes without the trailing NUL), forwarding to the PyPI NVRTC and leaving a mark that it ran.
+_FAKE_CUPY_NVRTC = '''
+import os
+from cuda.bindings import nvrtc as _n
+
+class NVRTCError(RuntimeError):
+    pass
+
+def _get(fn_size, fn, prog):
+    _, size = fn_size(prog)
+    buf = b" " * size
+    fn(prog, buf)
+    return buf
+
+def getVersion():
+    _, major, minor = _n.nvrtcVersion()
+    return major, minor
+
+def createProgram(src, name, headers, include_names):
+    assert isinstance(src, str) and isinstance(name, str)
+    assert all(isinstance(h, str) for h in headers) and all(isinstance(n, str) for n in include_names)
+    with open(os.environ["FAKE_CUPY_MARK"], "a") as f:
+        f.write(",".join(include_names) + "\\n")
+    res, prog = _n.nvrtcCreateProgram(src.encode(), name.encode(), len(headers), [h.encode() for h in headers],
+                                      [n.encode() for n in include_names])
+    return prog
+
+def compileProgram(prog, options):
+    (res,) = _n.nvrtcCompileProgram(prog, len(options), [o.encode() for o in options])
+    if res != _n.nvrtcResult.NVRTC_SUCCESS:
+        raise NVRTCError(str(res))
+
+def getProgramLog(prog):
+    return _get(_n.nvrtcGetProgramLogSize, _n.nvrtcGetProgramLog, prog).rstrip(b"\\x00").decode()
+
+def getPTX(prog):
+    return _get(_n.nvrtcGetPTXSize, _n.nvrtcGetPTX, prog)[:-1]
+
+def getCUBIN(prog):
+    return _get(_n.nvrtcGetCUBINSize, _n.nvrtcGetCUBIN, prog)[:-1]
+
+def destroyProgram(prog):
+    _n.nvrtcDestroyProgram(prog)
+'''
+
+
+def test_cupy_nvrtc_serves_when_the_pypi_wheel_is_absent(monkeypatch, tmp_path):
+    pkg = tmp_path / "fake" / "cupy"
+    (pkg / "cuda").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("__version__ = '0+fake'\n")
+    (pkg / "cuda" / "__init__.py").write_text("")
+    (pkg / "cuda" / "nvrtc.py").write_text(_FAKE_CUPY_NVRTC)
+    mark = tmp_path / "mark.txt"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FAKE_CUPY_MARK", str(mark))
+    _fresh_cache(monkeypatch, tmp_path / "cache")
+    monkeypatch.setattr(build, "_cuda_bindings_nvrtc_present", lambda: False)  # the PyPI wheel "is not installed"
+    monkeypatch.setattr(build, "_cupy_nvrtc_present", lambda: True)
+    assert build.nvrtc_provider() == "cupy"
+    res = compile_source("ssmm", "90a")
+    assert res.cubin[:4] == b"\x7fELF" and "wgmma.mma_async.sp" in res.ptx and ".target sm_90a" in res.ptx
+    assert mark.read_text().splitlines() == ["sptc_common.cuh"]  # CuPy's NVRTC got the named header
+    bad = tmp_path / "broken.cu"
+    bad.write_text('extern "C" __global__ void k(int* p) { p[0] = undefined_in_cupy_path; }\n')
+    with pytest.raises(KernelCompileError, match="(?s)cupy.*undefined_in_cupy_path"):
+        compile_source(bad, "80")
+    # neither NVRTC: a clear error naming both ways to install one
+    monkeypatch.setattr(build, "_cupy_nvrtc_present", lambda: False)
+    assert build.nvrtc_provider() is None
+    build.clear_memory_cache()
+    with pytest.raises(build.KernelUnavailableError, match="(?s)cuda-bindings.*cupy"):
+        compile_source("spmm", "80", extra_options=("-DSAMOYEDS_NO_NVRTC_PROBE=1",))
+
+
+def test_nvrtc_provider_can_be_chosen(monkeypatch):
+    monkeypatch.setenv("SAMOYEDS_LAB_NVRTC", "cuda-bindings")
+    assert build.nvrtc_provider() == "cuda-bindings"
+    monkeypatch.setattr(build, "_cupy_nvrtc_present", lambda: False)
+    monkeypatch.setenv("SAMOYEDS_LAB_NVRTC", "cupy")
+    assert build.nvrtc_provider() is None
+    monkeypatch.setenv("SAMOYEDS_LAB_NVRTC", "clang")
+    with pytest.raises(ValueError, match="SAMOYEDS_LAB_NVRTC"):
+        build.nvrtc_provider()
+
+
+@pytest.mark.parametrize("wheel, cupy, want", [(True, True, "cuda-bindings"), (False, True, "cupy"), (False, False, None)])
+def test_device_info_says_which_nvrtc(monkeypatch, wheel, cupy, want):
+    from samoyeds_lab import device
+
+    monkeypatch.delenv("SAMOYEDS_LAB_NVRTC", raising=False)
+    monkeypatch.setattr(build, "_cuda_bindings_nvrtc_present", lambda: wheel)
+    monkeypatch.setattr(build, "_cupy_nvrtc_present", lambda: cupy)
+    device.device_info.cache_clear()
+    try:
+        info = device.device_info()
+    finally:
+        device.device_info.cache_clear()
+    assert info.nvrtc == want
+    if want is None:
+        assert info.nvrtc_version is None and "NVRTC (compiles kernels/*.cu): not installed" in info.banner()
+        assert any("no NVRTC" in r for r in info.reasons)
+    else:
+        assert f"NVRTC (compiles kernels/*.cu): {want} (" in info.banner() and info.nvrtc_version
+        assert not any("NVRTC" in r for r in info.reasons)
+    if want == "cuda-bindings":
+        assert "nvidia-cuda-nvrtc=" in info.nvrtc_version
+    with pytest.raises(ValueError, match="nvrtc"):
+        type(info)(**{**info.__dict__, "nvrtc": "nvcc"})
