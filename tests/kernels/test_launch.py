@@ -402,8 +402,9 @@ def test_check_grid():
 
 # ------------------------------------------------------------------ dynamic shared memory vs the .cu layout
 def cu_macros(name: str) -> dict[str, int]:
-    """Evaluate the integer ``#define``s of ``kernels/<name>.cu`` with the loader's ``-D`` values."""
-    text = (KERNEL_DIR / f"{name}.cu").read_text()
+    """Evaluate the integer ``#define``s of ``kernels/<name>.cu`` (after those of the header it includes,
+    ``kernels/sptc_common.cuh``) with the loader's ``-D`` values."""
+    text = (KERNEL_DIR / "sptc_common.cuh").read_text() + (KERNEL_DIR / f"{name}.cu").read_text()
     env: dict[str, int] = dict(tile_defines())
     for key, expr in re.findall(r"^#define (\w+) (.+?)\s*(?://.*)?$", text, flags=re.M):
         if key in env or not re.fullmatch(r"[\w\s()+\-*/%]+", expr):
