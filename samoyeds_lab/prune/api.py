@@ -1,5 +1,7 @@
 """One entry point per question: which weights to keep (:func:`prune_mask`), and the compressed operand
-they make (:func:`sparsify`), for any pattern and either scoring method."""
+they make (:func:`sparsify`), for any pattern and any method: ``"magnitude"``, ``"wanda"`` (scores; the
+kept weights keep their values) or ``"obs"`` (second-order, :func:`~samoyeds_lab.prune.obs.obs_prune`:
+the mask *and* updated kept weights)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 
 from ..formats import as_dense, compress_nm, compress_samoyeds, compress_venom, to_csr
 from . import masks as _m
+from . import obs as _obs_mod
 from .scores import _check_finite, _check_weight, _magnitude, _wanda, column_norms, score_rows
 
 #: Pattern kinds and their keyword arguments with defaults (``None`` = required).
@@ -21,8 +24,10 @@ PATTERNS: dict[str, dict[str, Any]] = {
     "unstructured": {"density": None},
 }
 
-#: Scoring methods.
-METHODS = ("magnitude", "wanda")
+#: Pruning methods: score-based (``"magnitude"``, ``"wanda"``) and second-order (``"obs"``).
+METHODS = ("magnitude", "wanda", "obs")
+
+_METHODS_TEXT = "'magnitude', 'wanda' or 'obs'"
 
 _NM_SPELLING = re.compile(r"^(\d+):(\d+)$")
 
@@ -101,22 +106,37 @@ def _check_params(kind: str, p: dict[str, Any]) -> None:
 
 def _check_method(method: object) -> str:
     if not isinstance(method, str):
-        raise TypeError(f"method: expected 'magnitude' or 'wanda', got {type(method).__name__}")
+        raise TypeError(f"method: expected {_METHODS_TEXT}, got {type(method).__name__}")
     key = method.strip().lower()
     if key not in METHODS:
-        raise ValueError(f"method: expected 'magnitude' or 'wanda', got {method!r}")
+        raise ValueError(f"method: expected {_METHODS_TEXT}, got {method!r}")
     return key
+
+
+def _obs(name: str, w: object, pattern: str, acts: object, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(updated weight, mask)`` of :func:`~samoyeds_lab.prune.obs.obs_prune` with its defaults."""
+    w = _check_weight(name, w)
+    parse_pattern(pattern, **kwargs)
+    if acts is None:
+        raise ValueError(
+            "acts: required for method='obs' ([tokens, in_features] calibration inputs: the Hessian 2XᵀX/n)"
+        )
+    if w.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D [rows, cols] weight for method='obs', got shape {tuple(w.shape)}")
+    return _obs_mod.obs_prune(w, acts, pattern, **kwargs)
 
 
 def _mask(name: str, w: object, pattern: str, method: str, acts: object, kwargs: dict[str, Any]) -> torch.Tensor:
     w = _check_weight(name, w)
     kind, p = parse_pattern(pattern, **kwargs)
     method = _check_method(method)
+    if method == "obs":
+        return _obs(name, w, pattern, acts, kwargs)[1]
     if method == "wanda" and acts is None:
         raise ValueError("acts: required for method='wanda' ([tokens, in_features] calibration activations)")
     if method == "magnitude" and acts is not None:
         raise ValueError(
-            f"acts: method='magnitude' takes no activations (only method='wanda' uses them), got "
+            f"acts: method='magnitude' takes no activations (only 'wanda' and 'obs' use them), got "
             f"{type(acts).__name__}" + (f" of shape {tuple(acts.shape)}" if isinstance(acts, torch.Tensor) else "")
         )
     if acts is not None:
@@ -151,12 +171,18 @@ def prune_mask(
     acts: torch.Tensor | None = None,
     **pattern_kwargs: Any,
 ) -> torch.Tensor:
-    """The keep-mask of ``w`` for a sparsity pattern, from magnitude or Wanda scores.
+    """The keep-mask of ``w`` for a sparsity pattern, from magnitude, Wanda or second-order (OBS) saliency.
 
     ``mask = <pattern>_mask(S)`` with ``S = |W|`` (``"magnitude"``) or ``S = |W| · ||X[:, j]||₂``
     (``"wanda"``); see :func:`nm_mask`, :func:`samoyeds_mask`, :func:`venom_mask`,
     :func:`unstructured_mask`. Scores are computed in fp32 block by block, never for the whole weight
     at once (except for ``"unstructured"``, whose threshold is global).
+
+    ``"obs"`` returns the mask of :func:`~samoyeds_lab.prune.obs.obs_prune` (default ``blocksize=128``,
+    ``percdamp=0.01``): chosen during the SparseGPT column sweep from ``W²/[H⁻¹]`` saliencies of the
+    *updated* weights, so it is only meaningful together with the updated weight, which
+    :func:`sparsify` compresses (``w ⊙ mask`` is not what OBS produces). Unstructured OBS keeps the same
+    density in every 128-column block rather than one global threshold. 2-D weights only.
 
     Parameters
     ----------
@@ -167,10 +193,11 @@ def prune_mask(
         ``"2:4"``-like ``"n:m"``, ``"nm"``, ``"samoyeds"``, ``"venom"``, ``"unstructured"`` or ``"dense"``
         (see :func:`parse_pattern`).
     method : str
-        ``"magnitude"`` (default) or ``"wanda"``.
+        ``"magnitude"`` (default), ``"wanda"`` or ``"obs"``.
     acts : torch.Tensor, optional
-        ``[tokens, in]`` calibration activations; required for ``"wanda"`` and refused for
-        ``"magnitude"`` (a ``ValueError`` naming ``acts``: magnitude takes no activations).
+        ``[tokens, in]`` calibration activations; required for ``"wanda"`` and ``"obs"`` (for an expert:
+        the tokens routed to it), refused for ``"magnitude"`` (a ``ValueError`` naming ``acts``:
+        magnitude takes no activations).
     **pattern_kwargs
         The pattern's arguments: ``n``, ``m`` (nm); ``n``, ``m``, ``vector`` (samoyeds); ``v``, ``n``, ``m``
         (venom); ``density`` (unstructured).
@@ -192,7 +219,11 @@ def sparsify(
 ):
     """Prune ``dense`` with :func:`prune_mask` and compress it into the pattern's operand.
 
-    ``op.to_dense() == dense ⊙ mask`` exactly. The operand is
+    ``op.to_dense() == dense ⊙ mask`` exactly for ``"magnitude"`` and ``"wanda"``, which only choose
+    weights. ``"obs"`` also *changes the kept values* (the OBS update compensates the pruned weights on
+    the calibration inputs): ``op.to_dense() == w_obs`` with ``(w_obs, mask) =``
+    :func:`~samoyeds_lab.prune.obs.obs_prune` ``(dense, acts, pattern)``, zero outside ``mask``. The
+    operand is
 
     ============== ===================================================
     pattern        operand
@@ -214,11 +245,14 @@ def sparsify(
     dense = _check_weight("dense", dense)
     if dense.ndim != 2:
         raise ValueError(f"dense: expected a 2-D [rows, cols] weight, got shape {tuple(dense.shape)}")
-    mask = _mask("dense", dense, pattern, method, acts, pattern_kwargs)
     kind, p = parse_pattern(pattern, **pattern_kwargs)
+    if _check_method(method) == "obs":
+        pruned, mask = _obs("dense", dense, pattern, acts, pattern_kwargs)
+    else:
+        mask = _mask("dense", dense, pattern, method, acts, pattern_kwargs)
+        pruned = dense.masked_fill(~mask, 0)
     if kind == "dense":
         return as_dense(dense)
-    pruned = dense.masked_fill(~mask, 0)
     if kind == "nm":
         return compress_nm(pruned, n=p["n"], m=p["m"])
     if kind == "samoyeds":
