@@ -1,4 +1,4 @@
-"""Command line: ``samoyeds-lab doctor | bench formats|cache|kernels|roofline|cpu | trace | accuracy | lab | train-tiny | train-sida``.
+"""Command line: ``samoyeds-lab doctor | bench formats|cache|kernels|roofline|cpu|panels | trace | accuracy | lab | train-tiny | train-sida``.
 
 An error prints one line, ``samoyeds-lab <command>: error: <message>``, and exits with status 2 (``--debug``,
 accepted by every command, shows the traceback instead). Arguments are checked, ranges included, before any
@@ -151,6 +151,7 @@ _DELEGATED = {
     ("bench", "kernels"): ("samoyeds_lab.bench.kernels", "main"),
     ("bench", "roofline"): ("samoyeds_lab.bench.roofline", "main"),
     ("bench", "cpu"): ("samoyeds_lab.bench.cpu", "main"),
+    ("bench", "panels"): ("samoyeds_lab.bench.responsiveness", "main"),
     ("train-sida",): ("samoyeds_lab.offload.predictor", "main"),
 }
 
@@ -207,7 +208,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.set_defaults(func=_cmd_bench_cache)
     for name, what in (("kernels", "SpTC kernels vs cuBLAS / torch 2:4 on an SM80+ GPU"),
                        ("roofline", "the modelled ceilings of dense / 2:4 / Samoyeds expert GEMMs on a GPU profile"),
-                       ("cpu", "our CPU kernels vs torch's fastest dense path, measured")):
+                       ("cpu", "our CPU kernels vs torch's fastest dense path, measured"),
+                       ("panels", "how fast the labs' panels redraw and their exercise checks answer, vs budgets")):
         add(name, suites, f"bench {name}", help=f"{what} (`samoyeds-lab bench {name} --help`)", add_help=False)
 
     p = add("trace", help="record the tiny MoE's routing traces on held-out text (data/traces)")

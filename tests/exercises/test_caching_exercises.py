@@ -1,7 +1,6 @@
 """The lab-06 exercise checkers (LRU and Belady hit per access): True for correct answers, False (with a
 mismatch view) otherwise, never an exception caused by the learner's code."""
 
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -227,12 +226,10 @@ def test_the_traces_teach_something():
     assert (sum(solution_lru_hits(lab, 2)), sum(solution_belady_hits(lab, 2))) == (0, 1)
 
 
-def test_seeded_and_cheap(capsys):
-    check_lru_hits(solution_lru_hits)  # numba warm-up
+def test_seeded(capsys):
+    # how long a check takes is a benchmark with a budget (`samoyeds-lab bench panels`), not a test
     for check, sol in ((check_lru_hits, solution_lru_hits), (check_belady_hits, solution_belady_hits)):
-        t0 = time.perf_counter()
         assert check(sol) and check(sol, seed=11)
-        assert time.perf_counter() - t0 < 1.0
     seen = [], []
     for out in seen:
         check_lru_hits(lambda t, c, out=out: out.append((tuple(t), c)) or lru_ordered_dict(t, c))

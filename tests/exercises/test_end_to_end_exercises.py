@@ -111,13 +111,9 @@ def test_hot_set_checks_its_arguments(kw, exc):
         check_hot_set(solution_hot_set, **kw)
 
 
-def test_hot_set_is_seeded_and_cheap():
-    import time
-
-    check_hot_set(solution_hot_set, trials=2)  # numba warm-up
-    t0 = time.perf_counter()
+def test_hot_set_is_seeded():
+    # how long the check takes is a benchmark with a budget (`samoyeds-lab bench panels`), not a test
     assert check_hot_set(solution_hot_set, seed=5)
-    assert time.perf_counter() - t0 < 1.0
     a = example_popularity()
     assert np.array_equal(a, example_popularity()) and a.shape == (4, 8)
     assert len(np.unique(a)) < a.size  # the first case has ties

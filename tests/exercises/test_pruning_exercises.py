@@ -1,7 +1,6 @@
 """The lab-05 exercise checkers (Wanda 2:4 mask, Samoyeds two-step mask): True for correct answers, False
 (with a mismatch view) otherwise, never an exception caused by the learner's code."""
 
-import time
 
 import pytest
 import torch
@@ -268,11 +267,10 @@ def test_solution_samoyeds_is_the_librarys():
 
 
 # ---------------------------------------------------------------------------------------------- both
-def test_solutions_pass_seeded_and_cheap(capsys):
+def test_solutions_pass_seeded(capsys):
+    # how long a check takes is a benchmark with a budget (`samoyeds-lab bench panels`), not a test
     for check, sol in ((check_wanda_mask, solution_wanda_mask), (check_samoyeds_mask, solution_samoyeds_mask)):
-        t0 = time.perf_counter()
         assert check(sol) and check(sol, seed=7, trials=30)
-        assert time.perf_counter() - t0 < 2.0
     out = capsys.readouterr().out
     assert out.count("✅ solved") == 4 and "❌" not in out
     # seeded: the same cases every time

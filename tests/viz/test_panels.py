@@ -1,7 +1,5 @@
 """SparsityPanel: its update() logic driven over every widget's range, without a browser."""
 
-import math
-import time
 
 import plotly.graph_objects as go
 import pytest
@@ -88,18 +86,12 @@ def test_default_view(panel):
     assert "2:4" in panel.status.value
 
 
-def test_update_is_fast_at_default_sizes(panel):
+def test_every_pattern_and_method_at_default_sizes(panel):
+    # how fast these updates are is a benchmark with a budget (`samoyeds-lab bench panels`), not a test
     panel.update(rows=64, cols=128)
-    times = []
     for pattern in PATTERNS:
         for method in METHODS:
-            best = math.inf
-            for _ in range(3):  # best of 3: robust to other processes on a shared 2-core machine
-                t0 = time.perf_counter()
-                panel.update(pattern=pattern, method=method)
-                best = min(best, time.perf_counter() - t0)
-            times.append(best)
-    assert max(times) < 0.3, times
+            check_view(panel, panel.update(pattern=pattern, method=method))
 
 
 def test_reference_bytes_come_from_nbytes(panel):

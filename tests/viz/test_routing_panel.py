@@ -2,7 +2,6 @@
 
 import json
 import math
-import time
 
 import numpy as np
 import plotly.graph_objects as go
@@ -187,19 +186,14 @@ def test_only_dependent_figures_are_rebuilt(panel):
     check_view(panel, after)
 
 
-def test_updates_are_fast(traces):
+def test_each_control_changes_and_comes_back(traces):
+    # how fast these updates are is a benchmark with a budget (`samoyeds-lab bench panels`), not a test
     panel = RoutingPanel(traces, pad_to=16, timeline_tokens=32)
-    panel.update()
-    times = []
+    home = panel.update(sequence=0, offset=0, batch=64, layer=0, view="first choice")
     for kw in [dict(sequence=1), dict(offset=32), dict(batch=8), dict(layer=2), dict(view="all k")]:
-        best = math.inf
-        for _ in range(2):
-            t0 = time.perf_counter()
-            panel.update(**kw)
-            best = min(best, time.perf_counter() - t0)
-            panel.update(sequence=0, offset=0, batch=64, layer=0, view="first choice")
-        times.append(best)
-    assert max(times) < 0.5, times
+        check_view(panel, panel.update(**kw))
+        back = panel.update(sequence=0, offset=0, batch=64, layer=0, view="first choice")
+        assert back.summary == home.summary, kw
 
 
 # ---------------------------------------------------------------------------------------------- trace switching
