@@ -42,7 +42,7 @@ from samoyeds_lab.reference.wgmma import SmemDescriptor, k_major_offsets, load_k
 from ..formats.helpers import random_samoyeds
 from .test_launch import _entry_params, check_args, cu_macros, install_recorder
 
-SRC = (KERNEL_DIR / "ssmm.cu").read_text()
+SRC = (KERNEL_DIR / "sptc_common.cuh").read_text() + (KERNEL_DIR / "ssmm.cu").read_text()  # + the header it includes
 D = cu_macros("ssmm")  # BLOCK_*, WARPS_*, MMA_*, STAGES, ACC_PAD, *_STAGE_BYTES, THREADS, ... as compiled
 BLOCK_M, BLOCK_N, STAGES, ACC_PAD = D["BLOCK_M"], D["BLOCK_N"], D["STAGES"], D["ACC_PAD"]
 WARPS_M, WARPS_N, THREADS = D["WARPS_M"], D["WARPS_N"], D["THREADS"]

@@ -19,7 +19,7 @@ from samoyeds_lab.reference.mma_sp import pack_a, pack_b, pack_e
 
 from ..formats.helpers import random_24_rows
 
-SSMM = (KERNEL_DIR / "ssmm.cu").read_text()
+SSMM = (KERNEL_DIR / "sptc_common.cuh").read_text() + (KERNEL_DIR / "ssmm.cu").read_text()  # + the header it includes
 
 
 def _requires(*lines: str) -> None:
