@@ -70,9 +70,10 @@ def make_record(*, device: str, driver: str, versions: dict, op: str, model: str
 
 
 def run_kernel_bench(shapes=None, tokens=TOKENS, dtype="float16", *, profile="h100_sxm", warmup=3, repeat=20,
-                     ops=OPS) -> list[dict]:
-    """Time our kernels and the baselines on the same gathered tokens (GPU only; medians of CUDA events,
-    L2 flushed with a 256 MB write before each timed call).
+                     ops=OPS, **options) -> list[dict]:
+    """Time our kernels and the baselines on the same gathered tokens (GPU only; CUDA events around batches
+    of back-to-back calls, L2 flushed before every batch; kernel time through launch plans and whole-op time,
+    see :mod:`samoyeds_lab.bench._kernels_gpu`). ``options``: ``projections``, ``calls``, ``graphs``, ``sink``.
 
     Raises
     ------
@@ -87,14 +88,35 @@ def run_kernel_bench(shapes=None, tokens=TOKENS, dtype="float16", *, profile="h1
         raise RuntimeError(f"run_kernel_bench needs an SM80+ NVIDIA GPU with CuPy: {_unavailable_reason()}")
     from ._kernels_gpu import run as _run  # GPU-only implementation
 
-    return _run(shapes or MODEL_SHAPES, tokens, dtype, profile=profile, warmup=warmup, repeat=repeat, ops=ops)
+    return _run(shapes or MODEL_SHAPES, tokens, dtype, profile=profile, warmup=warmup, repeat=repeat, ops=ops,
+                **options)
+
+
+class _RecordFile:
+    """Collects records and rewrites ``{"records": [...]}`` atomically after each one (a crash or a time limit
+    leaves every record made so far readable by :func:`load_kernel_records`)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.records = path, []
+
+    def __call__(self, rec: dict) -> None:
+        import os
+
+        self.records.append(rec)
+        if self.path is None:
+            self.path = _REPO / "data" / "bench" / f"gpu_kernels_{rec['device'].replace(' ', '_')}.json"
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"records": self.records}, indent=1))
+        os.replace(tmp, self.path)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``samoyeds-lab bench kernels``: run the sweep and write ``data/bench/gpu_kernels_<device>.json``.
 
-    Every argument (token counts, dtype, profile, output path) is checked before the GPU is asked for;
-    an error is one line ``samoyeds-lab bench kernels: error: ...`` and exit status 2 (``--debug``: traceback).
+    Defaults: Mixtral-8x7B's w1 and w2, bf16 and fp16, 1/8/64/1024/4096 tokens, every op. The file is
+    rewritten after every record; failed configs are records with ``status: "failed"``. Every argument is
+    checked before the GPU is asked for; an error is one line ``samoyeds-lab bench kernels: error: ...`` and
+    exit status 2 (``--debug``: traceback).
     """
     import sys
 
@@ -104,9 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     prog = "samoyeds-lab bench kernels"
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=list(MODEL_SHAPES), choices=list(MODEL_SHAPES))
-    ap.add_argument("--tokens", nargs="+", type=int_type("--tokens", 1, 1 << 20), default=list(TOKENS))
-    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    ap.add_argument("--models", nargs="+", default=["Mixtral-8x7B"], choices=list(MODEL_SHAPES))
+    ap.add_argument("--projections", nargs="+", default=["w1", "w2"], choices=["w1", "w2"],
+                    help="w1: up/gate [d_ffn, d_model]; w2: down [d_model, d_ffn]")
+    ap.add_argument("--tokens", nargs="+", type=int_type("--tokens", 1, 1 << 20), default=[1, 8, 64, 1024, 4096])
+    ap.add_argument("--dtypes", "--dtype", dest="dtypes", nargs="+", default=["bfloat16", "float16"],
+                    choices=["float16", "bfloat16"])
+    ap.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
+    ap.add_argument("--batches", type=int_type("--batches", 1, 1000), default=5, help="timed batches per measurement")
+    ap.add_argument("--calls", type=int_type("--calls", 1, 10000), default=20, help="back-to-back calls per batch")
+    ap.add_argument("--warmup", type=int_type("--warmup", 0, 1000), default=3)
+    ap.add_argument("--no-graphs", action="store_true", help="time plain back-to-back launches, never a CUDA graph")
     ap.add_argument("--profile", default="h100_sxm", help="GPU profile of data/hardware (for roofline_ms)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -121,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--profile: {exc}") from None
         if prof.kind != "gpu":
             raise ValueError(f"--profile: expected a profile of kind 'gpu', got {prof.name!r} of kind {prof.kind!r}")
-        out = check_out_path("--out", args.out) if args.out else None
-        recs = run_kernel_bench({m: MODEL_SHAPES[m] for m in args.models}, tuple(args.tokens), args.dtype,
-                                profile=args.profile)
-        if out is None:
-            out = _REPO / "data" / "bench" / f"gpu_kernels_{recs[0]['device'].replace(' ', '_')}.json"
-        out.write_text(json.dumps({"records": recs}, indent=1))
-        print(f"wrote {len(recs)} records to {out}")
+        sink = _RecordFile(check_out_path("--out", args.out) if args.out else None)
+        for dt in dict.fromkeys(args.dtypes):
+            run_kernel_bench({m: MODEL_SHAPES[m] for m in args.models}, tuple(args.tokens), dt, profile=args.profile,
+                             warmup=args.warmup, repeat=args.batches, ops=tuple(args.ops),
+                             projections=tuple(dict.fromkeys(args.projections)), calls=args.calls,
+                             graphs=not args.no_graphs, sink=sink)
+        failed = sum(r.get("status") == "failed" for r in sink.records)
+        print(f"wrote {len(sink.records)} records ({failed} failed) to {sink.path}")
         return 0
 
     return run_command(prog, body, argv, ap)
