@@ -21,7 +21,16 @@ is loaded afresh and
    inputs the weight sees on calibration text from the *train* split. Wanda runs block by block in layer
    order and each block is calibrated on inputs that already pass through the pruned blocks before it
    (the sequential order of Sun et al., arXiv 2306.11695); inside a block gate/up are scored on the block's
-   routed inputs and down on ``silu(X W_gate'ᵀ) ⊙ (X W_up'ᵀ)`` of the pruned gate/up;
+   routed inputs and down on ``silu(X W_gate'ᵀ) ⊙ (X W_up'ᵀ)`` of the pruned gate/up.
+
+   A Samoyeds row of K columns holds ``K / V`` windows: on the shipped tiny model (``H = 128``,
+   ``I = 256``) gate/up have 4, 2, 1 windows per row at V = 32, 64, 128 and down 8, 4, 2; Mixtral's
+   ``K = 4096`` has 32 at V = 128. With one window per row, a row segment the pattern drops is a whole
+   neuron of gate or up. By default (``joint=True``) the gate and up weights of an expert share one row
+   selection per window (:func:`samoyeds_lab.prune.sparsify_joint`), so a neuron keeps both or neither
+   segment; ``joint=False`` prunes them independently. Each record reports the live-neuron fractions
+   (:func:`samoyeds_lab.prune.live_neuron_fraction`: neurons whose gate and up both keep weights) and
+   its windows per row;
 2. optionally the pruned model is fine-tuned for ``recovery_steps`` with the masks held fixed (see
    :func:`recovery_finetune`); the dense baseline gets the same steps, so any gain that merely comes from
    training longer shows in the baseline too;
@@ -57,7 +66,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_int
+from .._checks import check_bool, check_int
 from ..corpus import DOMAINS, load_corpus
 from ..errors import CorruptFileError
 
@@ -74,6 +83,8 @@ __all__ = [
     "calibration_windows",
     "prune_model",
     "expert_masks",
+    "windows_per_row",
+    "live_neurons",
     "expert_bytes",
     "dense_expert_bytes",
     "recovery_finetune",
@@ -100,7 +111,7 @@ SPEED_MODEL = (
     "efficiency are not included"
 )
 _NM = {"dense": None, "2:4": (2, 4), "samoyeds": (1, 2)}
-_CONFIG_KEYS = ("pattern", "method", "vector")
+_CONFIG_KEYS = ("pattern", "method", "vector", "joint")
 _DERIVED_KEYS = ("n", "m", "density")  # accepted when they match (a normalised config round-trips)
 
 
@@ -114,10 +125,12 @@ def normalize_config(config: Mapping[str, Any], *, hidden: int | None = None,
     Parameters
     ----------
     config : mapping
-        ``{"pattern": "dense" | "2:4" | "samoyeds", "method": "magnitude" | "wanda", "vector": V}``.
-        ``method`` defaults to ``"magnitude"`` for pruned patterns and must be left out (or ``"none"``)
-        for ``"dense"``; ``vector`` is required for ``"samoyeds"`` only (a multiple of 4) and must be left
-        out (or ``None``) otherwise.
+        ``{"pattern": "dense" | "2:4" | "samoyeds", "method": "magnitude" | "wanda", "vector": V,
+        "joint": bool}``. ``method`` defaults to ``"magnitude"`` for pruned patterns and must be left out (or
+        ``"none"``) for ``"dense"``; ``vector`` is required for ``"samoyeds"`` only (a multiple of 4; every
+        row of K columns holds ``K / V`` windows) and must be left out (or ``None``) otherwise. ``joint``
+        (``"samoyeds"`` only, default ``True``): gate and up share one row selection; ``False`` prunes them
+        independently.
     hidden, intermediate : int, optional
         The model's ``H`` and ``I``; when given, ``vector`` must divide both (every expert weight is cut
         into ``V``-wide windows along its K, which is ``H`` for gate/up and ``I`` for down).
@@ -125,8 +138,8 @@ def normalize_config(config: Mapping[str, Any], *, hidden: int | None = None,
     Returns
     -------
     dict
-        ``{"pattern", "method", "vector", "n", "m", "density"}`` with ``density`` the nominal kept fraction
-        (1, 1/2, 1/4).
+        ``{"pattern", "method", "vector", "joint", "n", "m", "density"}`` with ``density`` the nominal kept
+        fraction (1, 1/2, 1/4) and ``joint`` ``None`` for patterns without rows to share.
     """
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a mapping such as {{'pattern': '2:4', 'method': 'wanda'}}, "
@@ -164,9 +177,15 @@ def normalize_config(config: Mapping[str, Any], *, hidden: int | None = None,
     elif vector is not None:
         raise ValueError(f"config['vector']: only pattern 'samoyeds' has a window width, got vector={vector!r} "
                          f"for pattern {pattern!r}")
+    joint = config.get("joint")
+    if pattern == "samoyeds":
+        joint = True if joint is None else check_bool("config['joint']", joint)
+    elif joint is not None:
+        raise ValueError(f"config['joint']: only pattern 'samoyeds' has rows for gate and up to share, got "
+                         f"joint={joint!r} for pattern {pattern!r}")
     nm = _NM[pattern]
     density = 1.0 if nm is None else nm[0] / nm[1] * (0.5 if pattern == "samoyeds" else 1.0)
-    out = {"pattern": pattern, "method": method, "vector": vector,
+    out = {"pattern": pattern, "method": method, "vector": vector, "joint": joint,
            "n": None if nm is None else nm[0], "m": None if nm is None else nm[1], "density": density}
     for k in _DERIVED_KEYS:
         if k in config and config[k] != out[k]:
@@ -175,21 +194,25 @@ def normalize_config(config: Mapping[str, Any], *, hidden: int | None = None,
 
 
 def config_label(config: Mapping[str, Any]) -> str:
-    """Short label: ``"dense"``, ``"2:4 · wanda"``, ``"Samoyeds V=64 · magnitude"``."""
+    """Short label: ``"dense"``, ``"2:4 · wanda"``, ``"Samoyeds V=64 · magnitude"`` (gate/up rows chosen
+    jointly, the default) or ``"Samoyeds V=64 · magnitude · independent"`` (``joint=False``)."""
     c = normalize_config(config)
     if c["pattern"] == "dense":
         return "dense"
     if c["pattern"] == "2:4":
         return f"2:4 · {c['method']}"
-    return f"Samoyeds V={c['vector']} · {c['method']}"
+    return f"Samoyeds V={c['vector']} · {c['method']}" + ("" if c["joint"] else " · independent")
 
 
-def default_configs(vectors: Sequence[int] = VECTORS, methods: Sequence[str] = METHODS) -> list[dict[str, Any]]:
+def default_configs(vectors: Sequence[int] = VECTORS, methods: Sequence[str] = METHODS,
+                    joint: Sequence[bool] = (True,)) -> list[dict[str, Any]]:
     """The recorded sweep: the dense baseline, then 2:4 and Samoyeds (1:2 rows per ``V`` window + 2:4) for
-    every ``V`` in ``vectors``, each with every method in ``methods``."""
+    every ``V`` in ``vectors`` (``K / V`` windows per row), each with every method in ``methods`` and every
+    gate/up selection in ``joint`` (default: joint only; ``(True, False)`` adds the independent one)."""
     out: list[dict[str, Any]] = [{"pattern": "dense"}]
     out += [{"pattern": "2:4", "method": m} for m in methods]
-    out += [{"pattern": "samoyeds", "method": m, "vector": int(v)} for v in vectors for m in methods]
+    out += [{"pattern": "samoyeds", "method": m, "vector": int(v)} | ({} if j else {"joint": False})
+            for v in vectors for m in methods for j in joint]
     for c in out:
         normalize_config(c)
     return out
@@ -275,9 +298,7 @@ def prune_model(model, config: Mapping[str, Any], calib: torch.Tensor | None = N
         return cfg
     if cfg["method"] == "wanda" and calib is None:
         raise ValueError("calib: required for method 'wanda' (calibration windows [n, S]), got None")
-    kw: dict[str, Any] = {}
-    if cfg["pattern"] == "samoyeds":
-        kw = {"n": cfg["n"], "m": cfg["m"], "vector": cfg["vector"]}
+    kw = _sparsify_kwargs(cfg)
     was_training = model.training
     model.eval()
     for i, (_, block) in enumerate(model.moe_blocks()):
@@ -285,6 +306,42 @@ def prune_model(model, config: Mapping[str, Any], calib: torch.Tensor | None = N
         block.sparsify(cfg["pattern"], cfg["method"], acts, **kw)
     model.train(was_training)
     return cfg
+
+
+def _sparsify_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Keywords of :meth:`MoEBlock.sparsify` for a normalised configuration."""
+    if cfg["pattern"] != "samoyeds":
+        return {}
+    return {"n": cfg["n"], "m": cfg["m"], "vector": cfg["vector"], "joint": cfg["joint"]}
+
+
+def windows_per_row(config: Mapping[str, Any], hidden: int, intermediate: int) -> dict[str, int] | None:
+    """Samoyeds windows per row ``K / V`` of the expert weights: ``{"gate_up": H / V, "down": I / V}``
+    (``None`` for patterns without windows)."""
+    cfg = normalize_config(config, hidden=hidden, intermediate=intermediate)
+    if cfg["pattern"] != "samoyeds":
+        return None
+    return {"gate_up": hidden // cfg["vector"], "down": intermediate // cfg["vector"]}
+
+
+def live_neurons(model, vector: int | None = None) -> dict[str, Any]:
+    """Live SwiGLU neurons of every MoE block (:meth:`MoEBlock.live_neurons`), JSON-ready.
+
+    Returns
+    -------
+    dict
+        ``{"overall": fraction over all blocks, "paired": …, "per_layer": {name: {"overall", "paired",
+        "per_window": [...], "paired_per_window": [...]}}}``; a neuron is live when its gate and up rows
+        both keep a weight (per window: inside that window; see
+        :func:`samoyeds_lab.prune.live_neuron_fraction`). Every block has the same neuron count, so the
+        overall fractions are means over blocks.
+    """
+    per = model.live_neurons(vector)
+    out = {name: {"overall": ln.overall, "paired": ln.paired, "per_window": ln.per_window.tolist(),
+                  "paired_per_window": ln.paired_per_window.tolist()} for name, ln in per.items()}
+    k = max(1, len(out))
+    return {"overall": sum(v["overall"] for v in out.values()) / k,
+            "paired": sum(v["paired"] for v in out.values()) / k, "per_layer": out}
 
 
 def expert_masks(model) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
@@ -399,7 +456,7 @@ def recovery_finetune(
 
 def _resparsify_unchanged(model, cfg: dict[str, Any]) -> None:
     """Rebuild the compressed operands after a fine-tune and check that the masks held (weights unchanged)."""
-    kw = {"n": cfg["n"], "m": cfg["m"], "vector": cfg["vector"]} if cfg["pattern"] == "samoyeds" else {}
+    kw = _sparsify_kwargs(cfg)
     for name, block in model.moe_blocks():
         before = [p.detach().clone() for p in block.experts.weights().values()]
         block.sparsify(cfg["pattern"], "magnitude", None, **kw)
@@ -503,7 +560,9 @@ def sparsity_sweep(
         (``{domain…, "overall"}``, right after pruning), ``eval_tokens`` (per domain + overall),
         ``recovered_ppl`` / ``recovered_bits_per_byte`` (after the fine-tune; None without one), ``recovery``
         (its statistics or None), ``backend_max_abs_diff`` (None for dense or without ``check_backend``),
-        ``seconds``.
+        ``seconds``; ``joint`` (Samoyeds: whether gate/up shared their row selection, else None),
+        ``windows_per_row`` (Samoyeds: ``{"gate_up": H/V, "down": I/V}``, else None) and ``live_neurons``
+        (:func:`live_neurons` right after pruning, per window of ``V`` for Samoyeds, whole rows otherwise).
     """
     from . import TinyMoEForCausalLM
 
@@ -569,8 +628,11 @@ def _sweep(model_dir, base, configs, norm, held, train, calib, max_windows, prob
         ppl, bpb, tok = _ppl(ev)
         t_eval = time.perf_counter() - t1
         say(f"{label}: ppl {ppl['overall']:.3f} (pruned in {t_prune:.1f} s, evaluated in {t_eval:.1f} s)")
+        H, I = model.config.hidden, model.config.intermediate
         rec: dict[str, Any] = {
             "label": label, "pattern": cfg["pattern"], "method": cfg["method"], "vector": cfg["vector"],
+            "joint": cfg["joint"], "windows_per_row": windows_per_row(cfg, H, I),
+            "live_neurons": live_neurons(model, cfg["vector"]),
             "n": cfg["n"], "m": cfg["m"], "density": stored / n_w, "nonzero_fraction": nnz / n_w,
             "expert_bytes": comp_b, "dense_expert_bytes": dense_b,
             "modelled_decode_speedup": dense_b / comp_b,

@@ -161,6 +161,8 @@ class MoEBlock(nn.Module):
         pattern: str = "samoyeds",
         method: str = "magnitude",
         acts: torch.Tensor | None = None,
+        *,
+        joint: bool = True,
         **pattern_kwargs: Any,
     ) -> "MoEBlock":
         """Prune and compress every routed expert's gate/up/down weights (shared expert and router stay dense).
@@ -174,19 +176,24 @@ class MoEBlock(nn.Module):
         pattern : str
             ``"samoyeds"`` (default; keywords ``n=1, m=2, vector=128``: ``H`` and ``I`` must be multiples of
             ``vector``), ``"2:4"``-like N:M, ``"venom"``, ``"unstructured"``, ``"dense"`` — see
-            :func:`samoyeds_lab.prune.parse_pattern`.
+            :func:`samoyeds_lab.prune.parse_pattern`. A Samoyeds row holds ``K / V`` windows: ``H / vector``
+            for gate/up, ``I / vector`` for down (``vector=128`` on ``H = 128`` is ONE window per row, so a
+            dropped row segment is a dropped neuron; Mixtral's ``K = 4096`` has 32).
         method : str
             ``"magnitude"`` (default) or ``"wanda"``.
         acts : torch.Tensor, optional
             ``[tokens, H]`` calibration inputs of this block (required for ``"wanda"``). They are routed by
             this block's router; expert ``e`` is scored on the tokens routed to it (magnitude if none were).
+        joint : bool
+            Keyword only. Gate and up of every expert share one Samoyeds row selection (default ``True``;
+            see :meth:`SwiGLUExperts.sparsify`); ``False`` prunes them independently. Down keeps its own.
         **pattern_kwargs
             The pattern's keywords (``vector=32``, ``n``, ``m``, …).
 
         Returns
         -------
         MoEBlock
-            ``self``, for chaining.
+            ``self``, for chaining. :meth:`live_neurons` reports how many SwiGLU neurons survived.
         """
         per_expert = None
         if acts is not None:
@@ -198,8 +205,12 @@ class MoEBlock(nn.Module):
             a = acts.to(self.router.gate.weight.dtype)
             ids = self.router(a).topk_ids
             per_expert = [a[(ids == e).any(1)] for e in range(self.num_experts)]
-        self.experts.sparsify(pattern, method, per_expert, **pattern_kwargs)
+        self.experts.sparsify(pattern, method, per_expert, joint=joint, **pattern_kwargs)
         return self
+
+    def live_neurons(self, vector: int | None = None):
+        """:meth:`SwiGLUExperts.live_neurons` of the routed experts (the shared expert is never pruned)."""
+        return self.experts.live_neurons(vector)
 
     def extra_repr(self) -> str:
         s = f"backend={self._backend!r}"

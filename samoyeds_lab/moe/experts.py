@@ -39,6 +39,7 @@ from .._checks import (
     FLOAT_DTYPES,
     INT_DTYPES,
     check_alloc,
+    check_bool,
     check_choice,
     check_ids,
     check_int,
@@ -46,6 +47,7 @@ from .._checks import (
     check_tensor,
 )
 from ..formats import SENTINEL, TokenSelection
+from ..prune import LiveNeurons
 from ..prune import sparsify as _sparsify_weight
 
 #: Names of the three projections, in the order (gate, up, down).
@@ -141,6 +143,9 @@ class SwiGLUExperts(nn.Module):
         operand (``SamoyedsWeight``, ``NMWeight``, …) per expert and projection; ``None`` before.
     pattern : tuple[str, dict] or None
         After :meth:`sparsify`: ``(pattern, pattern_kwargs)``.
+    joint : bool or None
+        After :meth:`sparsify`: whether gate and up shared one row selection (``True`` only for the
+        ``"samoyeds"`` pattern with ``joint=True``).
 
     Notes
     -----
@@ -162,6 +167,7 @@ class SwiGLUExperts(nn.Module):
         self.w_down = nn.Parameter(torch.empty(E, H, I))
         self.compressed: dict[str, list[Any]] | None = None
         self.pattern: tuple[str, dict[str, Any]] | None = None
+        self.joint: bool | None = None
         self._stamp: tuple | None = None
         self.reset_parameters()
 
@@ -174,6 +180,7 @@ class SwiGLUExperts(nn.Module):
                 w.uniform_(-bound, bound)
         self.compressed = None
         self.pattern = None
+        self.joint = None
         self._stamp = None
 
     def weights(self) -> dict[str, nn.Parameter]:
@@ -333,6 +340,8 @@ class SwiGLUExperts(nn.Module):
         pattern: str = "samoyeds",
         method: str = "magnitude",
         acts: list[torch.Tensor | None] | None = None,
+        *,
+        joint: bool = True,
         **pattern_kwargs: Any,
     ) -> None:
         """Prune + compress every expert's three projections; keep the pruned values in the parameters.
@@ -340,17 +349,27 @@ class SwiGLUExperts(nn.Module):
         For every expert ``e`` and projection ``P ∈ {gate, up, down}``:
         ``op = samoyeds_lab.prune.sparsify(W_P[e], pattern, method, acts_P[e], **pattern_kwargs)``, then
         ``W_P[e] ← op.to_dense()`` (= ``W_P[e] ⊙ mask``), so every backend computes on the same pruned weights.
+        With ``joint=True`` (the default) and the ``"samoyeds"`` pattern, gate and up are pruned as a pair
+        instead (:func:`samoyeds_lab.prune.sparsify_joint`): one row selection per (row group, window) for
+        both, so a neuron that keeps its gate row segment keeps its up row segment too; down keeps its own.
 
         Parameters
         ----------
         pattern, method, **pattern_kwargs
             As for :func:`samoyeds_lab.prune.sparsify` (``"samoyeds"`` needs ``H`` and ``I`` to be multiples
-            of ``vector`` and ``H``, ``I`` multiples of ``m``; ``"2:4"`` needs multiples of 4).
+            of ``vector`` and ``H``, ``I`` multiples of ``m``; ``"2:4"`` needs multiples of 4). A Samoyeds row
+            holds ``K / V`` windows: ``H / vector`` for gate/up, ``I / vector`` for down. With one window per
+            row (``vector = H``) dropping a row segment drops the neuron from gate or up outright.
         acts : list, optional
             Per expert, the ``[tokens_e, H]`` inputs it saw (Wanda calibration), or ``None`` for an expert
             that saw none (it falls back to magnitude scores). Gate/up are scored with ``acts[e]``, down with
             ``silu(acts[e] W_gate'ᵀ) ⊙ (acts[e] W_up'ᵀ)`` on the already-pruned gate/up (Wanda's sequential
             order). Required when ``method="wanda"``.
+        joint : bool
+            Keyword only. Share the gate/up row selection (default ``True``; only the ``"samoyeds"`` pattern
+            has rows to share, every other pattern is pruned per projection either way). ``False`` prunes gate
+            and up independently (the behaviour before joint selection existed). Methods outside
+            :data:`samoyeds_lab.prune.JOINT_METHODS` (magnitude, Wanda) need ``joint=False`` for Samoyeds.
         """
         if acts is not None and (not isinstance(acts, (list, tuple)) or len(acts) != self.num_experts):
             raise ValueError(
@@ -358,11 +377,19 @@ class SwiGLUExperts(nn.Module):
                 f"entries), got {type(acts).__name__}"
                 + (f" of length {len(acts)}" if isinstance(acts, (list, tuple)) else "")
             )
+        from ..prune import JOINT_METHODS, parse_pattern, sparsify_joint
         from ..prune.api import METHODS
 
         method = check_choice("method", method, METHODS)
+        joint = check_bool("joint", joint)
         if method == "wanda" and acts is None:
             raise ValueError("acts: required for method='wanda' (per-expert calibration inputs), got None")
+        pair = joint and parse_pattern(pattern, **pattern_kwargs)[0] == "samoyeds"
+        if pair and method not in JOINT_METHODS:
+            raise ValueError(
+                f"joint: gate/up joint row selection scores with {', '.join(map(repr, JOINT_METHODS))}, got "
+                f"method={method!r}; pass joint=False to prune gate and up independently with it"
+            )
         ops: dict[str, list[Any]] = {p: [] for p in PROJECTIONS}
         new = {p: torch.empty_like(w) for p, w in self.weights().items()}
         for e in range(self.num_experts):
@@ -377,8 +404,13 @@ class SwiGLUExperts(nn.Module):
                 if a.shape[0] == 0:
                     a = None
             m = method if a is not None else "magnitude"
-            for p in ("gate", "up"):
-                op = _sparsify_weight(self.weights()[p][e], pattern, m, a if m == "wanda" else None, **pattern_kwargs)
+            if pair:
+                gu = sparsify_joint([self.w_gate[e], self.w_up[e]], pattern, m, a if m == "wanda" else None,
+                                    **pattern_kwargs)
+            else:
+                gu = [_sparsify_weight(self.weights()[p][e], pattern, m, a if m == "wanda" else None, **pattern_kwargs)
+                      for p in ("gate", "up")]
+            for p, op in zip(("gate", "up"), gu):
                 ops[p].append(op)
                 new[p][e] = op.to_dense().to(new[p].dtype)
             h = None
@@ -392,12 +424,40 @@ class SwiGLUExperts(nn.Module):
             w.copy_(new[p])
         self.compressed = ops
         self.pattern = (pattern, dict(pattern_kwargs))
+        self.joint = pair
         self._stamp = self._param_stamp()
+
+    def live_neurons(self, vector: int | None = None) -> LiveNeurons:
+        """Which SwiGLU neurons of all experts still compute something: gate and up rows both non-empty.
+
+        :func:`samoyeds_lab.prune.live_neuron_fraction` on ``(W_gate != 0, W_up != 0)`` over the stack
+        ``[E, I, H]`` (every neuron of every expert counts once). Read from the weights, so it works on any
+        pruned (or dense) experts; a kept weight that is exactly 0 would count as pruned (a trained fp32
+        weight is 0 with negligible probability).
+
+        Parameters
+        ----------
+        vector : int, optional
+            Window width for the per-window fractions (``H / vector`` windows per row); default: the
+            ``vector`` of the last :meth:`sparsify` with the ``"samoyeds"`` pattern, else the whole row.
+
+        Returns
+        -------
+        LiveNeurons
+            ``per_window`` ``[H / vector]``, ``overall``, ``paired_per_window``, ``paired``.
+        """
+        from ..prune import live_neuron_fraction, parse_pattern
+
+        if vector is None and self.pattern is not None:
+            kind, p = parse_pattern(self.pattern[0], **self.pattern[1])
+            vector = p["vector"] if kind == "samoyeds" else None
+        return live_neuron_fraction(self.w_gate.detach() != 0, self.w_up.detach() != 0, vector)
 
     def clear_compressed(self) -> None:
         """Drop the compressed operands (the pruned dense values stay in the parameters)."""
         self.compressed = None
         self.pattern = None
+        self.joint = None
         self._stamp = None
 
     @property

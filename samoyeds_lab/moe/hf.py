@@ -22,7 +22,7 @@ DeepSeek ``first_k_dense_replace``) are left alone.
 Typical use::
 
     model = load_hf_moe("checkpoints/qwen3-moe-tiny")          # local files only, never the network
-    swap_moe_blocks(model, backend="samoyeds", pattern="samoyeds", vector=32)
+    swap_moe_blocks(model, backend="samoyeds", pattern="samoyeds", vector=32)   # gate/up rows chosen jointly
     for spec in hf_router_spec(model):                           # read routers with forward hooks
         spec.gate.register_forward_hook(lambda m, i, out, s=spec: print(s.name, s.read(out).topk_ids))
 
@@ -47,7 +47,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .._checks import FLOAT_DTYPES, INT_DTYPES, check_instance, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, INT_DTYPES, check_bool, check_instance, check_int, check_tensor
 from ..errors import CorruptFileError
 from ..prune import METHODS, parse_pattern
 from .block import MoEBlock
@@ -509,6 +509,8 @@ def swap_moe_blocks(
     pattern: str | None = None,
     method: str = "magnitude",
     acts: torch.Tensor | dict[str, torch.Tensor] | None = None,
+    *,
+    joint: bool = True,
     **pattern_kwargs: Any,
 ) -> nn.Module:
     """Replace every sparse-MoE block of a Hugging Face model by a :class:`MoEBlock` with the same weights.
@@ -537,8 +539,13 @@ def swap_moe_blocks(
         each MoE block's inputs are recorded, so every layer is calibrated on the unpruned model's
         activations) or ``{layer name: [tokens, H] inputs}``. Each block routes them with its own router
         and scores expert ``e`` on the tokens routed to it (see :meth:`MoEBlock.sparsify`).
+    joint : bool
+        Keyword only. Gate and up of every expert share one Samoyeds row selection (default ``True``; see
+        :meth:`MoEBlock.sparsify`); ``False`` prunes them independently. Down keeps its own.
     **pattern_kwargs
-        The pattern's keywords, e.g. ``vector=32`` for ``"samoyeds"`` on small hidden sizes.
+        The pattern's keywords, e.g. ``vector=32`` for ``"samoyeds"`` on small hidden sizes. A Samoyeds row
+        holds ``K / V`` windows (``hidden / vector`` for gate/up, ``moe_intermediate / vector`` for down);
+        Mixtral's ``K = 4096`` at ``vector=128`` has 32.
 
     Returns
     -------
@@ -553,14 +560,17 @@ def swap_moe_blocks(
         expert, a model with no sparse-MoE block, or a pattern the expert shapes do not fit.
     """
     model_type = _model_type(model)
+    joint = check_bool("joint", joint)
     if not isinstance(backend, str) or backend not in SWAP_BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(map(repr, SWAP_BACKENDS))}, got {backend!r}")
     if pattern is None:
         if backend == "samoyeds":
             raise ValueError("pattern: backend='samoyeds' runs on compressed experts, expected a pattern such as "
                              "'samoyeds' or '2:4', got None")
-        if pattern_kwargs or acts is not None or method != "magnitude":
-            given = ", ".join(sorted(pattern_kwargs)) or ("acts" if acts is not None else f"method={method!r}")
+        if pattern_kwargs or acts is not None or method != "magnitude" or not joint:
+            given = ", ".join(sorted(pattern_kwargs)) or ("acts" if acts is not None else
+                                                          f"method={method!r}" if method != "magnitude" else
+                                                          "joint=False")
             raise TypeError(f"pattern: {given} given without a pattern, expected pattern='samoyeds', '2:4', …")
     else:
         if backend == "reference":
@@ -590,7 +600,7 @@ def swap_moe_blocks(
     for name, block in layers:
         new = block if isinstance(block, MoEBlock) else _moe_block_from_hf(model, model_type, name, block)
         if pattern is not None:
-            new.sparsify(pattern, method, None if calib is None else calib[name], **pattern_kwargs)
+            new.sparsify(pattern, method, None if calib is None else calib[name], joint=joint, **pattern_kwargs)
         new.backend = run_on
         if new is not block:
             model.set_submodule(name, new)

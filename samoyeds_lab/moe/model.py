@@ -287,17 +287,24 @@ class TinyMoEForCausalLM(nn.Module):
             block.backend = backend
 
     def sparsify(
-        self, pattern: str = "samoyeds", method: str = "magnitude", **pattern_kwargs: Any
+        self, pattern: str = "samoyeds", method: str = "magnitude", *, joint: bool = True, **pattern_kwargs: Any
     ) -> "TinyMoEForCausalLM":
         """:meth:`MoEBlock.sparsify` on every block with calibration-free scores (``method="magnitude"``).
 
         Wanda needs each block's own inputs: call ``block.sparsify(pattern, method="wanda", acts=X_block)``
         per block instead (``X_block`` = the ``[tokens, H]`` input of that block, e.g. captured with a
-        forward pre-hook). Returns ``self``.
+        forward pre-hook), or :func:`samoyeds_lab.moe.accuracy.prune_model`. ``joint`` (keyword, default
+        ``True``): gate and up share one Samoyeds row selection. For ``"samoyeds"``, a row holds ``K / V``
+        windows (``hidden / vector`` for gate/up, ``intermediate / vector`` for down). Returns ``self``.
         """
         for _, block in self.moe_blocks():
-            block.sparsify(pattern, method, **pattern_kwargs)
+            block.sparsify(pattern, method, joint=joint, **pattern_kwargs)
         return self
+
+    def live_neurons(self, vector: int | None = None) -> dict[str, Any]:
+        """Per MoE block, :meth:`MoEBlock.live_neurons`: the fraction of SwiGLU neurons whose gate and up
+        rows both keep weights, per window and overall (``{block name: LiveNeurons}``, in layer order)."""
+        return {name: block.live_neurons(vector) for name, block in self.moe_blocks()}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

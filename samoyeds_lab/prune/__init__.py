@@ -9,6 +9,11 @@ Three layers, each usable on its own::
     op   = sparsify(W, "2:4", method="wanda", acts=X)  # compressed operand, op.to_dense() == W ⊙ mask
     err  = reconstruction_error(W, mask, X)            # ||(W ⊙ ¬mask) Xᵀ||_F / ||W Xᵀ||_F
 
+Paired projections (the gate and up weights of one SwiGLU expert) share one Samoyeds row selection::
+
+    mg, mu = prune_masks_joint([Wg, Wu], "samoyeds", method="wanda", acts=X, vector=32)
+    live   = live_neuron_fraction(mg, mu, vector=32)   # neurons whose gate and up both keep weights
+
 Masks keep exactly the pattern's number of elements; equal scores are resolved by lower index.
 Pattern spellings: ``"n:m"`` (e.g. ``"2:4"``), ``"nm"``, ``"samoyeds"``, ``"venom"``, ``"unstructured"``,
 ``"dense"`` (see :func:`parse_pattern`).
@@ -16,8 +21,9 @@ Pattern spellings: ``"n:m"`` (e.g. ``"2:4"``), ``"nm"``, ``"samoyeds"``, ``"veno
 
 from .calibration import outlier_activations
 from .api import METHODS, PATTERNS, parse_pattern, prune_mask, sparsify
-from .masks import nm_mask, samoyeds_mask, top_n_mask, unstructured_mask, venom_mask
-from .metrics import reconstruction_error
+from .masks import nm_mask, samoyeds_mask, samoyeds_masks_joint, top_n_mask, unstructured_mask, venom_mask
+from .metrics import LiveNeurons, live_neuron_fraction, reconstruction_error
+from .joint import JOINT_METHODS, prune_masks_joint, sparsify_joint
 from .scores import magnitude_scores, wanda_scores
 
 __all__ = [
@@ -25,6 +31,7 @@ __all__ = [
     "wanda_scores",
     "nm_mask",
     "samoyeds_mask",
+    "samoyeds_masks_joint",
     "venom_mask",
     "unstructured_mask",
     "top_n_mask",
@@ -32,6 +39,11 @@ __all__ = [
     "sparsify",
     "parse_pattern",
     "reconstruction_error",
+    "live_neuron_fraction",
+    "LiveNeurons",
+    "prune_masks_joint",
+    "sparsify_joint",
+    "JOINT_METHODS",
     "PATTERNS",
     "METHODS",
     "outlier_activations",

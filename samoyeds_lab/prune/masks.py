@@ -13,6 +13,9 @@ Patterns
 ``nm``          ``n`` of every ``m`` consecutive elements along the last dimension.
 ``samoyeds``    per ``vector``-wide window of columns, ``n`` of every ``m`` consecutive rows, then 2:4
                 inside the kept row segments (Samoyeds, EuroSys'25).
+``samoyeds_masks_joint``  the Samoyeds pattern for paired projections (gate/up of a SwiGLU expert):
+                one row selection per (row group, window) from the normalised scores of all of them, 2:4
+                per projection; windows per row = ``cols / vector`` (K / V).
 ``venom``       per block of ``v`` rows x ``m`` columns, ``n`` columns (the same for all ``v`` rows), then
                 2:4 along each row over the kept columns (VENOM V:N:M, SC'23; ``n`` = kept columns).
 ``unstructured`` the ``floor(density · numel + 1/2)`` largest scores of the whole tensor.
@@ -271,6 +274,117 @@ def samoyeds_mask(scores: torch.Tensor, n: int = 1, m: int = 2, vector: int = 12
     n, m, vector = _check_samoyeds(n, m, vector)
     _check_samoyeds_shape("scores", tuple(scores.shape), m, vector)
     return _samoyeds_rows(_tensor_rows("scores", scores), tuple(scores.shape), n, m, vector, scores.device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Samoyeds, joint row selection for paired projections (gate/up of a SwiGLU expert)
+# ---------------------------------------------------------------------------------------------------
+def _samoyeds_joint_rows(
+    readers: list[ScoreRows], shape: tuple[int, ...], n: int, m: int, vector: int, device: torch.device
+) -> list[torch.Tensor]:
+    cols = shape[-1]
+    rows = math.prod(shape[:-1])
+    windows = cols // vector
+    mats = math.prod(shape[:-2])
+    outs: list[torch.Tensor] = []
+    combined = torch.zeros(mats, rows // mats * windows, dtype=torch.float64, device=device)
+    for rows_of in readers:
+        out = torch.empty(rows, cols, dtype=torch.bool, device=device)
+        row_score = torch.empty(rows, windows, dtype=torch.float64, device=device)
+        for lo, hi in _row_blocks(rows, cols, m):
+            h = hi - lo
+            s = rows_of(lo, hi).view(h, cols // 4, 4)
+            keep24 = _top_n_mask(s, 2)  # step 2, from this projection's own scores
+            out[lo:hi] = keep24.view(h, cols)
+            row_score[lo:hi] = (s * keep24).view(h, windows, vector).sum(-1)
+        per_mat = row_score.view(mats, -1)
+        total = per_mat.sum(-1, keepdim=True)
+        # NOTE: a projection whose scores are all 0 has nothing to lose; it must not divide by 0.
+        combined += per_mat / torch.where(total > 0, total, torch.ones((), dtype=total.dtype, device=device))
+        outs.append(out)
+    groups = combined.view(rows // m, m, windows).transpose(1, 2)  # [rows/m, windows, m]
+    keep_rows = _top_n_mask(groups, n).transpose(1, 2).reshape(rows, windows, 1)
+    for out in outs:
+        out.view(rows, windows, vector).logical_and_(keep_rows)
+    return [out.view(shape) for out in outs]
+
+
+def _check_scores_list(name: str, scores_list: object) -> list[torch.Tensor]:
+    if isinstance(scores_list, torch.Tensor) or not isinstance(scores_list, (list, tuple)):
+        raise TypeError(
+            f"{name}: expected a list of score tensors (e.g. [gate_scores, up_scores]), got "
+            f"{type(scores_list).__name__}"
+        )
+    if not scores_list:
+        raise ValueError(f"{name}: expected at least one score tensor, got an empty {type(scores_list).__name__}")
+    out = [_check_scores(f"{name}[{i}]", s, 2) for i, s in enumerate(scores_list)]
+    for i, s in enumerate(out[1:], 1):
+        if tuple(s.shape) != tuple(out[0].shape):
+            raise ValueError(
+                f"{name}[{i}]: expected the shape of {name}[0] {tuple(out[0].shape)} (paired projections share "
+                f"one row selection), got {tuple(s.shape)}"
+            )
+        if s.device != out[0].device:
+            raise ValueError(f"{name}[{i}]: expected the device of {name}[0] ({out[0].device}), got {s.device}")
+    return out
+
+
+def samoyeds_masks_joint(
+    scores_list: list[torch.Tensor], n: int = 1, m: int = 2, vector: int = 128
+) -> list[torch.Tensor]:
+    """Samoyeds masks for paired projections that share ONE row selection per (row group, window).
+
+    The gate and up weights of a SwiGLU expert, ``W_gate, W_up [I, H]``, feed
+    ``silu(W_gate x) ⊙ (W_up x)``: neuron ``i`` (row ``i`` of both) is dead as soon as *either* row loses
+    all its weights. Pruned independently with :func:`samoyeds_mask`, the two projections keep different
+    rows in a window; when the row holds a single window (``V = K``) a neuron then survives only if both
+    projections happened to keep it. Here the row choice is made once, for every projection ``p`` of the
+    list, from the combined score::
+
+        row_score_p[r, w] = Σ_{groups g of 4 in window w} (sum of the 2 largest scores_p of row r in g)
+        combined[r, w]    = Σ_p row_score_p[r, w] / Σ_{r', w'} row_score_p[r', w']      (per matrix)
+
+        in every group of m consecutive rows and window w, the n rows of largest combined[r, w] are kept
+        (equal: lower row first), the same rows for every projection;
+        mask_p = keep_row[r, w] & keep_2:4_p[r, c]     (2:4 from each projection's own scores)
+
+    NOTE (normalisation): each projection's row scores are divided by their total over its matrix, so
+    ``combined`` is the sum over projections of the *fraction* of that projection's (post-2:4) score a row
+    segment carries, and the selection maximises ``Σ_p`` (fraction of ``p``'s score kept). Raw sums would
+    let the projection with the larger scale decide alone (trained gate and up weights differ in scale, and
+    Wanda's ``|W|·‖X_j‖`` inherits it). The result is invariant to rescaling any one projection's scores, and
+    with a single projection it is exactly :func:`samoyeds_mask`. For a stack ``[..., rows, cols]`` every
+    matrix (every leading index, e.g. one expert) is normalised on its own.
+
+    Only the Samoyeds pattern needs pairing: N:M, VENOM (``n`` columns per ``v x m`` block, then 2:4 along
+    every row) and 2:4 keep weights in *every* row, so no neuron dies; VENOM's kept-column choice is left per
+    projection (sharing it would only let a fused kernel gather ``x`` once for both, at the price of
+    constraining both projections, and it cannot revive a neuron). Unstructured masks have no rows to share.
+
+    Parameters
+    ----------
+    scores_list : list of torch.Tensor
+        Scores of the paired projections (typically ``[gate_scores, up_scores]``), each ``[..., rows, cols]``
+        (fp16/bf16/fp32/fp64, no NaN), all of the same shape and device; ``rows % m == 0``,
+        ``cols % vector == 0``.
+    n, m : int
+        Rows kept per group of ``m`` consecutive rows (default 1 of 2), ``1 <= n < m <= 255``.
+    vector : int
+        Window width ``V`` along the columns (default 128), a multiple of 4. Each row holds
+        ``cols / V`` windows (``K / V``); with one window per row a dropped row segment is a dropped neuron.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One ``bool`` mask per entry of ``scores_list``, each with exactly the density of
+        :func:`samoyeds_mask` (``n/m · 1/2``) and identical kept rows in every window.
+    """
+    scores_list = _check_scores_list("scores_list", scores_list)
+    n, m, vector = _check_samoyeds(n, m, vector)
+    shape = tuple(scores_list[0].shape)
+    _check_samoyeds_shape("scores_list[0]", shape, m, vector)
+    readers = [_tensor_rows(f"scores_list[{i}]", s) for i, s in enumerate(scores_list)]
+    return _samoyeds_joint_rows(readers, shape, n, m, vector, scores_list[0].device)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from samoyeds_lab.moe.hf import (  # noqa: E402
     load_hf_moe,
     swap_moe_blocks,
 )
-from samoyeds_lab.prune import prune_mask  # noqa: E402
+from samoyeds_lab.prune import prune_mask, prune_masks_joint  # noqa: E402
 
 VOCAB = 61
 TOL = 1e-3
@@ -119,15 +119,20 @@ def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _prune_hf_experts(model: nn.Module, pattern: str, **kw) -> None:
-    """Reference: prune transformers' fused expert weights in place, per expert and projection."""
+def _prune_hf_experts(model: nn.Module, pattern: str, joint: bool = False, **kw) -> None:
+    """Reference: prune transformers' fused expert weights in place, per expert and projection (``joint``:
+    gate and up rows of an expert through prune_masks_joint, as the swap's default does)."""
     for _, block in hf_moe_layers(model):
         gate_up, down = block.experts.gate_up_proj, block.experts.down_proj
         inter = down.shape[-1]
         for e in range(gate_up.shape[0]):
-            for rows in (slice(0, inter), slice(inter, 2 * inter)):  # gate rows, then up rows
-                w = gate_up[e, rows]
-                w.masked_fill_(~prune_mask(w, pattern, **kw), 0.0)
+            gate, up = gate_up[e, :inter], gate_up[e, inter:]  # gate rows, then up rows
+            if joint:
+                masks = prune_masks_joint([gate, up], pattern, **kw)
+            else:
+                masks = [prune_mask(w, pattern, **kw) for w in (gate, up)]
+            for w, mk in zip((gate, up), masks):
+                w.masked_fill_(~mk, 0.0)
             down[e].masked_fill_(~prune_mask(down[e], pattern, **kw), 0.0)
 
 
@@ -322,12 +327,13 @@ PRUNED = [("2:4", {}, "grouped"), ("samoyeds", {"vector": 32}, "samoyeds")]
 
 @pytest.mark.parametrize("arch", ARCHS[:-1])  # group-limited routing does not change pruning
 @pytest.mark.parametrize("pattern,kw,backend", PRUNED, ids=[p[0] for p in PRUNED])
-def test_swap_pruned_matches_pruned_hf(checkpoints, arch, pattern, kw, backend):
+@pytest.mark.parametrize("joint", [True, False], ids=["joint", "independent"])
+def test_swap_pruned_matches_pruned_hf(checkpoints, arch, pattern, kw, backend, joint):
     ids = _ids(3)
-    ours = swap_moe_blocks(load_hf_moe(checkpoints[arch]), backend=backend, pattern=pattern, **kw)
+    ours = swap_moe_blocks(load_hf_moe(checkpoints[arch]), backend=backend, pattern=pattern, joint=joint, **kw)
     ref = load_hf_moe(checkpoints[arch])
     dense = _logits(ref, ids)
-    _prune_hf_experts(ref, pattern, **kw)
+    _prune_hf_experts(ref, pattern, joint=joint, **kw)
     want = _logits(ref, ids)
     assert _maxdiff(want, dense) > 100 * TOL  # pruning changes the model
     for _, block in hf_moe_layers(ours):
