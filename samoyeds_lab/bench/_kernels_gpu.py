@@ -76,17 +76,18 @@ def _ms(t: float | BatchTiming) -> tuple[float, dict | None]:
 
 def failed_record(*, op: str, baseline: str, model: str, m: int, k: int, tokens: int, dtype: str, reason: str,
                   profile, identity: dict, ms: float = 0.0, baseline_ms: float = 0.0, **extra) -> dict:
-    """A record of a config that failed: every schema key (``tflops`` 0 unless ``ms`` was timed), plus
-    ``status: "failed"`` and ``reason``; readers must skip ``status != "ok"`` (``baseline_ms`` 0 when the
-    baseline failed, which :func:`samoyeds_lab.kernels.ops.choose_ssmm_kernel` already ignores)."""
+    """A record of a config that failed: every schema key, plus ``status: "failed"`` and ``reason``.
+
+    ``ms``, ``baseline_ms`` and ``tflops`` are 0 (so a reader that divides or takes a ratio never mistakes it
+    for a measurement: readers skip ``status != "ok"``, and ``baseline_ms > 0`` filters drop it too); whatever
+    was timed before the failure is kept in ``timed_ms`` / ``timed_baseline_ms``."""
     import datetime as _dt
 
     rec = {"device": identity["device"], "driver": identity["driver"], "versions": dict(identity["versions"]),
            "op": op, "model": model, "m": int(m), "k": int(k), "tokens": int(tokens), "dtype": dtype,
-           "ms": float(ms), "baseline": baseline, "baseline_ms": float(baseline_ms),
-           "tflops": 2.0 * m * k * tokens / (ms * 1e-3) / 1e12 if ms > 0 else 0.0,
+           "ms": 0.0, "baseline": baseline, "baseline_ms": 0.0, "tflops": 0.0,
            "roofline_ms": roofline_ms(op, m, k, tokens, profile, dtype), "date": _dt.date.today().isoformat(),
-           "status": "failed", "reason": str(reason)}
+           "status": "failed", "reason": str(reason), "timed_ms": float(ms), "timed_baseline_ms": float(baseline_ms)}
     rec.update(extra)
     return validate_record(rec)
 

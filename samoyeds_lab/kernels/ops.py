@@ -108,7 +108,7 @@ def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
     Uses the records of op ``ssmm_wg`` timed against baseline ``ssmm`` (the mma.sp path, same shapes, same
     run) on the same device name and dtype; at the recorded tokens count nearest to ``tokens`` (log scale) the
     wgmma path is chosen when the median of its time ratios over the recorded shapes is below 1.
-    Without such records: ``"mma_sp"``.
+    Records with a ``status`` other than ``"ok"`` (failed configs) are ignored. Without such records: ``"mma_sp"``.
 
     Parameters
     ----------
@@ -128,7 +128,8 @@ def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
     _check_records(records)
     dt = dtype if isinstance(dtype, str) else {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
     mine = [r for r in records if r.get("op") == "ssmm_wg" and r.get("baseline") == "ssmm"
-            and r.get("device") == device and r.get("dtype") == dt and r.get("baseline_ms", 0) > 0]
+            and r.get("device") == device and r.get("dtype") == dt and r.get("status", "ok") == "ok"
+            and r.get("baseline_ms", 0) > 0]
     if not mine:
         return "mma_sp"
     t = max(int(tokens), 1)

@@ -173,8 +173,8 @@ def test_sweep_records_a_failing_config_and_goes_on(monkeypatch):
         assert "CUDA_ERROR_LAUNCH_FAILED" in by[("dense_mm", "torch_dense", t)]["reason"]
         # ssmm vs the failed dense_mm baseline: failed, with ssmm's own time kept
         r = by[("ssmm", "dense_mm", t)]
-        assert r["status"] == "failed" and r["reason"].startswith("baseline dense_mm failed") and r["ms"] > 0
-        assert r["baseline_ms"] == 0
+        assert r["status"] == "failed" and r["reason"].startswith("baseline dense_mm failed")
+        assert r["ms"] == r["baseline_ms"] == r["tflops"] == 0 and r["timed_ms"] > 0 and r["timed_baseline_ms"] == 0
         assert by[("ssmm", "torch_dense", t)]["status"] == "ok"
 
 
@@ -193,6 +193,14 @@ def test_failed_records_are_read_back_and_skipped_by_the_auto_choice(tmp_path):
     path.write_text(json.dumps({"records": [rec]}))
     assert load_kernel_records(path) == [rec]
     assert choose_ssmm_kernel(8, "bfloat16", "SYNTHETIC", [rec]) == "mma_sp"
+    # an op that failed against a baseline that was timed: still never read as a measurement
+    half = kg.failed_record(op="ssmm_wg", baseline="ssmm", model="m", m=512, k=256, tokens=8, dtype="bfloat16",
+                            reason="launch failed", profile=H100, identity=ID, baseline_ms=0.02)
+    assert half["ms"] == half["baseline_ms"] == 0 and half["timed_baseline_ms"] == 0.02
+    assert choose_ssmm_kernel(8, "bfloat16", "SYNTHETIC", [half]) == "mma_sp"
+    ok = dict(half, status="ok", ms=0.01, baseline_ms=0.02)
+    assert choose_ssmm_kernel(8, "bfloat16", "SYNTHETIC", [ok]) == "wgmma_sp"
+    assert choose_ssmm_kernel(8, "bfloat16", "SYNTHETIC", [dict(ok, status="failed")]) == "mma_sp"
 
 
 # ------------------------------------------------------------------ the CLI writes the file after every record
