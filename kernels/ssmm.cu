@@ -30,7 +30,8 @@
 // sums them and applies the epilogue.
 //
 // Epilogues (runtime `epilogue`): 0 plain (out[p, r] = acc), 1 SiLU·up (out = silu(acc) · up[p, r]),
-// 2 scatter-add (out[scatter_idx[p], r] += scale[p] · acc, atomics; SENTINEL scatter ids skipped).
+// 2 scatter-add (out[scatter_idx[p], r] += scale[p] · acc, atomics; SENTINEL scatter ids skipped; a 16-bit
+// out takes paired red.global.add.noftz.{f16x2,bf16x2} where one thread owns two adjacent rows).
 //
 // Hopper (sm_90a only): ssmm_wg_{f16,bf16} run the same loads, flushes and epilogues with one warpgroup
 // instead of four independent warps: per k-step, WG_FRAGS_M x wgmma.mma_async.sp.m64n64k32 with A (the
@@ -130,9 +131,22 @@ __device__ __forceinline__ int frag_tok(int wn, int j) {
     return WG ? j * MMA_N : wn * WARP_TILE_N + j * MMA_N;
 }
 
-// atomic out[addr] += v on a 16-bit float (CAS on the enclosing aligned 32-bit word).
+// Scatter-add into a 16-bit output. Where one thread owns two adjacent columns (4-byte aligned), one
+// paired reduction adds both: red.global.add.noftz.f16x2 (sm_53+) / .bf16x2 (sm_90+). Single columns use
+// red.global.add.noftz.f16 / .bf16 (sm_90+). Only bf16 below sm_90 (no bf16 red there) keeps a 32-bit CAS
+// loop, which then updates both halves of the word at once. NOTE: red adds the 16-bit rounded addend
+// (v is rounded to fp16/bf16 first, then the sum), the CAS loop rounds once; both stay within the dtype's
+// tolerance of the fp32 reference.
 template <bool BF16>
-__device__ __forceinline__ void atomic_add_16(u16* addr, float v) {
+__device__ __forceinline__ void red_add_16(u16* addr, float v) {
+    const u16 h = from_float<BF16>(v);
+    if (!BF16) {
+        asm volatile("red.global.add.noftz.f16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
+        return;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.noftz.bf16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
+#else
     u32* word = (u32*)((unsigned long long)addr & ~3ull);
     const u32 shift = ((unsigned long long)addr & 2ull) ? 16u : 0u;
     u32 old = *word, assumed;
@@ -143,6 +157,29 @@ __device__ __forceinline__ void atomic_add_16(u16* addr, float v) {
         const u32 upd = (assumed & ~(0xFFFFu << shift)) | ((u32)nxt << shift);
         old = atomicCAS(word, assumed, upd);
     } while (old != assumed);
+#endif
+}
+
+// addr[0] += lo, addr[1] += hi on two adjacent 16-bit floats; `addr` is 4-byte aligned.
+template <bool BF16>
+__device__ __forceinline__ void red_add_16x2(u16* addr, float lo, float hi) {
+    const u32 packed = (u32)from_float<BF16>(lo) | ((u32)from_float<BF16>(hi) << 16);  // lower address: low half
+    if (!BF16) {
+        asm volatile("red.global.add.noftz.f16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
+        return;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.noftz.bf16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
+#else
+    u32* word = (u32*)addr;
+    u32 old = *word, assumed;
+    do {
+        assumed = old;
+        const u32 a = from_float<BF16>(to_float<BF16>((u16)(assumed & 0xFFFFu)) + lo);
+        const u32 b = from_float<BF16>(to_float<BF16>((u16)(assumed >> 16)) + hi);
+        old = atomicCAS(word, assumed, a | (b << 16));
+    } while (old != assumed);
+#endif
 }
 
 // Swizzled byte offsets inside a stage (16-byte chunks XOR-permuted so ldmatrix is conflict-free).
@@ -165,7 +202,7 @@ __device__ __forceinline__ void apply_epilogue(const EpilogueArgs& ep, i64 p, in
         if (dst < 0) return;  // SENTINEL
         const float s = ep.scale ? ep.scale[p] : 1.0f;
         if (ep.out_f32) atomicAdd((float*)ep.out + dst * ep.ldo + r, s * v);
-        else atomic_add_16<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v);
+        else red_add_16<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v);
         return;
     }
     if (ep.epilogue == 1) {
@@ -173,6 +210,38 @@ __device__ __forceinline__ void apply_epilogue(const EpilogueArgs& ep, i64 p, in
         v = v / (1.0f + __expf(-v)) * u;
     }
     ((u16*)ep.out)[p * ep.ldo + r] = from_float<BF16>(v);
+}
+
+// The paired scatter-add applies: a 16-bit scatter-add whose columns r0, r0 + 2, ... start 4-byte words
+// (even ldo, even first column, 4-byte aligned out). Uniform over the block.
+__device__ __forceinline__ bool scatter_pairs(const EpilogueArgs& ep, int r0) {
+    return ep.epilogue == 2 && !ep.out_f32 && (ep.ldo & 1) == 0 && (r0 & 1) == 0 &&
+           ((unsigned long long)ep.out & 3ull) == 0;
+}
+
+// out[scatter_idx[p], r .. r+1] += scale[p] · (v0, v1) in one paired reduction (scatter_pairs held, r even).
+template <bool BF16>
+__device__ __forceinline__ void scatter_add_pair(const EpilogueArgs& ep, i64 p, int r, float v0, float v1) {
+    const i64 dst = ep.scatter_idx ? (i64)ep.scatter_idx[p] : p;
+    if (dst < 0) return;  // SENTINEL
+    const float s = ep.scale ? ep.scale[p] : 1.0f;
+    red_add_16x2<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v0, s * v1);
+}
+
+// The block's scatter-add epilogue with paired reductions: thread i takes rows (2j, 2j + 1) of a position.
+// Out of line, EpilogueArgs by value: inlined it raised the sm_80 kernels' registers (126 -> 140+), by
+// reference it put the struct on the stack.
+template <bool BF16>
+__device__ __noinline__ void scatter_tile_pairs(const float* acc_s, int acc_ld, int r_tile, int r_valid, int cnt,
+                                                i64 p0, int r0, const EpilogueArgs ep) {
+    const int half = (r_tile + 1) / 2;
+    for (int i = threadIdx.x; i < cnt * half; i += blockDim.x) {
+        const int n = i / half, rl = 2 * (i - n * half);
+        if (rl >= r_valid) continue;
+        const float v0 = acc_s[n * acc_ld + rl];
+        if (rl + 1 < r_valid) scatter_add_pair<BF16>(ep, p0 + n, r0 + rl, v0, acc_s[n * acc_ld + rl + 1]);
+        else apply_epilogue<BF16>(ep, p0 + n, r0 + rl, v0);
+    }
 }
 
 // ------------------------------------------------------------------------------------------ main kernel
@@ -370,6 +439,10 @@ __device__ __forceinline__ void ssmm_body(
     // Epilogue: rows [r0, r0 + r_tile) x positions [p0, p0 + cnt), consecutive threads on consecutive rows.
     const int r_valid = min(r_tile, rows - r0);
     if (r_valid <= 0) return;
+    if (gridDim.z == 1 && scatter_pairs(ep, r0)) {  // one thread, two adjacent rows: paired reductions
+        scatter_tile_pairs<BF16>(acc_s, acc_ld, r_tile, r_valid, cnt, p0, r0, ep);
+        return;
+    }
     for (int i = tid; i < cnt * r_tile; i += THREADS) {
         const int n = i / r_tile, rl = i - n * r_tile;
         if (rl >= r_valid) continue;
@@ -386,6 +459,22 @@ template <bool BF16>
 __device__ __forceinline__ void finalize_body(const float* __restrict__ workspace, int splits, i64 positions,
                                               int rows, const EpilogueArgs& ep) {
     const i64 total = positions * rows;
+    if (scatter_pairs(ep, 0)) {  // rows (0, 1), (2, 3), ... of each position: paired reductions
+        const int half = (rows + 1) / 2;
+        const i64 pairs = positions * half;
+        for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < pairs; i += (i64)gridDim.x * blockDim.x) {
+            const i64 p = i / half;
+            const int r = 2 * (int)(i - p * half);
+            float v0 = 0.0f, v1 = 0.0f;
+            for (int z = 0; z < splits; ++z) {
+                v0 += workspace[z * total + p * rows + r];
+                if (r + 1 < rows) v1 += workspace[z * total + p * rows + r + 1];
+            }
+            if (r + 1 < rows) scatter_add_pair<BF16>(ep, p, r, v0, v1);
+            else apply_epilogue<BF16>(ep, p, r, v0);
+        }
+        return;
+    }
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
         float v = 0.0f;
         for (int z = 0; z < splits; ++z) v += workspace[z * total + i];

@@ -8,6 +8,12 @@
 // layout type 2), issues one
 //   wgmma.mma_async.sp.sync.aligned.m64n64k32.f32.{f16,bf16}.{f16,bf16} d, a, b-desc, e, sel, 1, 1, 1, 0
 // and writes d[32] per thread. The test compares with reference.wgmma.wgmma_sp_m64nNk32. Header-free.
+//
+// wgmma_sp_probe_at_{f16,bf16}: the same with selector 0 and B placed `b_offset` bytes past the 1024-aligned
+// base (a multiple of 512, the 64-byte swizzle's repeat): kernels/ssmm.cu's B stages sit at such offsets
+// (stage s at s·STAGE_BYTES + A_STAGE_BYTES, e.g. +4096 and +12800 with the default tiles), and the
+// descriptor's start address is the only thing that moves. `b_img` is then the image of the window
+// [base, base + b_offset + 4096), also from store_k_major (with that start address).
 
 typedef unsigned int u32;
 
@@ -46,6 +52,25 @@ __device__ __forceinline__ void fence_and_sync() {
 #define WGMMA_PROBE_BODY(TYPES, SEL) __trap();
 #endif
 
+#define PROBE_AT(NAME, TYPES)                                                                                \
+    extern "C" __global__ void __launch_bounds__(128)                                                       \
+        NAME(const u32* a_in, const u32* e_in, const float* c_in, const u32* b_img, float* d_out,           \
+             int b_offset) {                                                                                \
+        extern __shared__ __align__(16) unsigned char smem_raw[];                                           \
+        unsigned char* base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);                    \
+        const int l = threadIdx.x;                                                                          \
+        for (int i = l; i < (b_offset + B_BYTES) / 4; i += 128) ((u32*)base)[i] = b_img[i];                \
+        u32 a[4] = {a_in[4 * l], a_in[4 * l + 1], a_in[4 * l + 2], a_in[4 * l + 3]};                      \
+        const u32 e = e_in[l];                                                                              \
+        float d[32];                                                                                        \
+        for (int i = 0; i < 32; ++i) d[i] = c_in[32 * l + i];                                               \
+        const u32 addr = smem_u32(base) + (u32)b_offset;                                                    \
+        const unsigned long long desc = (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) |        \
+                                        ((unsigned long long)(512 >> 4) << 32) | (2ull << 62);             \
+        WGMMA_PROBE_BODY(TYPES, 0)                                                                          \
+        for (int i = 0; i < 32; ++i) d_out[32 * l + i] = d[i];                                              \
+    }
+
 #define PROBE(NAME, TYPES, SEL)                                                                              \
     extern "C" __global__ void __launch_bounds__(128)                                                       \
         NAME(const u32* a_in, const u32* e_in, const float* c_in, const u32* b_img, float* d_out) {          \
@@ -68,3 +93,5 @@ PROBE(wgmma_sp_probe_f16_s0, ".f16.f16", 0)
 PROBE(wgmma_sp_probe_f16_s1, ".f16.f16", 1)
 PROBE(wgmma_sp_probe_bf16_s0, ".bf16.bf16", 0)
 PROBE(wgmma_sp_probe_bf16_s1, ".bf16.bf16", 1)
+PROBE_AT(wgmma_sp_probe_at_f16, ".f16.f16")
+PROBE_AT(wgmma_sp_probe_at_bf16, ".bf16.bf16")

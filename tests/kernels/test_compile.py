@@ -36,7 +36,7 @@ EXPECT = {
     "ssmm": ["mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32",
              "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32",
              "cp.async.cg.shared.global", "cp.async.wait_group", "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
-             "atom.global.add.f32", "atom.cas.b32"],
+             "atom.global.add.f32", "red.global.add.noftz.f16x2", "red.global.add.noftz.f16 "],
     "spmm": ["mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32",
              "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32",
              "cp.async.cg.shared.global", "ldmatrix.sync.aligned.m8n8.x4.shared.b16"],
@@ -65,6 +65,9 @@ def test_nvrtc_compiles_with_loader_options(name, arch):
         assert re.search(rf"\.entry {entry}\(", res.ptx), f"entry point {entry} missing"
     if name == "dense_mm":
         assert "mma.sp" not in res.ptx
+    if name == "ssmm":  # bf16 scatter-add: paired red on sm_90+, a 32-bit CAS loop only below (no bf16 red there)
+        assert ("red.global.add.noftz.bf16x2" in res.ptx) == (arch == "90a")
+        assert ("atom.global.cas.b32" in res.ptx or "atom.cas.b32" in res.ptx) == (arch == "80")
     for instr in WGMMA:  # the wgmma path exists in sm_90a builds only (elsewhere its entry points trap)
         assert (instr in res.ptx) == (name == "ssmm" and arch == "90a"), f"{instr} in {name}.cu for sm_{arch}"
 
@@ -92,7 +95,9 @@ def test_one_warpgroup_probe_compiles():
         for sel in ("0", "1"):
             assert re.search(rf"wgmma\.mma_async\.sp\.sync\.aligned\.m64n64k32\.f32\.{dt}\.{dt}\s.*,\s*{sel},\s*p,"
                              rf"\s*1,\s*1,\s*0;", res.ptx), f"probe {dt} selector {sel}"
-    assert res.ptx.count("wgmma.mma_async.sp") == 4 and "fence.proxy.async.shared::cta" in res.ptx
+    assert res.ptx.count("wgmma.mma_async.sp") == 6 and "fence.proxy.async.shared::cta" in res.ptx
+    for dt in ("f16", "bf16"):  # the probes with B at an offset from the 1024-aligned base (selector 0)
+        assert re.search(rf"\.entry wgmma_sp_probe_at_{dt}\(", res.ptx), dt
 
 
 def test_compile_error_carries_the_nvrtc_log(tmp_path):
