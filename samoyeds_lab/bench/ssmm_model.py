@@ -6,7 +6,8 @@ tile or not) and a device (:class:`DeviceLimits`: SMs, HBM bandwidth, an *assume
 shared memory and registers per SM, the 2:4 tensor-core peak) it computes, for a Samoyeds weight
 ``[m, k]`` (1:2, V=128 by default) and ``tokens`` routed tokens::
 
-    smem / CTA         = stages · stage_bytes + block_n · 4 (token ids) + flush tile (block_n · (rows/CTA + pad) · 4)
+    smem / CTA         = stages · stage_bytes + block_n · 4 (token ids)
+                         + flush tile (block_n · (dense rows/CTA + pad) · 4)
     stage_bytes        = block_m · k_s/2 · b (values) + block_m · k_s/8 (metadata) + block_n · k_s · b (tokens)
     CTAs / SM          = min(smem limit, register limit, thread limit, 32)
     grid               = ceil(crows / block_m) · ceil(tokens / block_n) · splits
@@ -14,7 +15,10 @@ shared memory and registers per SM, the 2:4 tensor-core peak) it computes, for a
     bytes in flight    = resident CTAs · (stages - 1) · loaded stage bytes      (cp.async: stages-1 outstanding)
     Little's law       : HBM needs latency · bandwidth bytes in flight (÷ SMs per SM)
     memory fraction    = min(1, in flight / (latency · bandwidth)) · streaming efficiency
-    t_memory           = HBM bytes / (bandwidth · memory fraction)
+    HBM bytes          = weight · reads + tokens + output     reads = 1 when the weight fits the reusable L2, else
+                         ceil(token tiles / tiles of one row block resident together)
+    SM bytes           = weight · token tiles + tokens · row blocks + output    (what the SMs load, L2 or HBM)
+    t_memory           = max(HBM bytes / (bandwidth · memory fraction), SM bytes / (busy SMs · per-SM bandwidth))
     t_compute          = 2 · crows · k · (tiles · block_n) / (2:4 peak · path fraction · busy SMs / SMs)
     predicted time     = max(t_memory, t_compute) · wave factor  (+ finalize: workspace bytes / bandwidth + gap)
     predicted ratio    = dense cuBLAS roofline / predicted time
@@ -69,6 +73,12 @@ class DeviceLimits:
         Fraction of the HBM datasheet bandwidth a well-fed streaming kernel reaches (both sides of the ratio).
     launch_gap_s_assumed : float
         Cost of one more dependent launch on the same stream (the split-K finalize).
+    sm_bytes_per_s_assumed : float
+        Most one SM can pull from memory (assumed 64 B/clock at 1.755 GHz ≈ 112 GB/s): a grid that keeps only
+        a few SMs busy cannot stream HBM however much each has in flight.
+    l2_reuse_fraction_assumed : float
+        A weight at most this fraction of L2 is read from HBM once however many token tiles stream it;
+        a larger one is read from HBM once per group of token tiles resident at the same time.
     """
 
     name: str
@@ -87,6 +97,8 @@ class DeviceLimits:
     wgmma_sp_fraction_assumed: float = 0.85
     streaming_efficiency_assumed: float = 0.9
     launch_gap_s_assumed: float = 2e-6
+    sm_bytes_per_s_assumed: float = 64 * 1.755e9
+    l2_reuse_fraction_assumed: float = 0.5
 
     def __post_init__(self) -> None:
         for f in ("sms", "smem_per_sm", "smem_per_block", "regs_per_sm", "max_threads_per_sm", "max_ctas_per_sm",
@@ -94,9 +106,11 @@ class DeviceLimits:
             check_int(f, getattr(self, f), lo=1)
         for f in ("hbm_bytes_per_s", "dram_latency_s_assumed", "dense_flops", "sparse_flops"):
             check_float(f, getattr(self, f), lo=0, lo_open=True)
-        for f in ("mma_sp_fraction_assumed", "wgmma_sp_fraction_assumed", "streaming_efficiency_assumed"):
+        for f in ("mma_sp_fraction_assumed", "wgmma_sp_fraction_assumed", "streaming_efficiency_assumed",
+                  "l2_reuse_fraction_assumed"):
             check_float(f, getattr(self, f), lo=0, hi=1, lo_open=True)
         check_float("launch_gap_s_assumed", self.launch_gap_s_assumed, lo=0)
+        check_float("sm_bytes_per_s_assumed", self.sm_bytes_per_s_assumed, lo=0, lo_open=True)
 
     @property
     def littles_law_bytes(self) -> float:
@@ -283,6 +297,7 @@ class Prediction:
     littles_law_bytes_per_sm: float
     memory_fraction: float
     hbm_bytes: int
+    sm_bytes: int
     t_memory_s: float
     t_compute_s: float
     t_finalize_s: float
@@ -353,17 +368,25 @@ def predict(cfg: SsmmConfig, m: int, k: int, tokens: int, dev: DeviceLimits | st
     frac = min(1.0, in_flight / dev.littles_law_bytes) * dev.streaming_efficiency_assumed
     b = op_bytes("ssmm", m, k, tokens, dtype, samoyeds=pattern)
     ws = splits * tokens * m * 4 if splits > 1 else 0
-    main_bytes = b["total"] - (b["output"] if splits > 1 else 0) + ws
-    t_mem = main_bytes / (dev.hbm_bytes_per_s * frac)
-    rate = dev.sparse_flops * (dev.mma_sp_fraction_assumed if cfg.path == "mma_sp" else dev.wgmma_sp_fraction_assumed)
+    out_main = 0 if splits > 1 else b["output"]
+    # every token tile's CTAs stream their row block's weight again: from L2 when the weight fits in the
+    # assumed reusable part of it; else the tiles of one row block resident at the same time (x = row blocks
+    # runs fastest in the grid) share one HBM read; the gathered activations are re-read per row block (from L2)
+    together = max(1, min(ntiles, slots // (mblocks * splits)))
+    w_reads = 1 if b["weight"] <= dev.l2_reuse_fraction_assumed * dev.l2_bytes else -(-ntiles // together)
+    main_bytes = b["weight"] * w_reads + b["activation"] + b["index"] + out_main + ws
+    sm_bytes = b["weight"] * ntiles + (b["activation"] + b["index"]) * mblocks + out_main + ws
     busy = min(dev.sms, grid) / dev.sms
+    t_mem = max(main_bytes / (dev.hbm_bytes_per_s * frac), sm_bytes / (min(dev.sms, grid) * dev.sm_bytes_per_s_assumed))
+    rate = dev.sparse_flops * (dev.mma_sp_fraction_assumed if cfg.path == "mma_sp" else dev.wgmma_sp_fraction_assumed)
     t_cmp = 2.0 * crows * k * ntiles * cfg.block_n / (rate * busy)
     t_fin = 0.0
     if splits > 1 and cfg.finalize_launch:
         t_fin = (ws + b["output"]) / (dev.hbm_bytes_per_s * dev.streaming_efficiency_assumed) + dev.launch_gap_s_assumed
     pred = max(t_mem, t_cmp) * wfac + t_fin
     dense_b = op_bytes("dense", m, k, tokens, dtype)["total"]
-    dense_t = max(dense_b / (dev.hbm_bytes_per_s * dev.streaming_efficiency_assumed), 2.0 * m * k * tokens / dev.dense_flops)
+    dense_t = max(dense_b / (dev.hbm_bytes_per_s * dev.streaming_efficiency_assumed),
+                  2.0 * m * k * tokens / dev.dense_flops)
     notes = []
     if cfg.regs_per_thread is None:
         notes.append("registers estimated, not from ptxas")
@@ -377,6 +400,7 @@ def predict(cfg: SsmmConfig, m: int, k: int, tokens: int, dev: DeviceLimits | st
         stage_bytes=sb["total"], weight_bytes_in_flight_per_sm=w_in_flight / dev.sms,
         bytes_in_flight_per_sm=in_flight / dev.sms, littles_law_bytes_per_sm=dev.littles_law_bytes_per_sm,
         memory_fraction=frac, hbm_bytes=int(main_bytes + (ws + b["output"] if splits > 1 else 0)),
+        sm_bytes=int(sm_bytes),
         t_memory_s=t_mem, t_compute_s=t_cmp, t_finalize_s=t_fin, predicted_s=pred,
         bound="memory" if t_mem >= t_cmp else "compute", dense_roofline_s=dense_t,
         predicted_ratio_vs_dense=dense_t / pred, notes=tuple(notes))
@@ -463,6 +487,25 @@ def table(preds: Sequence[Prediction]) -> str:
     return "\n".join(lines)
 
 
+def report(devices: Sequence[str] = ("h100_sxm", "h200"), tokens: Sequence[int] = (1, 8, 16, 64, 1024, 4096)) -> str:
+    """Text report: today's config on Mixtral w1/w2 and the decode default picked per token range, per device
+    (``python -m samoyeds_lab.bench.ssmm_model``). Every number in it is predicted."""
+    parts = []
+    for d in devices:
+        dev = device_limits(d)
+        parts.append(f"== {d}: today's ssmm.cu config (predicted)")
+        parts.append(table([predict(TODAY, m, k, t, dev) for m, k in MIXTRAL.values() for t in tokens]))
+        for rng, v in choose_defaults(dev=dev).items():
+            c = v["config"]
+            parts.append(f"-- tokens {rng}: default {c.name} (mean {v['score']:.3f}x the best candidate per case)")
+            parts.append(table(v["predictions"]))
+    return "\n".join(parts)
+
+
 __all__ = ["DeviceLimits", "device_limits", "SsmmConfig", "TODAY", "estimate_registers", "stage_bytes", "smem_per_cta",
            "ctas_per_sm", "wave_factor", "Prediction", "predict", "MIXTRAL", "DECODE_TOKENS", "TOKEN_RANGES",
-           "decode_candidates", "sweep", "choose_defaults", "table", "CTA_RESERVED_SMEM"]
+           "decode_candidates", "sweep", "choose_defaults", "table", "report", "CTA_RESERVED_SMEM"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(report())

@@ -60,9 +60,9 @@ def test_today_decode_w1_grid_waves_and_in_flight():
     assert any("latency-bound" in n for n in p.notes)
 
 
-@pytest.mark.parametrize("grid,slots,want", [(280, 264, (280 / 264, 2, 2 / (280 / 264))), (264, 264, (1.0, 1, 1.0)),
-                                             (529, 264, (529 / 264, 3, 3 / (529 / 264))), (100, 264, (100 / 264, 1, 1.0)),
-                                             (1, 1, (1.0, 1, 1.0))])
+@pytest.mark.parametrize("grid,slots,want", [
+    (280, 264, (280 / 264, 2, 2 / (280 / 264))), (264, 264, (1.0, 1, 1.0)), (529, 264, (529 / 264, 3, 3 / (529 / 264))),
+    (100, 264, (100 / 264, 1, 1.0)), (1, 1, (1.0, 1, 1.0))])
 def test_wave_factor(grid, slots, want):
     got = M.wave_factor(grid, slots)
     assert got[1] == want[1] and got[0] == pytest.approx(want[0]) and got[2] == pytest.approx(want[2])
@@ -75,13 +75,17 @@ def test_predicted_time_is_the_formula():
 
     b = op_bytes("ssmm", *W2, 1, "bfloat16")
     ws = p.splits * 1 * W2[0] * 4
-    t_mem = (b["total"] - b["output"] + ws) / (d.hbm_bytes_per_s * p.memory_fraction)
-    assert p.t_memory_s == pytest.approx(t_mem)
+    mblocks = W2[0] // 2 // 128
+    hbm = b["weight"] + b["activation"] + b["index"] + ws  # 1 token tile: the weight is read once
+    sm = b["weight"] + (b["activation"] + b["index"]) * mblocks + ws
+    t_mem = max(hbm / (d.hbm_bytes_per_s * p.memory_fraction), sm / (min(132, p.grid) * d.sm_bytes_per_s_assumed))
+    assert p.t_memory_s == pytest.approx(t_mem) and p.sm_bytes == sm
     t_cmp = 2 * (W2[0] // 2) * W2[1] * 64 / (d.sparse_flops * d.mma_sp_fraction_assumed * min(1, p.grid / 132))
     assert p.t_compute_s == pytest.approx(t_cmp)
     t_fin = (ws + b["output"]) / (d.hbm_bytes_per_s * 0.9) + d.launch_gap_s_assumed
     assert p.predicted_s == pytest.approx(max(t_mem, t_cmp) * p.wave_factor + t_fin)
-    dense = max(op_bytes("dense", *W2, 1, "bfloat16")["total"] / (d.hbm_bytes_per_s * 0.9), 2 * W2[0] * W2[1] / d.dense_flops)
+    dense = max(op_bytes("dense", *W2, 1, "bfloat16")["total"] / (d.hbm_bytes_per_s * 0.9),
+                2 * W2[0] * W2[1] / d.dense_flops)
     assert p.predicted_ratio_vs_dense == pytest.approx(dense / p.predicted_s)
 
 
@@ -103,9 +107,44 @@ def test_more_stages_more_in_flight_never_slower(dev, shape, tokens):
     assert frac == sorted(frac) and frac[-1] <= 0.9
 
 
-def test_compute_bound_at_prefill_and_padding_counted():
-    p = M.predict(M.TODAY, *W1, 4096, "h100_sxm")
+def test_few_busy_sms_cannot_stream_hbm():
+    # 16 row blocks of w2 (2048 compressed rows) x 1 tile x split 1 = 16 CTAs: 16 SMs at the assumed per-SM rate
+    cfg = M.SsmmConfig(block_n=8, stages=8, k_per_stage=128, split_k=1, flush_tile=False, finalize_launch=False)
+    d = M.device_limits("h100_sxm")
+    p = M.predict(cfg, *W2, 1, d)
+    assert p.grid == 16
+    from samoyeds_lab.bench.roofline import op_bytes
+
+    b = op_bytes("ssmm", *W2, 1, "bfloat16")
+    sm = b["weight"] + (b["activation"] + b["index"]) * 16 + b["output"]
+    hbm_term = b["total"] / (d.hbm_bytes_per_s * p.memory_fraction)
+    assert p.t_memory_s == pytest.approx(sm / (16 * d.sm_bytes_per_s_assumed)) and p.t_memory_s > hbm_term
+    more = M.predict(cfg, *W2, 1, M.device_limits("h100_sxm", sm_bytes_per_s_assumed=2 * d.sm_bytes_per_s_assumed))
+    assert more.t_memory_s == pytest.approx(max(hbm_term, sm / (32 * d.sm_bytes_per_s_assumed)))
+
+
+def test_token_tiles_reread_a_weight_larger_than_l2():
+    # w1's Samoyeds weight (~33 MB) exceeds half of the 50 MB L2. Today's kernel at 4096 tokens: 64 token tiles,
+    # 56 row blocks, 264 slots -> 264 // 56 = 4 tiles of a row block resident together -> 64 / 4 = 16 HBM reads
+    from samoyeds_lab.bench.roofline import op_bytes
+
+    b = op_bytes("ssmm", *W1, 4096, "bfloat16")
+    p = M.predict(M.TODAY, *W1, 4096)
+    assert p.hbm_bytes == 16 * b["weight"] + b["activation"] + b["index"] + b["output"]
+    assert p.sm_bytes == 64 * b["weight"] + (b["activation"] + b["index"]) * 56 + b["output"]
+    # a big enough L2 serves the re-reads: HBM sees the weight once, the SMs still load it per tile
+    big = M.device_limits("h100_sxm", l2_bytes=4 * b["weight"])
+    q = M.predict(M.TODAY, *W1, 4096, big)
+    assert q.hbm_bytes == b["total"] and q.sm_bytes == p.sm_bytes
+    # at decode every tile of a row block is resident together: one read
+    assert M.predict(M.TODAY, *W1, 8).hbm_bytes < b["weight"] * 1.1 + 5 * 8 * W1[0] * 4 * 2
+
+
+def test_compute_bound_at_prefill_when_feeding_is_cheap_and_padding_counted():
+    fast = M.device_limits("h100_sxm", sm_bytes_per_s_assumed=1e13, l2_bytes=1 << 30)
+    p = M.predict(M.TODAY, *W1, 4096, fast)
     assert p.bound == "compute"
+    assert M.predict(M.TODAY, *W1, 4096, "h100_sxm").bound == "memory"  # the SMs' feed, not HBM, at 64-token tiles
     # 65 tokens compute two whole 64-token tiles
     a, b = M.predict(M.TODAY, *W1, 64, "h100_sxm"), M.predict(M.TODAY, *W1, 65, "h100_sxm")
     assert b.t_compute_s > 1.9 * a.t_compute_s * min(1, a.grid / 132) / min(1, b.grid / 132) * 0.99
@@ -133,11 +172,20 @@ def test_prediction_is_labelled_predicted_and_table():
     assert "predicted" in t and "14336x4096" in t
 
 
+def test_report_names_every_device_and_range():
+    text = M.report(("h100_sxm", "h200"), tokens=(8,))
+    assert text.count("today's ssmm.cu config (predicted)") == 2
+    for rng in M.TOKEN_RANGES:
+        assert f"tokens {rng}: default decode" in text
+    assert "no GPU measurement" in text
+
+
 def test_config_that_fits_nowhere_is_named():
     big = M.SsmmConfig(block_n=256, k_per_stage=128, stages=6)
     with pytest.raises(ValueError, match="cfg: expected a config that fits one CTA per SM"):
         M.predict(big, *W1, 8)
-    assert M.sweep([big, M.TODAY], {"w1": W1}, (8,)) and all(p.config is M.TODAY for p in M.sweep([big, M.TODAY], {"w1": W1}, (8,)))
+    kept = M.sweep([big, M.TODAY], {"w1": W1}, (8,))
+    assert kept and all(p.config is M.TODAY for p in kept)
 
 
 @pytest.mark.parametrize("kw,err,what", [
