@@ -265,34 +265,49 @@ def _top_k_flat(s: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view(s.shape)
 
 
+#: Columns per inner sub-block (rank-1 updates stay inside it; a GEMM updates the rest of the block).
+_INNER = 16
+
+
 def _sweep(wt: torch.Tensor, u: torch.Tensor, alive: torch.Tensor, block: int, group: int, choose) -> torch.Tensor:
     """Column sweep over ``wt = Wᵀ [K, rows]`` (fp32, updated in place); returns the mask ``[K, rows]``.
 
     ``choose(c, sal, out)`` fills ``out = mask[c:c+g]`` from the saliencies ``sal [g, rows]`` of the
     columns ``c … c+g−1`` (``g = group``, less at the end) when the sweep reaches column ``c`` (a multiple
     of ``group``; ``block`` is a multiple of ``group``).
+
+    NOTE: two levels of lazy updates. Inside a block, rank-1 updates only reach the end of the current
+    sub-block of ``_INNER`` columns (rounded to whole groups), and one matrix product brings the rest of
+    the block up to date; the rest of the weight is updated once per block (as SparseGPT). A group's
+    columns are always current when it is chosen: it lies inside one sub-block or starts at one.
     """
     k, rows = wt.shape
     mask_t = torch.zeros(k, rows, dtype=torch.bool, device=wt.device)
     d = torch.diagonal(u)
+    inv_d = d.reciprocal().tolist()
     inv_d2 = torch.where(alive, d.square().reciprocal(), torch.zeros_like(d))
+    inner = _INNER if group % _INNER == 0 else group * -(-_INNER // group)
     err = torch.empty(block, rows, dtype=torch.float32, device=wt.device)
     for c1 in range(0, k, block):
         c2 = min(k, c1 + block)
         w1 = wt[c1:c2]
         u1 = u[c1:c2, c1:c2]
-        for i in range(c2 - c1):
-            c = c1 + i
-            if c % group == 0:
-                g = min(group, c2 - c)
-                sal = w1[i : i + g].square().mul_(inv_d2[c : c + g, None])
-                choose(c, sal, mask_t[c : c + g])
-            e = err[i]
-            torch.mul(w1[i], 1.0 / float(d[c]), out=e)
-            e.masked_fill_(mask_t[c], 0.0)  # (w − q) / d with q = w ⊙ mask
-            if i + 1 < c2 - c1:
-                w1[i + 1 :].addr_(u1[i, i + 1 :], e, alpha=-1.0)
-            w1[i].masked_fill_(~mask_t[c], 0.0)
+        for s1 in range(0, c2 - c1, inner):
+            s2 = min(c2 - c1, s1 + inner)
+            for i in range(s1, s2):
+                c = c1 + i
+                if c % group == 0:
+                    g = min(group, c2 - c)
+                    sal = w1[i : i + g].square().mul_(inv_d2[c : c + g, None])
+                    choose(c, sal, mask_t[c : c + g])
+                e = err[i]
+                torch.mul(w1[i], inv_d[c], out=e)
+                e.masked_fill_(mask_t[c], 0.0)  # (w − q) / d with q = w ⊙ mask
+                if i + 1 < s2:
+                    w1[i + 1 : s2].addr_(u1[i, i + 1 : s2], e, alpha=-1.0)
+                w1[i].masked_fill_(~mask_t[c], 0.0)
+            if s2 < c2 - c1:
+                w1[s2:].addmm_(u1[s1:s2, s2:].T, err[s1:s2], alpha=-1.0)
         if c2 < k:
             wt[c2:].addmm_(u[c1:c2, c2:].T, err[: c2 - c1], alpha=-1.0)
     return mask_t

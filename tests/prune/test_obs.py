@@ -142,6 +142,8 @@ REF_CASES = [
     ("samoyeds", {"n": 1, "m": 3, "vector": 4}, 9, 12, 4),
     ("venom", {"v": 2, "n": 4, "m": 8}, 4, 16, 8),
     ("venom", {"v": 3, "n": 2, "m": 8}, 6, 32, 16),
+    ("venom", {"v": 2, "n": 1, "m": 8}, 4, 64, 32),  # a 32-column span: two inner sub-blocks
+    ("unstructured", {"density": 0.5}, 5, 40, None),  # mask per block, sweep in 16-column sub-blocks
 ]
 
 
