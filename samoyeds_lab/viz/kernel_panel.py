@@ -180,10 +180,10 @@ class RooflinePanel:
         what = f"{model} {matrix}: {m}×{k}"
         # NOTE: the two roofline charts sit side by side, ~40 characters wide: the model goes in the subtitle
         figures = {
-            "time": roofline_figure(sweep, metric="time", records=recs, title="Time per GEMM", subtitle=what,
-                                    height=480),
-            "tflops": roofline_figure(sweep, metric="tflops", records=recs, title="Effective TFLOP/s", subtitle=what,
-                                      height=480),
+            "time": roofline_figure(sweep, metric="time", records=recs, title="Time per GEMM",
+                                    subtitle=f"{model} {matrix}", height=500),
+            "tflops": roofline_figure(sweep, metric="tflops", records=recs, title="Effective TFLOP/s",
+                                      subtitle=f"{model} {matrix}", height=500),
             "speedup": speedup_figure(sweep, title=f"Speed-up ceiling over dense, {what}"),
         }
         ceilings = {op: {t: roofline("dense", m, k, t, prof, dtype).time_s / roofline(op, m, k, t, prof, dtype).time_s

@@ -192,7 +192,7 @@ def roofline_figure(
         optional, else computed from ``m``, ``k``). Drawn as markers labelled
         :func:`recorded_label`; baselines in a record (``baseline``, ``baseline_ms``) are drawn too.
     title, subtitle : str
-        The title (default: the metric) and what the shape line names (default ``m×k``; e.g. the model and
+        The title (default: the metric) and a subtitle line above the shape line (e.g. the model and
         matrix); keep both short: two of these charts sit side by side in Lab 02.
     """
     if metric not in _METRICS:
@@ -224,15 +224,14 @@ def roofline_figure(
             seen.add(key)
     first = next(iter(sweep.values()))[0]
     shape = f"{first.m}×{first.k} {first.dtype} on {first.profile}"
-    if subtitle:
-        shape = f"{subtitle} · {first.dtype} on {first.profile}"
-    # NOTE: one short fact per subtitle line: side by side, a chart is ~45 subtitle characters wide
+    # NOTE: one short fact per subtitle line: side by side, a chart is ~50 subtitle characters wide
     fig.update_layout(_layout(
         title=dict(text=(title or ("Time per GEMM" if metric == "time" else "Effective TFLOP/s"))
+                   + (f"<br><sup>{subtitle}</sup>" if subtitle else "")
                    + f"<br><sup>{shape}</sup><br><sup>lines: {MODEL_LABEL}</sup><br><sup>"
                    + ("markers: measured" if records else "no GPU measurement recorded") + "</sup>"),
         showlegend=True, legend=dict(orientation="h", y=-0.22, x=0, font=dict(size=11)),
-        height=height, margin=dict(l=70, r=20, t=125, b=110),
+        height=height, margin=dict(l=70, r=20, t=145 if subtitle else 125, b=110),
         xaxis=dict(type="log", title=dict(text="tokens per expert (log scale)"), dtick=0.30102999566),
         yaxis=dict(type="log" if metric == "time" else "linear", title=dict(text=ytitle), rangemode="tozero"),
     ))

@@ -69,7 +69,10 @@ _AXIS = dict(gridcolor="#e5e7eb", linecolor="#d1d5db", zerolinecolor="#d1d5db", 
 _TEMPLATE = dict(layout=dict(paper_bgcolor="#ffffff", plot_bgcolor="#ffffff", font=_FONT, xaxis=_AXIS,
                              yaxis=_AXIS, hoverlabel=dict(font=dict(family=_FONT["family"])),
                              colorway=["#2563eb", "#d97706", "#059669", "#7c3aed", "#dc2626", "#0891b2"]))
-_BASE_LAYOUT = dict(template=_TEMPLATE, font=_FONT, margin=dict(l=60, r=20, t=60, b=40))
+# NOTE: uniformtext: a bar label that would have to shrink below 9 px to fit is hidden (its value stays in
+# the hover), instead of plotly's default of shrinking it to an unreadable 5-6 px
+_BASE_LAYOUT = dict(template=_TEMPLATE, font=_FONT, margin=dict(l=60, r=20, t=60, b=40),
+                    uniformtext=dict(minsize=9, mode="hide"))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

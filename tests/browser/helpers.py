@@ -236,6 +236,10 @@ plots.forEach((gd, k) => {
     const over = Math.max(box.left - r.left, r.right - box.right, box.top - r.top, r.bottom - box.bottom);
     if (over > 2) out.push(`figure ${k}: "${(el.textContent || '').slice(0, 60)}" cut by ${Math.round(over)} px`);
   }
+  for (const el of gd.querySelectorAll('text.bartext, .textpoint text')) {  // value labels shrunk to fit
+    const px = parseFloat(el.style.fontSize || getComputedStyle(el).fontSize);
+    if (el.getBoundingClientRect().width > 0 && px < 8) out.push(`figure ${k}: value label "${(el.textContent || '').slice(0, 20)}" at ${px} px`);
+  }
 });
 for (const el of panel.content.node.querySelectorAll('.widget-label, .widget-label-basic')) {
   if (!el.offsetParent || !el.textContent.trim()) continue;
