@@ -180,9 +180,9 @@ class MoEBlock(nn.Module):
             for gate/up, ``I / vector`` for down (``vector=128`` on ``H = 128`` is ONE window per row, so a
             dropped row segment is a dropped neuron; Mixtral's ``K = 4096`` has 32).
         method : str
-            ``"magnitude"`` (default) or ``"wanda"``.
+            ``"magnitude"`` (default), ``"wanda"`` or ``"obs"`` (second-order, SparseGPT-style).
         acts : torch.Tensor, optional
-            ``[tokens, H]`` calibration inputs of this block (required for ``"wanda"``). They are routed by
+            ``[tokens, H]`` calibration inputs of this block (required for ``"wanda"`` and ``"obs"``). They are routed by
             this block's router; expert ``e`` is scored on the tokens routed to it (magnitude if none were).
         joint : bool
             Keyword only. Gate and up of every expert share one Samoyeds row selection (default ``True``;

@@ -364,12 +364,14 @@ class SwiGLUExperts(nn.Module):
             Per expert, the ``[tokens_e, H]`` inputs it saw (Wanda calibration), or ``None`` for an expert
             that saw none (it falls back to magnitude scores). Gate/up are scored with ``acts[e]``, down with
             ``silu(acts[e] W_gate'ᵀ) ⊙ (acts[e] W_up'ᵀ)`` on the already-pruned gate/up (Wanda's sequential
-            order). Required when ``method="wanda"``.
+            order). Required when ``method`` is ``"wanda"`` or ``"obs"`` (second-order: each projection's
+            Hessian is built from the same inputs; OBS also updates the weights it keeps).
         joint : bool
             Keyword only. Share the gate/up row selection (default ``True``; only the ``"samoyeds"`` pattern
             has rows to share, every other pattern is pruned per projection either way). ``False`` prunes gate
             and up independently (the behaviour before joint selection existed). Methods outside
-            :data:`samoyeds_lab.prune.JOINT_METHODS` (magnitude, Wanda) need ``joint=False`` for Samoyeds.
+            :data:`samoyeds_lab.prune.JOINT_METHODS` (magnitude, Wanda, OBS) need ``joint=False`` for
+            Samoyeds.
         """
         if acts is not None and (not isinstance(acts, (list, tuple)) or len(acts) != self.num_experts):
             raise ValueError(
@@ -382,8 +384,8 @@ class SwiGLUExperts(nn.Module):
 
         method = check_choice("method", method, METHODS)
         joint = check_bool("joint", joint)
-        if method == "wanda" and acts is None:
-            raise ValueError("acts: required for method='wanda' (per-expert calibration inputs), got None")
+        if method != "magnitude" and acts is None:
+            raise ValueError(f"acts: required for method={method!r} (per-expert calibration inputs), got None")
         pair = joint and parse_pattern(pattern, **pattern_kwargs)[0] == "samoyeds"
         if pair and method not in JOINT_METHODS:
             raise ValueError(
@@ -404,12 +406,11 @@ class SwiGLUExperts(nn.Module):
                 if a.shape[0] == 0:
                     a = None
             m = method if a is not None else "magnitude"
+            a_m = None if m == "magnitude" else a  # Wanda and OBS score on the inputs
             if pair:
-                gu = sparsify_joint([self.w_gate[e], self.w_up[e]], pattern, m, a if m == "wanda" else None,
-                                    **pattern_kwargs)
+                gu = sparsify_joint([self.w_gate[e], self.w_up[e]], pattern, m, a_m, **pattern_kwargs)
             else:
-                gu = [_sparsify_weight(self.weights()[p][e], pattern, m, a if m == "wanda" else None, **pattern_kwargs)
-                      for p in ("gate", "up")]
+                gu = [_sparsify_weight(self.weights()[p][e], pattern, m, a_m, **pattern_kwargs) for p in ("gate", "up")]
             for p, op in zip(("gate", "up"), gu):
                 ops[p].append(op)
                 new[p][e] = op.to_dense().to(new[p].dtype)
@@ -417,7 +418,7 @@ class SwiGLUExperts(nn.Module):
             if a is not None:
                 a32 = a.to(torch.float32)
                 h = (F.silu(a32 @ new["gate"][e].float().T) * (a32 @ new["up"][e].float().T)).to(new["down"].dtype)
-            op = _sparsify_weight(self.w_down[e], pattern, m, h if m == "wanda" else None, **pattern_kwargs)
+            op = _sparsify_weight(self.w_down[e], pattern, m, None if m == "magnitude" else h, **pattern_kwargs)
             ops["down"].append(op)
             new["down"][e] = op.to_dense().to(new["down"].dtype)
         for p, w in self.weights().items():

@@ -533,7 +533,7 @@ def swap_moe_blocks(
         Sparsity pattern of the experts (``"samoyeds"``, ``"2:4"``, ``"venom"``, …, see
         :func:`samoyeds_lab.prune.parse_pattern`); ``None`` keeps the weights as they are.
     method : str
-        ``"magnitude"`` (default) or ``"wanda"``.
+        ``"magnitude"`` (default), ``"wanda"`` or ``"obs"`` (second-order; both need ``acts``).
     acts : torch.Tensor or dict, optional
         Wanda calibration: integer token ids ``[batch, seq]`` (the model is run once, before swapping, and
         each MoE block's inputs are recorded, so every layer is calibrated on the unpruned model's
@@ -556,7 +556,7 @@ def swap_moe_blocks(
     ------
     TypeError, ValueError
         Unsupported model, bad backend/pattern/method/acts combination (``"reference"`` with a pattern,
-        ``"samoyeds"`` without one, ``"wanda"`` without ``acts``), non-SwiGLU experts, biased shared
+        ``"samoyeds"`` without one, ``"wanda"``/``"obs"`` without ``acts``), non-SwiGLU experts, biased shared
         expert, a model with no sparse-MoE block, or a pattern the expert shapes do not fit.
     """
     model_type = _model_type(model)
@@ -581,9 +581,9 @@ def swap_moe_blocks(
         parse_pattern(pattern, **pattern_kwargs)
         if not isinstance(method, str) or method not in METHODS:
             raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
-        if method == "wanda" and acts is None:
+        if method != "magnitude" and acts is None:
             raise ValueError(
-                "acts: method='wanda' expects calibration token ids [batch, seq] or per-layer inputs, got None"
+                f"acts: method={method!r} expects calibration token ids [batch, seq] or per-layer inputs, got None"
             )
     layers = hf_moe_layers(model)
     if not layers:

@@ -4,7 +4,9 @@ A SwiGLU neuron ``i`` computes ``silu(W_gate[i] · x) · (W_up[i] · x)``; it is
 empty. Under the Samoyeds pattern (``n`` of every ``m`` rows per ``V``-wide window, then 2:4) gate and up
 pruned one by one keep different rows of a window, so many neurons keep only one of the two. The
 functions here choose the rows once for the pair (:func:`~samoyeds_lab.prune.masks.samoyeds_masks_joint`
-on the pair's magnitude or Wanda scores) and keep each projection's own 2:4 choice inside the kept rows::
+on the pair's magnitude or Wanda scores; for second-order OBS, :func:`~samoyeds_lab.prune.obs.select_rows`
+on the pair's normalised :func:`~samoyeds_lab.prune.obs.obs_row_scores`, both computed on the one Hessian
+of the shared input) and keep each projection's own 2:4 choice inside the kept rows::
 
     masks = prune_masks_joint([W_gate, W_up], "samoyeds", method="wanda", acts=X, vector=32)
     ops   = sparsify_joint([W_gate, W_up], "samoyeds", method="wanda", acts=X, vector=32)
@@ -25,10 +27,10 @@ from . import masks as _m
 from .api import parse_pattern, prune_mask, sparsify
 from .scores import _check_weight, column_norms, score_rows
 
-#: Scoring methods whose scores are a fixed function of the weights (and the shared input), so the pair's
-#: rows can be chosen from them jointly. (Methods that update the remaining weights while pruning, such as
-#: second-order OBS, choose rows inside their own update loop.)
-JOINT_METHODS = ("magnitude", "wanda")
+#: Methods with a joint row selection: magnitude and Wanda (fixed scores), and second-order OBS (row scores
+#: ``Σ W² / [H⁻¹]_cc`` of the un-updated weights on the shared Hessian, then the OBS sweep of each projection
+#: with the shared rows held fixed).
+JOINT_METHODS = ("magnitude", "wanda", "obs")
 
 
 def _check_pair(weights: object) -> list[torch.Tensor]:
@@ -59,13 +61,33 @@ def _check_joint_method(method: object, acts: object) -> str:
             f"method: joint row selection scores with one of {', '.join(map(repr, JOINT_METHODS))}, got {method!r}"
             " (prune the projections one by one for other methods)"
         )
-    if key == "wanda" and acts is None:
-        raise ValueError("acts: required for method='wanda' ([tokens, in_features] calibration activations)")
+    if key in ("wanda", "obs") and acts is None:
+        raise ValueError(f"acts: required for method={key!r} ([tokens, in_features] calibration activations)")
     if key == "magnitude" and acts is not None:
         raise ValueError(
             f"acts: method='magnitude' takes no activations (only method='wanda' uses them), got {type(acts).__name__}"
         )
     return key
+
+
+def _normalised(row_scores: torch.Tensor) -> torch.Tensor:
+    s = row_scores.to(torch.float64)
+    total = float(s.sum())
+    return s / total if total > 0 else s
+
+
+def _obs_joint(ws: list[torch.Tensor], acts: torch.Tensor, n: int, m: int, vector: int):
+    """``[(w_pruned, mask)]`` of every weight: OBS with one row selection for all (the module docstring)."""
+    from . import obs as _obs
+
+    for i, w in enumerate(ws):
+        if w.ndim != 2:
+            raise ValueError(f"weights[{i}]: expected a 2-D [rows, cols] weight for method='obs', got shape "
+                             f"{tuple(w.shape)}")
+    hess = _obs.obs_hessian(acts, ws[0].shape[-1])
+    combined = sum(_normalised(_obs.obs_row_scores(w, hessian=hess, vector=vector)) for w in ws)
+    rows = _obs.select_rows(combined, n, m)
+    return [_obs.obs_prune(w, None, "samoyeds", rows=rows, hessian=hess, n=n, m=m, vector=vector) for w in ws]
 
 
 def prune_masks_joint(
@@ -79,8 +101,11 @@ def prune_masks_joint(
 
     For ``"samoyeds"``: scores ``S_p = |W_p|`` (magnitude) or ``|W_p| · ‖X_{:,j}‖₂`` (Wanda; ``X`` is the input
     both projections read), then :func:`~samoyeds_lab.prune.masks.samoyeds_masks_joint` (rows chosen once from
-    the per-projection normalised row scores, 2:4 per projection). Every other pattern:
-    ``[prune_mask(W_p, pattern, method, acts) for W_p in weights]``.
+    the per-projection normalised row scores, 2:4 per projection). With ``"obs"``: ``H = 2XᵀX/n`` once,
+    ``row_score_p = obs_row_scores(W_p, H)`` divided by its total, summed over ``p``, ``select_rows`` of the
+    sum, then ``obs_prune(W_p, rows=…, hessian=H)`` per projection (its 2:4 step and weight updates are the
+    projection's own; :func:`prune_masks_joint` returns the masks, :func:`sparsify_joint` the updated
+    operands). Every other pattern: ``[prune_mask(W_p, pattern, method, acts) for W_p in weights]``.
 
     Parameters
     ----------
@@ -90,10 +115,10 @@ def prune_masks_joint(
         As for :func:`~samoyeds_lab.prune.prune_mask` (default ``"samoyeds"``: keywords ``n=1, m=2,
         vector=128``; windows per row = ``cols / vector``).
     method : str
-        ``"magnitude"`` (default) or ``"wanda"``.
+        ``"magnitude"`` (default), ``"wanda"`` or ``"obs"``.
     acts : torch.Tensor, optional
-        ``[tokens, cols]`` calibration inputs shared by the projections; required for ``"wanda"``, refused for
-        ``"magnitude"``.
+        ``[tokens, cols]`` calibration inputs shared by the projections; required for ``"wanda"`` and
+        ``"obs"``, refused for ``"magnitude"``.
     **pattern_kwargs
         The pattern's keywords.
 
@@ -114,6 +139,8 @@ def prune_masks_joint(
     _m._check_samoyeds_shape("weights[0]", shape, m, vector)
     if acts is not None:
         column_norms(acts, shape[-1])  # shape, dtype, finiteness: before any score is computed
+    if method == "obs":
+        return [mask for _, mask in _obs_joint(ws, acts, n, m, vector)]
     readers = [score_rows(w, method, acts, f"weights[{i}]") for i, w in enumerate(ws)]
     return _m._samoyeds_joint_rows(readers, shape, n, m, vector, ws[0].device)
 
@@ -127,7 +154,8 @@ def sparsify_joint(
 ) -> list[Any]:
     """Prune paired ``[rows, cols]`` projections with :func:`prune_masks_joint` and compress each.
 
-    ``ops[p].to_dense() == weights[p] ⊙ masks[p]`` exactly; the operands are those of
+    ``ops[p].to_dense() == weights[p] ⊙ masks[p]`` exactly (``"obs"``: the OBS-updated weight, zero outside
+    the mask, as :func:`~samoyeds_lab.prune.sparsify` gives); the operands are those of
     :func:`~samoyeds_lab.prune.sparsify` (``SamoyedsWeight`` for ``"samoyeds"``, whose row indices are then
     identical across the pair). Patterns other than ``"samoyeds"`` are ``[sparsify(W_p, …) for W_p in
     weights]``.
@@ -139,6 +167,12 @@ def sparsify_joint(
     kind, p = parse_pattern(pattern, **pattern_kwargs)
     if kind != "samoyeds":
         return [sparsify(w, pattern, method, acts, **pattern_kwargs) for w in ws]
-    masks = prune_masks_joint(ws, pattern, method, acts, **pattern_kwargs)
-    return [compress_samoyeds(w.masked_fill(~mk, 0), n=p["n"], m=p["m"], vector=p["vector"])
-            for w, mk in zip(ws, masks)]
+    if _check_joint_method(method, acts) == "obs":
+        n, m, vector = _m._check_samoyeds(p["n"], p["m"], p["vector"])
+        _m._check_samoyeds_shape("weights[0]", tuple(ws[0].shape), m, vector)
+        column_norms(acts, ws[0].shape[-1])
+        pruned = [w_obs for w_obs, _ in _obs_joint(ws, acts, n, m, vector)]
+    else:
+        masks = prune_masks_joint(ws, pattern, method, acts, **pattern_kwargs)
+        pruned = [w.masked_fill(~mk, 0) for w, mk in zip(ws, masks)]
+    return [compress_samoyeds(w, n=p["n"], m=p["m"], vector=p["vector"]) for w in pruned]

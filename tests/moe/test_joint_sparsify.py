@@ -43,12 +43,12 @@ def independent_reference(ex: SwiGLUExperts, pattern, method, acts, **kw):
     for e in range(ex.num_experts):
         a = None if acts is None or acts[e].shape[0] == 0 else acts[e]  # no tokens: magnitude
         m = method if a is not None else "magnitude"
-        g = sparsify(wg[e], pattern, m, a if m == "wanda" else None, **kw)
-        u = sparsify(wu[e], pattern, m, a if m == "wanda" else None, **kw)
+        g = sparsify(wg[e], pattern, m, None if m == "magnitude" else a, **kw)
+        u = sparsify(wu[e], pattern, m, None if m == "magnitude" else a, **kw)
         h = None
         if a is not None:
             h = F.silu(a @ g.to_dense().T) * (a @ u.to_dense().T)
-        d = sparsify(wd[e], pattern, m, h if m == "wanda" else None, **kw)
+        d = sparsify(wd[e], pattern, m, None if m == "magnitude" else h, **kw)
         for p, op in zip(("gate", "up", "down"), (g, u, d)):
             out[p].append(op)
     return out
@@ -77,11 +77,11 @@ def assert_same_ops(a, b):
 
 
 # ------------------------------------------------------------------------------------------- SwiGLUExperts
-@pytest.mark.parametrize("method", ["magnitude", "wanda"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "obs"])
 @pytest.mark.parametrize("vector", [32, 64])
 def test_joint_shares_gate_up_rows_and_down_keeps_its_own(method, vector):
     ex = experts()
-    acts = calib() if method == "wanda" else None
+    acts = calib() if method != "magnitude" else None
     ref = independent_reference(ex, "samoyeds", method, acts, vector=vector)
     ex.sparsify("samoyeds", method, acts, vector=vector)
     assert ex.joint is True
@@ -92,7 +92,7 @@ def test_joint_shares_gate_up_rows_and_down_keeps_its_own(method, vector):
             assert torch.equal(ex.compressed[p][e].to_dense(), w[e].detach())
     # gate/up: 2:4 inside every kept row segment, a quarter of the weights
     for w in (ex.w_gate, ex.w_up):
-        nz = (w.detach() != 0).reshape(E, I, -1, 4).sum(-1)
+        nz = (w.detach() != 0).reshape(E, I, -1, 4).sum(-1)  # (an OBS-updated kept weight is 0 with prob. 0)
         assert bool(((nz == 2) | (nz == 0)).all()) and int((w != 0).sum()) == E * I * H // 4
     # down: its own selection; with magnitude scores it does not depend on gate/up at all
     if method == "magnitude":
@@ -101,12 +101,12 @@ def test_joint_shares_gate_up_rows_and_down_keeps_its_own(method, vector):
     assert live.paired == 1.0 and live.per_window.tolist() == pytest.approx([0.5] * (H // vector))
 
 
-@pytest.mark.parametrize("method", ["magnitude", "wanda"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "obs"])
 @pytest.mark.parametrize("pattern,kw", [("samoyeds", {"vector": 32}), ("samoyeds", {"n": 1, "m": 4, "vector": 64}),
                                         ("2:4", {}), ("venom", {"v": 16, "n": 4, "m": 8})])
 def test_joint_false_is_the_independent_loop_bit_for_bit(method, pattern, kw):
     ex = experts(3)
-    acts = calib(4) if method == "wanda" else None
+    acts = calib(4) if method != "magnitude" else None
     ref = independent_reference(ex, pattern, method, acts, **kw)
     ex.sparsify(pattern, method, acts, joint=False, **kw)
     assert ex.joint is False
@@ -175,6 +175,7 @@ BAD = [
     (lambda: experts().sparsify("samoyeds", vector=32, joint="yes"), TypeError, "joint"),
     (lambda: experts().sparsify("samoyeds", vector=32, joint=1), TypeError, "joint"),
     (lambda: experts().sparsify("samoyeds", "bogus", vector=32), ValueError, "method"),
+    (lambda: experts().sparsify("samoyeds", "obs", vector=32), ValueError, "acts"),
     (lambda: experts().sparsify("bogus"), ValueError, "pattern"),
     (lambda: MoEBlock(H, I, E, 2).sparsify("samoyeds", vector=32, joint=None), TypeError, "joint"),
     (lambda: experts().live_neurons(vector=48), ValueError, "vector"),
@@ -202,9 +203,10 @@ def test_method_without_joint_scores_needs_joint_false(monkeypatch):
     monkeypatch.setattr(prune_api, "METHODS", prune_api.METHODS + ("fake",))
     monkeypatch.setattr(experts_mod, "_sparsify_weight", fake_sparsify)
     with pytest.raises(ValueError, match="joint"):
-        experts().sparsify("samoyeds", "fake", vector=32)
-    experts().sparsify("samoyeds", "fake", vector=32, joint=False)
-    assert calls == ["magnitude"] * 3 * E  # no acts: every expert falls back to magnitude, as before
+        experts().sparsify("samoyeds", "fake", calib(), vector=32)
+    experts().sparsify("samoyeds", "fake", calib(), vector=32, joint=False)
+    # expert 1 saw no token and falls back to magnitude, as before
+    assert calls == ["fake"] * 3 + ["magnitude"] * 3 + ["fake"] * 3
 
 
 # ------------------------------------------------------------------------------------------- accuracy sweep

@@ -10,6 +10,7 @@ import torch
 from samoyeds_lab.formats import SamoyedsWeight
 from samoyeds_lab.prune import (
     JOINT_METHODS,
+    METHODS,
     live_neuron_fraction,
     magnitude_scores,
     prune_mask,
@@ -20,6 +21,8 @@ from samoyeds_lab.prune import (
     sparsify_joint,
     wanda_scores,
 )
+
+from samoyeds_lab.prune.obs import obs_hessian, obs_prune, obs_row_scores, select_rows
 
 from .reference import continuous, nm_ref, tie_heavy, top_n
 
@@ -186,7 +189,7 @@ def test_live_fraction_empty():
 
 
 # ---------------------------------------------------------------------------------------------- method level
-@pytest.mark.parametrize("method", JOINT_METHODS)
+@pytest.mark.parametrize("method", ["magnitude", "wanda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_prune_masks_joint_scores(method, dtype):
     torch.manual_seed(0)
@@ -213,7 +216,7 @@ def test_patterns_without_rows_to_share_are_per_projection(pattern, kw):
         assert torch.equal(op.to_dense(), sparsify(w, pattern, **kw).to_dense())
 
 
-@pytest.mark.parametrize("method", JOINT_METHODS)
+@pytest.mark.parametrize("method", ["magnitude", "wanda"])  # obs: test_obs_joint_… (it updates the weights)
 def test_sparsify_joint_operands(method):
     torch.manual_seed(2)
     wg, wu = torch.randn(40, 96), torch.randn(40, 96)
@@ -224,6 +227,31 @@ def test_sparsify_joint_operands(method):
         assert isinstance(op, SamoyedsWeight) and (op.n, op.m, op.vector) == (1, 2, 32)
         assert torch.equal(op.to_dense(), w.masked_fill(~mk, 0))
     assert torch.equal(ops[0].row_index, ops[1].row_index)  # one row selection for the pair
+
+
+# ---------------------------------------------------------------------------------------------- OBS
+def test_every_joint_method_is_a_method():
+    assert set(JOINT_METHODS) <= set(METHODS) and {"magnitude", "wanda", "obs"} <= set(JOINT_METHODS)
+
+
+def test_obs_joint_shares_rows_and_runs_each_projection_with_them():
+    torch.manual_seed(3)
+    wg, wu = torch.randn(32, 64), torch.randn(32, 64) * 0.25
+    x = torch.randn(80, 64) * torch.linspace(0.2, 2.0, 64)
+    masks = prune_masks_joint([wg, wu], "samoyeds", "obs", x, vector=16)
+    ops = sparsify_joint([wg, wu], "samoyeds", "obs", x, vector=16)
+    assert torch.equal(kept_rows(masks[0], 16), kept_rows(masks[1], 16))
+    assert torch.equal(ops[0].row_index, ops[1].row_index)
+    # the shared rows: each projection's OBS row scores on the one Hessian, divided by their total, summed
+    h = obs_hessian(x, 64)
+    rs = [obs_row_scores(w, hessian=h, vector=16).double() for w in (wg, wu)]
+    rows = select_rows(rs[0] / rs[0].sum() + rs[1] / rs[1].sum(), 1, 2)
+    for w, mk, op in zip((wg, wu), masks, ops):
+        w_obs, want = obs_prune(w, x, "samoyeds", rows=rows, vector=16)  # the projection's own OBS sweep
+        assert torch.equal(mk, want) and torch.equal(op.to_dense(), w_obs)
+        assert torch.equal(kept_rows(mk, 16), rows)
+    (alone,) = prune_masks_joint([wg], "samoyeds", "obs", x, vector=16)  # one projection: OBS's own choice
+    assert torch.equal(alone, obs_prune(wg, x, "samoyeds", vector=16)[1])
 
 
 # ---------------------------------------------------------------------------------------------- bad inputs
@@ -257,7 +285,11 @@ BAD_JOINT = [
     (lambda: prune_masks_joint(W, vector=8), TypeError, "weights"),
     (lambda: prune_masks_joint([W, torch.randn(8, 8)], vector=8), ValueError, r"weights\[1\]"),
     (lambda: prune_masks_joint([W, W.int()], vector=8), TypeError, r"weights\[1\]"),
-    (lambda: prune_masks_joint([W, W], method="obs", vector=8), ValueError, "method"),
+    (lambda: prune_masks_joint([W, W], method="bogus", vector=8), ValueError, "method"),
+    (lambda: prune_masks_joint([W, W], method="obs", vector=8), ValueError, "acts"),
+    (lambda: sparsify_joint([W, W], method="obs", vector=8), ValueError, "acts"),
+    (lambda: prune_masks_joint([W[None], W[None]], method="obs", acts=torch.randn(3, 16), vector=8), ValueError,
+     r"weights\[0\]"),
     (lambda: prune_masks_joint([W, W], method=3, vector=8), TypeError, "method"),
     (lambda: prune_masks_joint([W, W], method="wanda", vector=8), ValueError, "acts"),
     (lambda: prune_masks_joint([W, W], acts=torch.randn(3, 16), vector=8), ValueError, "acts"),
