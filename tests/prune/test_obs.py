@@ -469,3 +469,17 @@ def test_bad_input(call, exc, words):
 
 def test_methods_lists_obs():
     assert "obs" in METHODS
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("pattern,kwargs", [("2:4", {}), ("samoyeds", {"vector": 32}), ("venom", {"v": 16}),
+                                            ("unstructured", {"density": 0.5})])
+def test_cuda_matches_cpu(pattern, kwargs):
+    """The same sweep on CUDA tensors: same mask (continuous data, no near-ties), weights to fp32 rounding."""
+    w, x = correlated(64, 256, 300, seed=9)
+    cpu_w, cpu_m = obs_prune(w, x, pattern, **kwargs)
+    gpu_w, gpu_m = obs_prune(w.cuda(), x.cuda(), pattern, **kwargs)
+    assert gpu_w.is_cuda and gpu_m.is_cuda
+    assert int((gpu_m.cpu() != cpu_m).sum()) <= 0.001 * cpu_m.numel()
+    assert abs(out_error(w, gpu_w.cpu(), x) - out_error(w, cpu_w, x)) <= 1e-3 * out_error(w, cpu_w, x)
