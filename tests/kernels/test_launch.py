@@ -35,7 +35,8 @@ from samoyeds_lab.bench.kernels import MODEL_SHAPES, TOKENS
 from samoyeds_lab.formats import SENTINEL, NMWeight, SamoyedsWeight, TokenSelection
 from samoyeds_lab.kernels import ops
 from samoyeds_lab.kernels.build import ACC_PAD, KERNEL_DIR, tile_defines
-from samoyeds_lab.kernels.launch import GRID_LIMITS, check_grid, smem_bytes, split_plan, token_tiles
+from samoyeds_lab.kernels.launch import (GRID_LIMITS, check_grid, device_token_tiles, finalize_blocks, num_token_tiles,
+                                         smem_bytes, split_plan, token_tiles)
 
 H100_SMEM = 227 * 1024  # sharedMemPerBlockOptin, H100 SXM
 A100_SMEM = 163 * 1024  # sharedMemPerBlockOptin, A100
@@ -208,6 +209,39 @@ def test_token_tiles_errors_and_custom_block():
     tt = token_tiles([0, 5, 5, 12], block_n=4)
     assert tt.expert.tolist() == [0, 0, 2, 2] and tt.start.tolist() == [0, 4, 5, 9] and tt.count.tolist() == [4, 1, 4, 3]
     assert len(token_tiles([0])) == 0 and len(token_tiles([3, 3])) == 0
+
+
+@pytest.mark.parametrize("offsets", [[0, 0], [0, 1], [0, 63], [0, 64], [0, 65], [0, 1000], [0, 5, 5, 12],
+                                     [0, 0, 70, 70, 200], [3, 3], [2, 9]])
+@pytest.mark.parametrize("block_n", [4, tiles.BLOCK_N])
+def test_device_token_tiles_equal_the_host_tiles(offsets, block_n):
+    """One segment is built on the device (arange + clamp), several are cut on the host and copied once:
+    either way the tiles are exactly :func:`token_tiles`, int32, and their count is num_token_tiles."""
+    want = token_tiles(offsets, block_n)
+    got = device_token_tiles(offsets, "cpu", block_n)
+    for a, b in ((got.expert, want.expert), (got.start, want.start), (got.count, want.count)):
+        assert a.dtype == torch.int32 and a.is_contiguous() and a.tolist() == b.tolist()
+    assert num_token_tiles(offsets, block_n) == len(want)
+
+
+def test_device_token_tiles_copy_once_for_many_experts(monkeypatch):
+    copies = []
+    orig = torch.Tensor.to
+
+    def counting_to(self, *a, **k):
+        copies.append(tuple(self.shape))
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    device_token_tiles([0, 1000], "cpu")
+    assert copies == []  # one segment: built where it is used
+    device_token_tiles([0, 5, 5, 12], "cpu", block_n=4)
+    assert copies == [(3, 4)]  # several: one packed [3, tiles] copy
+
+
+@pytest.mark.parametrize("total,blocks", [(0, 1), (1, 1), (256, 1), (257, 2), (256 * 65535, 65535), (10**12, 65535)])
+def test_finalize_blocks(total, blocks):
+    assert finalize_blocks(total) == blocks
 
 
 # ------------------------------------------------------------------ split-K

@@ -19,7 +19,8 @@ def test_ratio_figure_draws_the_model_values_sorted_by_tokens():
     assert sorted(s["y0"] for s in fig["layout"]["shapes"]) == [1.0, 2.0, 2.5]
 
 
-@pytest.mark.parametrize("bad,err", [({}, ValueError), ([], ValueError), ({"a": [1, 2]}, TypeError), ({"a": []}, TypeError)])
+@pytest.mark.parametrize("bad,err", [({}, ValueError), ([], ValueError), ({"a": [1, 2]}, TypeError),
+                                     ({"a": []}, TypeError)])
 def test_ratio_figure_bad_series(bad, err):
     with pytest.raises(err, match="series"):
         model_ratio_figure(bad)
