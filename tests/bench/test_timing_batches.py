@@ -256,3 +256,33 @@ def test_main_bad_flags_are_named(argv, what, capsys):
         bk.main(argv)
     assert exc.value.code == 2
     assert what in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ on the CuPy backend the kernel time is a plan's
+from tests.kernels.test_plan import fake_cupy  # noqa: E402,F401 - the counting fake CuPy fixture
+
+
+def test_cupy_sweep_times_launch_plans_and_the_ops_separately(fake_cupy, monkeypatch):
+    from samoyeds_lab.kernels.plan import KernelPlan
+
+    monkeypatch.setattr(kg, "_check", lambda *a, **k: None)  # the fake kernels compute nothing
+    kernels, op_fns = [], []
+
+    def time_kernel(k):
+        kernels.append(k)
+        if isinstance(k, KernelPlan):
+            before = fake_cupy.calls["launch"]
+            k.run()
+            assert fake_cupy.calls["launch"] - before == k.launches_per_run
+        return 1.0
+
+    recs = kg.sweep({"tiny": (256, 512)}, (8,), "float16", profile=H100, ops=("ssmm", "spmm_24", "dense_mm"),
+                    time_fn=time_kernel, op_time_fn=lambda fn: op_fns.append(fn) or 2.0, device="cpu", backend="cupy",
+                    hopper=False, identity=ID, projections=("w1",))
+    plans = [k for k in kernels if isinstance(k, KernelPlan)]
+    assert sorted(p.op for p in plans) == ["dense_mm", "spmm", "ssmm"]
+    assert len(op_fns) == len(kernels) == 4  # + torch_dense (a torch call, no plan); torch_24 needs CUDA
+    by = {r["op"]: r for r in recs if r["baseline"] == "torch_dense"}
+    assert {op: r["kernel_timed"] for op, r in by.items()} == {"ssmm": "plan", "spmm_24": "plan", "dense_mm": "plan"}
+    assert all(r["status"] == "ok" and r["ms"] == 1.0 and r["op_ms"] == 2.0 and r["baseline_kernel_timed"] == "call"
+               for r in by.values())
