@@ -26,6 +26,10 @@ All products accumulate in fp32. Every argument is checked before a backend is c
 the same error on every backend; ``x`` must be finite (NaN/inf activations are refused, not propagated:
 the dense reference and the sparse kernels would disagree where they meet pruned weights).
 
+Every CuPy call first builds its launches (:class:`~samoyeds_lab.kernels.launch.LaunchSpec`: checks, token tiles
+on the device, allocation, kernel choice) and then launches them; :mod:`samoyeds_lab.kernels.plan` builds the
+same launches once so that a timed or repeated call is the kernel launches only (``ssmm_plan(...).run()``).
+
 ``ssmm`` / ``ssmm_grouped`` take ``kernel=``: ``"mma_sp"`` (warp-level ``mma.sp`` m16n8k32, SM80+),
 ``"wgmma_sp"`` (Hopper ``wgmma.mma_async.sp`` m64n64k32 with B read through a shared-memory descriptor,
 sm_90a only) or ``"auto"``: ``"mma_sp"`` unless recorded benchmarks of *this* GPU model

@@ -338,7 +338,9 @@ def test_plan_equals_the_op_on_gpu(dtype, split_k, epilogue):
     plan = ssmm_plan(w, x, idx, epilogue=epilogue, split_k=split_k, **kw)
     got = plan.run()
     torch.cuda.synchronize()
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # bit for bit, except scatter-add: positions 3 and 4 add into the same row with atomics in either order
+    tol = dict(rtol=1e-6, atol=1e-6) if epilogue == "scatter_add" else dict(rtol=0, atol=0)
+    torch.testing.assert_close(got, want, **tol)
     x2 = _x(19, 512, dtype, seed=5).cuda()
     if epilogue != "scatter_add":
         torch.testing.assert_close(plan.run(x2).clone(), ops.ssmm(w, x2, idx, epilogue=epilogue, split_k=split_k,
