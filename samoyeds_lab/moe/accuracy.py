@@ -73,6 +73,7 @@ from ..errors import CorruptFileError
 __all__ = [
     "PATTERNS",
     "METHODS",
+    "DEFAULT_METHODS",
     "VECTORS",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -96,8 +97,11 @@ __all__ = [
 
 #: Patterns a sweep accepts.
 PATTERNS = ("dense", "2:4", "samoyeds")
-#: Scoring methods (the dense baseline has method ``"none"``).
-METHODS = ("magnitude", "wanda")
+#: Pruning methods a configuration accepts (the dense baseline has method ``"none"``); ``"obs"`` is
+#: second-order (SparseGPT-style, :mod:`samoyeds_lab.prune.obs`), calibrated like Wanda.
+METHODS = ("magnitude", "wanda", "obs")
+#: Methods of :func:`default_configs` (the recorded sweep).
+DEFAULT_METHODS = ("magnitude", "wanda")
 #: Samoyeds window widths swept by :func:`default_configs`.
 VECTORS = (32, 64, 128)
 #: ``"schema"`` field of the recorded JSON, and its version.
@@ -125,7 +129,7 @@ def normalize_config(config: Mapping[str, Any], *, hidden: int | None = None,
     Parameters
     ----------
     config : mapping
-        ``{"pattern": "dense" | "2:4" | "samoyeds", "method": "magnitude" | "wanda", "vector": V,
+        ``{"pattern": "dense" | "2:4" | "samoyeds", "method": "magnitude" | "wanda" | "obs", "vector": V,
         "joint": bool}``. ``method`` defaults to ``"magnitude"`` for pruned patterns and must be left out (or
         ``"none"``) for ``"dense"``; ``vector`` is required for ``"samoyeds"`` only (a multiple of 4; every
         row of K columns holds ``K / V`` windows) and must be left out (or ``None``) otherwise. ``joint``
@@ -204,7 +208,7 @@ def config_label(config: Mapping[str, Any]) -> str:
     return f"Samoyeds V={c['vector']} · {c['method']}" + ("" if c["joint"] else " · independent")
 
 
-def default_configs(vectors: Sequence[int] = VECTORS, methods: Sequence[str] = METHODS,
+def default_configs(vectors: Sequence[int] = VECTORS, methods: Sequence[str] = DEFAULT_METHODS,
                     joint: Sequence[bool] = (True,)) -> list[dict[str, Any]]:
     """The recorded sweep: the dense baseline, then 2:4 and Samoyeds (1:2 rows per ``V`` window + 2:4) for
     every ``V`` in ``vectors`` (``K / V`` windows per row), each with every method in ``methods`` and every
@@ -275,8 +279,8 @@ def _block_inputs(model, index: int, calib: torch.Tensor, batch: int) -> torch.T
 def prune_model(model, config: Mapping[str, Any], calib: torch.Tensor | None = None, *, batch: int = 16):
     """Prune and compress every MoE block's experts of ``model`` in place for one sweep configuration.
 
-    ``method="wanda"`` calibrates block ``ℓ`` on its inputs for ``calib`` windows computed *after* blocks
-    ``0 … ℓ-1`` were pruned (Wanda's sequential order). ``"dense"`` leaves the model untouched.
+    ``method="wanda"`` (and ``"obs"``) calibrates block ``ℓ`` on its inputs for ``calib`` windows computed
+    *after* blocks ``0 … ℓ-1`` were pruned (Wanda's sequential order). ``"dense"`` leaves the model untouched.
 
     Parameters
     ----------
@@ -284,7 +288,7 @@ def prune_model(model, config: Mapping[str, Any], calib: torch.Tensor | None = N
     config : mapping
         See :func:`normalize_config`.
     calib : torch.Tensor, optional
-        ``[n, S]`` int64 calibration windows (:func:`calibration_windows`); required for Wanda.
+        ``[n, S]`` int64 calibration windows (:func:`calibration_windows`); required for Wanda and OBS.
     batch : int
         Windows per forward pass while capturing calibration inputs.
 
@@ -296,13 +300,13 @@ def prune_model(model, config: Mapping[str, Any], calib: torch.Tensor | None = N
     cfg = normalize_config(config, hidden=model.config.hidden, intermediate=model.config.intermediate)
     if cfg["pattern"] == "dense":
         return cfg
-    if cfg["method"] == "wanda" and calib is None:
-        raise ValueError("calib: required for method 'wanda' (calibration windows [n, S]), got None")
+    if cfg["method"] in ("wanda", "obs") and calib is None:
+        raise ValueError(f"calib: required for method {cfg['method']!r} (calibration windows [n, S]), got None")
     kw = _sparsify_kwargs(cfg)
     was_training = model.training
     model.eval()
     for i, (_, block) in enumerate(model.moe_blocks()):
-        acts = _block_inputs(model, i, calib, batch) if cfg["method"] == "wanda" else None
+        acts = _block_inputs(model, i, calib, batch) if cfg["method"] in ("wanda", "obs") else None
         block.sparsify(cfg["pattern"], cfg["method"], acts, **kw)
     model.train(was_training)
     return cfg
@@ -580,8 +584,8 @@ def sparsity_sweep(
     H, I = base.config.hidden, base.config.intermediate
     norm = [normalize_config(c, hidden=H, intermediate=I) for c in configs]
     seq = check_int("seq", seq if seq is not None else base.config.max_seq, lo=2, hi=base.config.max_seq)
-    if calib_tokens == 0 and any(c["method"] == "wanda" for c in norm):
-        raise ValueError("calib_tokens: expected >= 1 when a configuration uses method 'wanda', got 0")
+    if calib_tokens == 0 and any(c["method"] in ("wanda", "obs") for c in norm):
+        raise ValueError("calib_tokens: expected >= 1 when a configuration uses method 'wanda' or 'obs', got 0")
     say = progress or (lambda _msg: None)
     held = load_corpus("heldout", domains, root=corpus_root)
     train = load_corpus("train", domains, root=corpus_root) if (calib_tokens or recovery_steps) else {}

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from samoyeds_lab.moe import MoEBlock, SwiGLUExperts
 from samoyeds_lab.prune import live_neuron_fraction, prune_masks_joint, samoyeds_masks_joint, sparsify_joint
 
 from .harness import case, ids, run_case
@@ -58,6 +59,12 @@ CASES = [
          ValueError, "vector"),
     case("prune.live_neuron_fraction", "1-D masks", lambda: live_neuron_fraction(G[0], G[0]), ValueError,
          "gate_mask"),
+    case("moe.SwiGLUExperts.sparsify", "joint a string",
+         lambda: SwiGLUExperts(2, 32, 32).sparsify("samoyeds", vector=16, joint="yes"), TypeError, "joint"),
+    case("moe.MoEBlock.sparsify", "joint 0", lambda: MoEBlock(32, 32, 2, 1).sparsify("samoyeds", vector=16, joint=0),
+         TypeError, "joint"),
+    case("moe.SwiGLUExperts.live_neurons", "vector does not divide H",
+         lambda: SwiGLUExperts(2, 32, 32).live_neurons(vector=12), ValueError, "vector"),
 ]
 
 EXEMPT = {

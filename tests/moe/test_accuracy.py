@@ -245,7 +245,7 @@ def test_load_sweep_missing_and_not_json(tmp_path):
     ({"pattern": "4:8"}, ValueError, "pattern"),
     ({"pattern": None}, ValueError, "pattern"),
     ({"pattern": "dense", "method": "wanda"}, ValueError, "method"),
-    ({"pattern": "2:4", "method": "obs"}, ValueError, "method"),
+    ({"pattern": "2:4", "method": "sparsegpt"}, ValueError, "method"),  # obs is a method now
     ({"pattern": "2:4", "vector": 32}, ValueError, "vector"),
     ({"pattern": "samoyeds"}, ValueError, "vector"),
     ({"pattern": "samoyeds", "vector": 30}, ValueError, "multiple of 4"),

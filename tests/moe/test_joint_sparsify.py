@@ -271,3 +271,14 @@ def test_sweep_records_joint_windows_and_live_neurons(model_dir):
     assert joint["label"] == "Samoyeds V=32 · magnitude" and indep["label"].endswith("independent")
     assert joint["heldout_ppl"]["overall"] != indep["heldout_ppl"]["overall"]
     assert joint["backend_max_abs_diff"] <= 1e-4  # the fine-tune kept the joint pattern (re-sparsified)
+
+
+def test_prune_model_obs_joint_needs_calibration_and_shares_rows(model_dir):
+    m = TinyMoEForCausalLM.from_pretrained(model_dir)
+    with pytest.raises(ValueError, match="calib"):
+        prune_model(m, {"pattern": "samoyeds", "method": "obs", "vector": 32})
+    windows = torch.randint(0, 256, (4, 24), generator=torch.Generator().manual_seed(11))
+    cfg = prune_model(m, {"pattern": "samoyeds", "method": "obs", "vector": 32}, windows)
+    assert cfg["method"] == "obs" and cfg["joint"] is True
+    assert live_neurons(m, 32)["paired"] == 1.0
+    assert "obs" not in {c.get("method") for c in default_configs()}  # the recorded sweep is unchanged
