@@ -394,3 +394,50 @@ def test_device_info_says_which_nvrtc(monkeypatch, wheel, cupy, want):
         assert "nvidia-cuda-nvrtc=" in info.nvrtc_version
     with pytest.raises(ValueError, match="nvrtc"):
         type(info)(**{**info.__dict__, "nvrtc": "nvcc"})
+
+
+# ------------------------------------------------------------------ ptxas resources of the loader's build
+def ptxas_usage(log: str) -> dict[str, dict[str, int]]:
+    """Per entry point, from ``ptxas -v`` output: registers, stack frame, spill stores/loads, static smem."""
+    out: dict[str, dict[str, int]] = {}
+    for block in re.split(r"ptxas info\s*: Compiling entry function ", log)[1:]:
+        name = re.match(r"'(\w+)'", block).group(1)
+        num = lambda pat: int(m.group(1)) if (m := re.search(pat, block)) else 0  # noqa: E731
+        out[name] = {"registers": num(r"Used (\d+) registers"), "stack": num(r"(\d+) bytes stack frame"),
+                     "spill_stores": num(r"(\d+) bytes spill stores"), "spill_loads": num(r"(\d+) bytes spill loads"),
+                     "smem": num(r"(\d+) bytes smem")}
+    return out
+
+
+#: Register ceilings of the main entry points with the default tiles (NVRTC 13.5, measured when the shared
+#: header and the paired scatter-add went in; before them ssmm_wg took 101, everything else the same; a
+#: change that needs more must say why and raise them here). Occupancy is bound by shared memory today.
+REGISTER_CEILING = {("ssmm", "80"): 126, ("ssmm", "90a"): 121, ("ssmm_wg", "90a"): 104,
+                    ("spmm", "80"): 117, ("spmm", "90a"): 121, ("dense_mm", "80"): 126, ("dense_mm", "90a"): 120}
+
+
+def test_ptxas_usage_parses_the_log():
+    log = ("ptxas info    : Compiling entry function 'k' for 'sm_80'\nptxas info    : Function properties for k\n"
+           "ptxas         .     48 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n"
+           "ptxas info    : Used 99 registers, used 1 barriers, 512 bytes smem, 400 bytes cmem[0]\n")
+    assert ptxas_usage(log) == {"k": {"registers": 99, "stack": 48, "spill_stores": 8, "spill_loads": 4, "smem": 512}}
+
+
+@pytest.mark.parametrize("arch", TEST_ARCHS)
+@pytest.mark.parametrize("name", SOURCES)
+def test_ptxas_resources_no_spills_no_stack_registers_within_budget(name, arch):
+    res = compile_source(name, arch, extra_options=("--ptxas-options=-v",))
+    usage = ptxas_usage(res.log)
+    assert set(usage) == set(ENTRIES[name]), sorted(usage)
+    for entry, u in usage.items():
+        assert u["spill_stores"] == 0 and u["spill_loads"] == 0, f"{entry} sm_{arch} spills: {u}"
+        assert u["stack"] == 0, f"{entry} sm_{arch} uses a stack frame: {u}"
+        assert u["smem"] == 0, f"{entry} sm_{arch}: static shared memory (the kernels use dynamic smem only): {u}"
+        if entry.endswith("_finalize"):
+            assert u["registers"] <= 32, (entry, arch, u)
+            continue
+        kind = "ssmm_wg" if entry.startswith("ssmm_wg") else name
+        if kind == "ssmm_wg" and arch != "90a":
+            assert u["registers"] <= 8, (entry, arch, u)  # the trap stub off Hopper
+            continue
+        assert u["registers"] <= REGISTER_CEILING[(kind, arch)], f"{entry} sm_{arch}: {u}"
