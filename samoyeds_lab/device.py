@@ -36,7 +36,7 @@ class DeviceInfo:
     nvrtc : str | None
         The NVRTC that compiles the CUDA kernels (:func:`samoyeds_lab.kernels.build.nvrtc_provider`):
         ``"cuda-bindings"`` (PyPI wheels) or ``"cupy"`` (``cupy.cuda.nvrtc``), ``None`` when neither is
-        installed (then only cubins already in the disk cache can run).
+        installed (then the CUDA kernels cannot be built here).
     nvrtc_version : str | None
         The installed distribution(s) behind ``nvrtc``, e.g. ``"nvidia-cuda-nvrtc=13.5.37,cuda-bindings=13.5.0"``.
     """
@@ -172,7 +172,7 @@ def device_info() -> DeviceInfo:
         reasons.append(f"NVRTC lookup failed: {exc!s:.160}")
     if nvrtc is None:
         reasons.append("no NVRTC to compile kernels/*.cu (pip install cuda-bindings nvidia-cuda-nvrtc, or CuPy with "
-                       "its NVRTC): only cubins already in the disk cache can be loaded")
+                       "its NVRTC): the CUDA kernels cannot be built here")
     try:
         torch_cuda = bool(torch.cuda.is_available())
     except Exception:
