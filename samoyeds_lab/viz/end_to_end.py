@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from ._axes import log_ticks, positive_range
 from ..bench.end_to_end import BOUND_POLICY, OFFLOAD_POLICIES, EndToEndResult, OffloadChoice
-from .palette import CONCEPTS, FAMILIES
+from .palette import CONCEPTS, FAMILIES, POLICY_STYLES
 from .sparsity import COLORS, _layout, message_figure
 
 __all__ = ["E2E_COLORS", "POLICY_COLORS", "end_to_end_table", "end_to_end_figure", "expert_calls_figure",
@@ -228,9 +228,10 @@ def budget_curve_figure(curve: Mapping[int, OffloadChoice], *, resident_ms: floa
     for p in (*OFFLOAD_POLICIES, BOUND_POLICY):
         if p not in curve[caps[0]].policies:
             continue
+        dash, symbol = POLICY_STYLES.get(p, ("solid", "circle"))
         fig.add_trace(go.Scatter(x=caps, y=[curve[k].policies[p].ms_per_token for k in caps], name=p,
-                                 mode="lines+markers", line=dict(color=POLICY_COLORS[p],
-                                                                 dash="dot" if p == BOUND_POLICY else "solid")))
+                                 mode="lines+markers", marker=dict(symbol=symbol, size=7),
+                                 line=dict(color=POLICY_COLORS[p], dash=dash, width=3 if p == "sida" else 2)))
     shapes, ann = [], []
     for val, name, col in ((resident_ms, "dense, all resident", E2E_COLORS["dense"]),
                            (samoyeds_ms, "Samoyeds, all resident", E2E_COLORS["samoyeds"])):

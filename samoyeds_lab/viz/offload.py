@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from ..offload.simulate import OffloadLatency
 from ..offload.sweep import BudgetSweep
-from .palette import FAMILIES
+from .palette import FAMILIES, POLICY_STYLES
 from .sparsity import _layout
 
 __all__ = [
@@ -102,13 +102,8 @@ def hit_rate_budget_figure(sweep: BudgetSweep, *, num_layers: int, num_experts: 
     total = num_layers * num_experts
     x = sweep.capacities
     fig = go.Figure()
-    # NOTE: LRU, LFU and FIFO often lie within a point of each other; each policy has its own dash and marker
-    # symbol so that overlapping curves stay distinguishable (colour alone was not enough)
-    styles = {"belady": ("dash", "circle"), "lru": ("solid", "square"), "lfu": ("dot", "triangle-up"),
-              "fifo": ("dashdot", "x"), "static": ("longdash", "diamond"), "sida": ("solid", "star"),
-              "next_layer": ("longdashdot", "cross")}
     for p, hr in sweep.hit_rate.items():
-        dash, symbol = styles.get(p, ("solid", "circle"))
+        dash, symbol = POLICY_STYLES.get(p, ("solid", "circle"))
         width = 3 if p in ("sida", "belady") else 2
         extra = "" if expert_gb is None else " (%{customdata:.1f} GB)"
         fig.add_scatter(x=x, y=100 * hr, mode="lines+markers", name=_label(p),

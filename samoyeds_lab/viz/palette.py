@@ -12,7 +12,7 @@ series whose legend names them (experts, corpus domains, hardware profiles) cycl
 
 from __future__ import annotations
 
-__all__ = ["CATEGORICAL", "CONCEPTS", "FAMILIES", "concept"]
+__all__ = ["CATEGORICAL", "CONCEPTS", "FAMILIES", "POLICY_STYLES", "concept"]
 
 #: The concepts that span labs, one hue each (Tailwind-like 600 shades, readable on white).
 CONCEPTS: dict[str, str] = {
@@ -32,12 +32,20 @@ CONCEPTS: dict[str, str] = {
 FAMILIES: dict[str, dict[str, str]] = {
     "method": {"magnitude": "#64748b", "wanda": "#ca8a04", "obs": "#1e3a8a", "none": CONCEPTS["dense"]},
     "policy": {"lru": "#4f46e5", "lfu": "#65a30d", "fifo": "#94a3b8", "static": "#92400e",
-               "sida": CONCEPTS["sida"], "next_layer": "#be123c", "next_layer_residual": "#fda4af",
+               "sida": CONCEPTS["sida"], "next_layer": "#0369a1", "next_layer_residual": "#7dd3fc",
                "frequency": "#a16207", "belady": "#111827"},
     "time": {"compute": "#334155", "stall": "#dc2626", "prefetch_exposed": "#f59e0b"},
     "placement": {"gpu": "#b91c1c", "near": CONCEPTS["monde"], "threshold": "#ca8a04", "greedy": "#4f46e5",
                   "exact": "#111827", "all_gpu": "#fca5a5", "all_near": "#67e8f9"},
     "provenance": {"model": "#94a3b8", "measured": "#111827", "recorded": "#78716c", "live": "#f59e0b"},
+}
+
+#: ``(dash, marker symbol)`` per cache policy: LRU, LFU and FIFO often lie within a point of each other, so
+#: every chart of policies (Labs 06 and 08) tells them apart by dash and marker too, not by colour alone.
+POLICY_STYLES: dict[str, tuple[str, str]] = {
+    "belady": ("dash", "circle"), "lru": ("solid", "square"), "lfu": ("dot", "triangle-up"),
+    "fifo": ("dashdot", "x"), "static": ("longdash", "diamond"), "sida": ("solid", "star"),
+    "next_layer": ("longdashdot", "cross"),
 }
 
 #: Cycled for categorical series named by their legend (experts, domains, profiles).
