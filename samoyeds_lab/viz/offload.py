@@ -7,6 +7,7 @@ Pure functions: each takes numbers (or the results of :mod:`samoyeds_lab.offload
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -138,16 +139,23 @@ def latency_breakdown_figure(latencies: Mapping[str, OffloadLatency], *, title: 
             raise TypeError(f"latencies[{n!r}]: expected an OffloadLatency, got {type(lat).__name__}")
     per = {n: latencies[n].per_token() for n in names}
     fig = go.Figure()
+    # NOTE: policy names wrap onto lines instead of being rotated: rotated, they ran into the legend below
+    ticks = [textwrap.fill(_label(n), 12).replace("\n", "<br>") for n in names]
     for key, color, label in _BREAKDOWN:
-        fig.add_bar(x=[_label(n) for n in names], y=[1e3 * per[n][key] for n in names], name=label,
-                    marker_color=color, hovertemplate="%{x}: %{y:.3g} ms/token<extra>" + label + "</extra>")
+        fig.add_bar(x=ticks, y=[1e3 * per[n][key] for n in names], name=label, marker_color=color,
+                    customdata=[_label(n) for n in names],
+                    hovertemplate="%{customdata}: %{y:.3g} ms/token<extra>" + label + "</extra>")
     resident = 1e3 * per[names[0]]["all_resident"]
-    fig.add_hline(y=resident, line=dict(color="#111827", dash="dash"),
-                  annotation_text=f"all experts resident: {resident:.3g} ms", annotation_position="top left")
+    fig.add_hline(y=resident, line=dict(color="#111827", dash="dash"))
+    top = max(sum(1e3 * per[n][k] for k, _, _ in _BREAKDOWN) for n in names)
+    fig.add_annotation(xref="paper", x=1, y=resident, yanchor="bottom", xanchor="right", showarrow=False,
+                       text=f"all experts resident: {resident:.3g} ms", bgcolor="rgba(255,255,255,0.85)",
+                       font=dict(size=11))
     fig.update_layout(_layout(title=dict(text=title or "Modelled time per token by policy"), barmode="stack",
                               margin=dict(l=60, r=20, t=80, b=40),
-                              showlegend=True, height=380, legend=dict(orientation="h", y=-0.3),
-                              yaxis=dict(title="ms per token (model)")))
+                              showlegend=True, height=420, legend=dict(orientation="h", y=-0.32),
+                              xaxis=dict(tickangle=0),
+                              yaxis=dict(title="ms per token (model)", range=[0, 1.08 * max(top, resident)])))
     return fig
 
 

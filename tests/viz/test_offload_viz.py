@@ -53,6 +53,10 @@ def test_budget_and_latency_figures(data):
     assert [t.name for t in fig.data] == ["expert compute (GPU)", "demand loads (stall)", "prefetch not hidden"]
     totals = np.sum([np.asarray(t.y) for t in fig.data], axis=0)
     assert np.allclose(totals, [1e3 * v[1].per_token()["total"] for v in lat.values()])
+    # policy names wrapped, not rotated into the legend; the full name is in the hover
+    assert fig.layout.xaxis.tickangle == 0 and all(len(line) <= 12 for x in fig.data[0].x for line in x.split("<br>"))
+    assert list(fig.data[0].customdata)[0] == "LRU" or "<br>" not in list(fig.data[0].customdata)[0]
+    assert fig.layout.yaxis.range[1] >= totals.max()
     with pytest.raises(TypeError, match="sweep"):
         hit_rate_budget_figure({}, num_layers=4, num_experts=8)
     with pytest.raises(ValueError, match="latencies"):
