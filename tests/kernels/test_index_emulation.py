@@ -162,7 +162,7 @@ TRANSCRIBED = [
     "if (dst < 0) return;  // SENTINEL",
     "const float s = ep.scale ? ep.scale[p] : 1.0f;",
     "if (ep.out_f32) atomicAdd((float*)ep.out + dst * ep.ldo + r, s * v);",
-    "else atomic_add_16<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v);",
+    "else red_add_16<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v);",
     "const u16 nxt = from_float<BF16>(to_float<BF16>(cur) + v);",
     "if (ep.epilogue == 1) {",
     "const float u = to_float<BF16>(ep.up[p * ep.ldo + r]);",
