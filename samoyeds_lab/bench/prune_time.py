@@ -78,12 +78,13 @@ def time_obs_prune(
     out = []
     for label, pattern, kwargs in patterns:
         before = _load()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         _, mask = _obs.obs_prune(w, x, pattern, **kwargs)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
         out.append({
             "label": label, "pattern": pattern, "kwargs": dict(kwargs), "shape": [rows, cols], "tokens": tokens,
-            "dtype": str(dtype).replace("torch.", ""), "seconds": seconds, "factor_seconds": factor,
+            "dtype": str(dtype).replace("torch.", ""), "seconds": seconds, "cpu_seconds": cpu,
+            "factor_seconds": factor,
             "density": float(mask.float().mean()), "load_before": before, "load_after": _load(), **env,
         })
     return out
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     records = time_obs_prune(args.size[0], args.size[1], args.tokens)
     for r in records:
-        print(f"{r['label']:>20}  {r['seconds']:7.1f} s  (Hessian+factors {r['factor_seconds']:.1f} s)  "
+        print(f"{r['label']:>20}  {r['seconds']:7.1f} s wall  {r['cpu_seconds']:7.1f} s CPU  (Hessian+factors {r['factor_seconds']:.1f} s)  "
               f"density {r['density']:.3f}  load {r['load_before']} -> {r['load_after']}  [{r['device']}]")
     if args.out:
         with open(args.out, "w") as f:
