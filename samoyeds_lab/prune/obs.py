@@ -103,24 +103,30 @@ def _inverse_factors(h: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, to
 
     Dead columns (``H_cc == 0``) get ``H_cc = 1`` before damping. The factorisation runs in fp32 and is
     retried in fp64 if fp32 finds the matrix not positive definite.
+
+    NOTE: ``U`` without forming ``H⁻¹``. With ``J`` the reversal permutation, the Cholesky factor of
+    ``J H J = L Lᵀ`` gives ``H = R Rᵀ`` with ``R = J L J`` upper triangular, so ``H⁻¹ = R⁻ᵀ R⁻¹`` and
+    ``U = R⁻¹`` (upper, positive diagonal): one Cholesky and one triangular inverse, several times
+    faster on a CPU than ``cholesky_inverse`` followed by a second Cholesky.
+    ``diag(H⁻¹)_j = Σ_i U_ij²``.
     """
     alive = torch.diagonal(h) != 0
-    last_error: Exception | None = None
+    last_error = ""
     for dtype in (torch.float32, torch.float64):
         hd = h.to(dtype=dtype, copy=True)
         diag = torch.diagonal(hd)
         diag[~alive] = 1.0
         diag.add_(percdamp * float(diag.mean()))
-        chol, info = torch.linalg.cholesky_ex(hd)
+        low, info = torch.linalg.cholesky_ex(hd.flip(0, 1))
         if int(info) != 0:
-            last_error = ValueError(f"leading minor {int(info)} not positive")
+            last_error = f"leading minor {int(info)} not positive"
             continue
-        hinv = torch.cholesky_inverse(chol)
-        u, info = torch.linalg.cholesky_ex(hinv, upper=True)
-        if int(info) != 0:
-            last_error = ValueError(f"inverse: leading minor {int(info)} not positive")
+        eye = torch.eye(h.shape[0], dtype=dtype, device=h.device)
+        u = torch.linalg.solve_triangular(low.flip(0, 1), eye, upper=True)
+        if not bool(torch.isfinite(u).all()):
+            last_error = "the inverse factor overflows"
             continue
-        return u.to(torch.float32), torch.diagonal(hinv).to(torch.float32), alive
+        return u.to(torch.float32), u.square().sum(0).to(torch.float32), alive
     raise ValueError(
         f"percdamp: the damped Hessian is not positive definite even in fp64 ({last_error}); "
         f"expected a larger percdamp than {percdamp} or more calibration tokens"

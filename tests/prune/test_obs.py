@@ -428,6 +428,8 @@ X = torch.randn(5, 16)
         (lambda: obs_prune(W, None, "2:4", hessian=torch.eye(15)), ValueError, ["hessian", "[16, 16]"]),
         (lambda: obs_prune(W, None, "2:4", hessian=torch.full((16, 16), float("inf"))), ValueError,
          ["hessian", "finite"]),
+        (lambda: obs_prune(W, None, "2:4", hessian=-torch.eye(16)), ValueError,
+         ["percdamp", "not positive definite"]),
         (lambda: obs_prune(W.clone().fill_(float("nan")), X, "2:4"), ValueError, ["w", "finite"]),
         (lambda: obs_prune(W.view(2, 4, 16), X, "2:4"), ValueError, ["w", "2-D"]),
         (lambda: obs_prune(W.double(), X, "2:4"), TypeError, ["w", "float64"]),
