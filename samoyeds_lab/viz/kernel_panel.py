@@ -49,9 +49,12 @@ _CPU_DTYPES = ("bfloat16", "float16", "float32")
 
 def matching_records(records: Sequence[Mapping[str, Any]], *, m: int, k: int, dtype: str,
                      model: str | None = None) -> list[Mapping[str, Any]]:
-    """The records of one weight shape ``(m, k)`` and ``dtype`` (and ``model`` when both name one)."""
+    """The records of one weight shape ``(m, k)`` and ``dtype`` (and ``model`` when both name one); a record
+    whose ``status`` is not ``"ok"`` (a config that failed on the GPU) is no measurement and is left out."""
     out = []
     for r in records:
+        if r.get("status", "ok") != "ok":
+            continue
         if int(r.get("m", -1)) != m or int(r.get("k", -1)) != k or str(r.get("dtype")) != dtype:
             continue
         if model is not None and r.get("model") not in (None, model):

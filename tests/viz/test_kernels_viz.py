@@ -430,3 +430,10 @@ def test_live_panel_gpu_mode_plumbing(monkeypatch):
                 markers = [tr for tr in panel.figure_widget.data if tr.mode == "markers"]
                 assert len(markers) == 4
     assert calls[-1][1:] == ((64,), "float16", "h200")
+
+
+def test_failed_records_are_not_plotted():
+    ok = fake_record(tokens=8)
+    failed = fake_record(tokens=64, status="failed", reason="KernelMismatchError: ...", ms=0.0)
+    assert matching_records([ok, failed], m=14336, k=4096, dtype="float16") == [ok]
+    assert matching_records([fake_record(status="ok")], m=14336, k=4096, dtype="float16")
