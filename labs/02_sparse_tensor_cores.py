@@ -267,6 +267,38 @@ RECORDS = load_kernel_records()
 RooflinePanel(MODEL_SHAPES, RECORDS)
 
 # %% [markdown]
+# ### What *our* kernel's design predicts, before any GPU run
+#
+# A roofline says what the bytes allow; whether a kernel gets there depends on its launch configuration.
+# Little's law says how much a GPU must keep in flight to stream at full bandwidth: bytes in flight per SM
+# ≈ latency × bandwidth per SM (≈ 20 KB on an H100, ≈ 29 KB on an H200 at an assumed 800 ns). A CTA that
+# waits on two 32-wide K stages has ≈ 9 KB in flight, so the SMs idle between loads; and a grid of 280 CTAs
+# on 264 slots runs two waves, the second almost empty. `samoyeds_lab.bench.ssmm_model` counts exactly this
+# (shared memory → CTAs per SM, grid → waves, stages × bytes per stage → bytes in flight, the 2:4 tensor-core
+# rate) for today's `kernels/ssmm.cu` and for a grid of decode configurations, and picks a default per
+# token range. **Every number below is a prediction**, written before the first GPU measurement so that the
+# measurement can prove it wrong.
+#
+# *Predict first:* at 8 tokens on an H100, is today's configuration faster or slower than dense cuBLAS on
+# Mixtral's w1 (14336×4096)?
+
+# %%
+from samoyeds_lab.bench.ssmm_model import TODAY, choose_defaults, predict
+from samoyeds_lab.viz.ssmm_model import default_model_figure
+
+today_w1 = predict(TODAY, 14336, 4096, 8, "h100_sxm")
+print(f"today's ssmm.cu config, Mixtral w1, 8 tokens on H100 SXM (predicted): {today_w1.predicted_s * 1e6:.1f} µs, "
+      f"{today_w1.predicted_ratio_vs_dense:.2f}× dense · {today_w1.ctas_per_sm} CTAs/SM · "
+      f"{today_w1.grid} CTAs = {today_w1.waves:.2f} waves · "
+      f"{today_w1.bytes_in_flight_per_sm / 1024:.1f} KiB in flight per SM of {today_w1.littles_law_bytes_per_sm / 1024:.1f} needed")
+default_model_figure("h100_sxm").show()
+
+# %% [markdown]
+# The model's decode default (deeper pipelines, wider K stages, split-K chosen from the SM count) is what
+# the kernel issue asks the decode variant to be; until it runs on a GPU, the right-hand curve is a
+# hypothesis, and `samoyeds-lab bench kernels` on a lent GPU records what really happens.
+
+# %% [markdown]
 # ## 3. Recorded GPU results
 #
 # A roofline is only a ceiling; real kernels reach some fraction of it. The project records

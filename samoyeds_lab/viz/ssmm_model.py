@@ -54,11 +54,13 @@ def model_ratio_figure(series: Mapping[str, Sequence[Prediction]], *, targets: S
     for t in targets:
         fig.add_hline(y=float(t), line=dict(color="#111827", dash="dash", width=1), annotation_text=f"target {t:g}×")
     fig.update_layout(
-        title=dict(text=title or "SSMM launch configs: predicted speed-up over dense (model, not a measurement)"),
-        xaxis=dict(title=dict(text="tokens per expert"), type="log"),
+        title=dict(text=title or "SSMM launch configs: predicted speed-up over dense<br><sup>model, not a "
+                                 "measurement</sup>"),
+        xaxis=dict(title=dict(text="tokens per expert (log scale)"), type="log",
+                   tickvals=sorted({p.tokens for preds in series.values() for p in preds})),
         yaxis=dict(title=dict(text="predicted × dense cuBLAS roofline"), rangemode="tozero"),
-        legend=dict(orientation="h", y=-0.25), height=420, template="plotly_white",
-        margin=dict(l=60, r=20, t=60, b=100))
+        legend=dict(orientation="h", y=-0.25), height=440, template="plotly_white",
+        margin=dict(l=60, r=20, t=80, b=110))
     return fig
 
 
@@ -76,8 +78,9 @@ def default_model_figure(device: str = "h100_sxm", tokens: Sequence[int] = (1, 8
             if rng is not None:
                 best.append(predict(picked[rng]["config"], m, k, t, device))
         series[f"model's decode default {mname}"] = best
-    return model_ratio_figure(series, title=f"SSMM on {device}: today's config vs the model's decode defaults "
-                                            "(predicted, not measured)")
+    return model_ratio_figure(series, title=f"SSMM on {device}: today's config vs the model's decode defaults"
+                                            "<br><sup>predicted by samoyeds_lab.bench.ssmm_model, not measured"
+                                            "</sup>")
 
 
 def _ranges(picked: Mapping[str, dict]) -> dict[str, tuple[int, int]]:
