@@ -40,6 +40,7 @@ def time_obs_prune(
     *,
     seed: int = 0,
     dtype: torch.dtype = torch.bfloat16,
+    nthreads: int | None = None,
 ) -> list[dict[str, object]]:
     """Time :func:`~samoyeds_lab.prune.obs.obs_prune` once per pattern on a random expert.
 
@@ -55,19 +56,35 @@ def time_obs_prune(
         Seed of the weight and inputs.
     dtype : torch.dtype
         Weight and input dtype (the pruning math is fp32 either way).
+    nthreads : int, optional
+        torch threads for the run (restored afterwards); default: as set. NOTE: the sweep issues some
+        ten thousand small operations; on a machine whose cores are busy with other jobs, one thread
+        can be faster than two (a descheduled worker stalls every parallel operation).
 
     Returns
     -------
     list of dict
-        One record per pattern: ``label``, ``pattern``, ``kwargs``, ``shape``, ``tokens``, ``seconds``
-        (the whole call), ``factor_seconds`` (Hessian and inverse factors only, measured separately),
-        ``density``, ``load_before``/``load_after`` (1-minute load average) and the environment.
+        One record per pattern: ``label``, ``pattern``, ``kwargs``, ``shape``, ``tokens``, ``dtype``,
+        ``seconds`` (wall time of the whole call), ``cpu_seconds`` (this process's CPU time over its
+        threads during the call), ``factor_seconds`` (Hessian and inverse factors only, measured once,
+        separately), ``density``, ``load_before``/``load_after`` (1-minute load average) and the
+        environment (its ``threads`` is the count used).
     """
-    from ..prune import obs as _obs
-
     rows = check_int("rows", rows, lo=1)
     cols = check_int("cols", cols, lo=1)
     tokens = check_int("tokens", tokens, lo=1)
+    old_threads = torch.get_num_threads()
+    if nthreads is not None:
+        torch.set_num_threads(check_int("nthreads", nthreads, lo=1, hi=1024))
+    try:
+        return _run(rows, cols, tokens, patterns, seed, dtype)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(rows, cols, tokens, patterns, seed, dtype) -> list[dict[str, object]]:
+    from ..prune import obs as _obs
+
     g = torch.Generator().manual_seed(check_int("seed", seed, lo=0))
     w = torch.randn(rows, cols, generator=g).to(dtype)
     x = torch.randn(tokens, cols, generator=g).to(dtype)
@@ -98,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m samoyeds_lab.bench.prune_time", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", nargs=2, type=int, default=[ROWS, COLS], metavar=("ROWS", "COLS"))
     p.add_argument("--tokens", type=int, default=TOKENS)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: as set)")
     p.add_argument("--out", default=None, help="write the records as JSON here")
     args = p.parse_args(argv)
-    records = time_obs_prune(args.size[0], args.size[1], args.tokens)
+    records = time_obs_prune(args.size[0], args.size[1], args.tokens, nthreads=args.threads)
     for r in records:
         print(f"{r['label']:>20}  {r['seconds']:7.1f} s wall  {r['cpu_seconds']:7.1f} s CPU  (Hessian+factors {r['factor_seconds']:.1f} s)  "
               f"density {r['density']:.3f}  load {r['load_before']} -> {r['load_after']}  [{r['device']}]")

@@ -31,3 +31,14 @@ def test_bad_sizes(kw, word):
     args = {"rows": 4, "cols": 128, "tokens": 2, **kw}
     with pytest.raises((ValueError, TypeError), match=word):
         time_obs_prune(**args)
+
+
+def test_threads_are_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    recs = time_obs_prune(4, 128, 2, nthreads=1)
+    assert recs[0]["threads"] == 1 and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="nthreads"):
+        time_obs_prune(4, 128, 2, nthreads=0)
+    assert torch.get_num_threads() == before
