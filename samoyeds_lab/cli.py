@@ -126,21 +126,32 @@ def _cmd_train_tiny(args: argparse.Namespace) -> int:
 
 def _cmd_accuracy(args: argparse.Namespace) -> int:
     from ._checks import check_path
-    from .moe.accuracy import default_configs, write_sweep
+    from .moe.accuracy import default_configs, equal_density_configs, equal_density_study, write_sweep
 
     check_path("--model", args.model, kind="dir")
     check_out("--out", args.out)
     try:
-        configs = default_configs(vectors=args.vectors, methods=args.methods)
+        if args.study == "equal-density":
+            configs = equal_density_configs(vectors=args.vectors, methods=args.methods)
+        else:
+            configs = default_configs(vectors=args.vectors, methods=args.methods)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"--vectors: {exc}") from exc
-    payload = write_sweep(args.out, args.model, configs, calib_tokens=args.calib_tokens,
-                          eval_tokens=args.eval_tokens, recovery_steps=args.recovery_steps, seed=args.seed,
-                          threads=args.threads, progress=print)
+    if args.study == "equal-density":
+        payload = equal_density_study(
+            args.out, args.model, configs, calib_tokens=args.calib_tokens, eval_tokens=args.eval_tokens,
+            recovery_steps=args.recovery_steps, curve_steps=args.curve_steps, curve_every=args.curve_every,
+            recover=args.recover, seed=args.seed, threads=args.threads, resume=args.resume, progress=True)
+    else:
+        if args.resume:
+            raise ValueError("--resume: only --study equal-density is resumable, got --study sweep")
+        payload = write_sweep(args.out, args.model, configs, calib_tokens=args.calib_tokens,
+                              eval_tokens=args.eval_tokens, recovery_steps=args.recovery_steps or 0,
+                              seed=args.seed, threads=args.threads, progress=print)
     for r in payload["records"]:
         rec = r["recovered_ppl"]
-        print(f"{r['label']:28s} density {r['density']:4.0%}  modelled speed-up {r['modelled_decode_speedup']:.2f}x  "
-              f"held-out ppl {r['heldout_ppl']['overall']:.3f}" + (f"  after recovery {rec['overall']:.3f}" if rec else ""))
+        print(f"{r['label']:40s} density {r['density']:4.0%}  operand {r['expert_bytes'] / 2**20:6.2f} MiB  "
+              f"held-out ppl {r['heldout_ppl']['overall']:8.3f}" + (f"  after recovery {rec['overall']:.3f}" if rec else ""))
     print(f"wrote {args.out} ({len(payload['records'])} records, {payload['elapsed_s']} s)")
     return 0
 
@@ -220,19 +231,31 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--domains", nargs="+", default=["en", "de", "code"], choices=["en", "de", "code"])
     p.set_defaults(func=_cmd_trace)
 
-    p = add("accuracy", help="prune the tiny MoE's experts (2:4, Samoyeds; magnitude, Wanda) and record held-out "
-                             "perplexity as JSON")
+    p = add("accuracy", help="the equal-density accuracy study: prune the tiny MoE's experts (unstructured, 1:4, "
+                             "VENOM, Samoyeds, 2:4; magnitude, Wanda, OBS), recovery fine-tune, held-out perplexity "
+                             "and operand bytes as JSON (resumable, with a progress bar)")
     p.add_argument("--model", default="data/tiny_moe", help="checkpoint directory (save_pretrained)")
     p.add_argument("--out", default="data/accuracy/tiny_moe_sparsity.json")
+    p.add_argument("--study", choices=["equal-density", "sweep"], default="equal-density",
+                   help="equal-density (default): every pattern at 25%% and 50%% density, convergence curve, "
+                        "recovery of the best method per pattern; sweep: the older 2:4 + Samoyeds sweep")
     p.add_argument("--calib-tokens", type=int_type("--calib-tokens", 1), default=16384,
-                   help="Wanda calibration bytes (train split)")
+                   help="Wanda/OBS calibration bytes (train split)")
     p.add_argument("--eval-tokens", type=int_type("--eval-tokens", 1), default=None,
                    help="held-out bytes per domain (default: all)")
-    p.add_argument("--recovery-steps", type=int_type("--recovery-steps", 0), default=60,
-                   help="mask-preserving fine-tune steps (0 = none)")
+    p.add_argument("--recovery-steps", type=int_type("--recovery-steps", 0), default=None,
+                   help="mask-preserving fine-tune steps (0 = none; default: equal-density picks them from the "
+                        "convergence curve, sweep uses 0)")
+    p.add_argument("--curve-steps", type=int_type("--curve-steps", 1), default=300,
+                   help="steps of the convergence curve (dense and Samoyeds V=32 wanda)")
+    p.add_argument("--curve-every", type=int_type("--curve-every", 1), default=50,
+                   help="held-out evaluation interval of the convergence curve")
+    p.add_argument("--recover", choices=["best", "all"], default="best",
+                   help="recover the dense model and the best one-shot method of each pattern (default) or all")
+    p.add_argument("--resume", action="store_true", help="continue a partial --out file (same checkpoint and settings)")
     p.add_argument("--vectors", type=int_type("--vectors", 4), nargs="+", default=[32, 64, 128],
                    help="Samoyeds window widths V (multiples of 4)")
-    p.add_argument("--methods", nargs="+", choices=["magnitude", "wanda"], default=["magnitude", "wanda"])
+    p.add_argument("--methods", nargs="+", choices=["magnitude", "wanda", "obs"], default=["magnitude", "wanda", "obs"])
     p.add_argument("--seed", type=int_type("--seed", 0), default=0)
     p.add_argument("--threads", type=int_type("--threads", 1, 1024), default=None,
                    help="torch CPU threads (1 avoids oversubscription on a shared machine)")

@@ -16,8 +16,12 @@ from samoyeds_lab.moe.accuracy import (
     SPEED_MODEL,
     calibration_windows,
     config_label,
+    convergence_steps,
     default_configs,
     dense_expert_bytes,
+    equal_density_configs,
+    equal_density_study,
+    pattern_label,
     expert_bytes,
     expert_masks,
     load_sweep,
@@ -118,9 +122,9 @@ def test_pruning_changes_perplexity_and_methods_differ(records):
 
 def test_labels_and_default_configs():
     cfgs = default_configs()
-    assert cfgs[0] == {"pattern": "dense"} and len(cfgs) == 1 + 2 + 3 * 2
+    assert cfgs[0] == {"pattern": "dense"} and len(cfgs) == 1 + 3 + 3 * 3  # magnitude, wanda, obs
     assert {c.get("vector") for c in cfgs if c["pattern"] == "samoyeds"} == {32, 64, 128}
-    assert [config_label(c) for c in cfgs[:3]] == ["dense", "2:4 · magnitude", "2:4 · wanda"]
+    assert [config_label(c) for c in cfgs[:4]] == ["dense", "2:4 · magnitude", "2:4 · wanda", "2:4 · obs"]
     assert config_label({"pattern": "samoyeds", "vector": 64}) == "Samoyeds V=64 · magnitude"
     n = normalize_config({"pattern": "samoyeds", "method": "wanda", "vector": 128})
     assert normalize_config(n) == n  # a normalised config round-trips
@@ -254,6 +258,13 @@ def test_load_sweep_missing_and_not_json(tmp_path):
     ({"pattern": "samoyeds", "vector": 32.0}, TypeError, "vector"),
     ({"pattern": "2:4", "sparsity": 0.5}, TypeError, "sparsity"),
     ({"pattern": "2:4", "n": 1}, ValueError, "'n'"),
+    ({"pattern": "unstructured"}, ValueError, "density"),
+    ({"pattern": "unstructured", "density": 1.0}, ValueError, "0 < density < 1"),
+    ({"pattern": "unstructured", "density": True}, ValueError, "density"),
+    ({"pattern": "1:4", "density": 0.5}, ValueError, "implies 0.25"),
+    ({"pattern": "venom", "vector": 64}, ValueError, "hidden=96"),
+    ({"pattern": "venom", "vector": 32, "joint": False}, ValueError, "joint"),
+    ({"pattern": "unstructured", "density": 0.25, "vector": 32}, ValueError, "vector"),
 ])
 def test_bad_configs(config, exc, match):
     with pytest.raises(exc, match=match):
@@ -289,7 +300,147 @@ def test_cli_accuracy_writes_a_loadable_sweep(model_dir, tmp_path, capsys):
 
     out = tmp_path / "sweep.json"
     assert cli.main(["accuracy", "--model", str(model_dir), "--out", str(out), "--calib-tokens", "96",
-                     "--eval-tokens", "48", "--recovery-steps", "0", "--vectors", "32", "--methods", "magnitude"]) == 0
+                     "--eval-tokens", "48", "--recovery-steps", "0", "--vectors", "32", "--methods", "magnitude",
+                     "--study", "sweep"]) == 0
     payload = load_sweep(out)
     assert [r["pattern"] for r in payload["records"]][0] == "dense"
     assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_accuracy_equal_density_resumes(model_dir, tmp_path, capsys, monkeypatch):
+    from samoyeds_lab import cli
+    from samoyeds_lab.moe import accuracy
+
+    # VENOM's default 64-row blocks do not fit this model's H = 96: the CLI study with 32-row blocks
+    monkeypatch.setattr(accuracy, "VENOM_V", 32)
+    monkeypatch.setattr(accuracy, "equal_density_configs",
+                        lambda vectors, methods: equal_density_configs(vectors, methods, independent=(), venom_v=32))
+    out = tmp_path / "study.json"
+    argv = ["accuracy", "--model", str(model_dir), "--out", str(out), "--calib-tokens", "48", "--eval-tokens",
+            "24", "--recovery-steps", "1", "--vectors", "32", "--methods", "obs", "--threads", "1"]
+    assert cli.main(argv) == 0
+    data = load_sweep(out)
+    assert data["status"] == "complete" and data["settings"]["recovery_steps"] == 1
+    assert {r["method"] for r in data["records"]} == {"none", "obs"} and len(data["records"]) == 7
+    assert "VENOM 32:2:8 · obs" in {r["label"] for r in data["records"]}
+    capsys.readouterr()
+    assert cli.main(argv + ["--resume"]) == 0  # everything done: nothing is run again
+    captured = capsys.readouterr()
+    assert ": ppl " not in captured.out.replace("held-out ppl", "") and "wrote" in captured.out
+
+
+# ---------------------------------------------------------------------------------------------- equal density
+# the study's patterns on this model: VENOM blocks of 32 rows (64 divides neither H=96 nor I=160)
+STUDY = equal_density_configs(vectors=(32,), methods=("magnitude",), independent=(32,), venom_v=32)
+
+
+def test_equal_density_configs_list_the_study():
+    cfgs = equal_density_configs()
+    labels = [config_label(c) for c in cfgs]
+    assert labels[0] == "dense" and len(labels) == len(set(labels)) == 1 + 8 * 3 + 2 * 3
+    for m in ("magnitude", "wanda", "obs"):
+        for want in ("unstructured 25%", "1:4", "VENOM 64:2:8", "Samoyeds V=32", "Samoyeds V=64",
+                     "Samoyeds V=128", "2:4", "unstructured 50%"):
+            assert f"{want} · {m}" in labels
+        assert f"Samoyeds V=32 · {m} · independent" in labels and f"Samoyeds V=128 · {m} · independent" in labels
+    dens = {pattern_label(c): normalize_config(c)["density"] for c in cfgs[1:]}
+    assert dens == {"unstructured 25%": 0.25, "1:4": 0.25, "VENOM 64:2:8": 0.25, "Samoyeds V=32": 0.25,
+                    "Samoyeds V=64": 0.25, "Samoyeds V=128": 0.25, "2:4": 0.5, "unstructured 50%": 0.5,
+                    "Samoyeds V=32 · independent": 0.25, "Samoyeds V=128 · independent": 0.25}
+
+
+@pytest.mark.parametrize("config", STUDY[1:], ids=config_label)
+def test_study_patterns_keep_exactly_their_density(model_dir, config):
+    m = TinyMoEForCausalLM.from_pretrained(model_dir)
+    cfg = prune_model(m, config)
+    for _, blk in m.moe_blocks():
+        for name, w in blk.experts.weights().items():
+            for e in range(E):
+                kept = int((w[e] != 0).sum())  # random weights: no kept weight is exactly 0
+                assert kept == w[e].numel() * cfg["density"], (name, e)
+                stored = blk.experts.compressed[name][e].values.numel()
+                assert stored == kept
+
+
+def test_convergence_steps_table():
+    flat = [{"step": s, "ppl": 5.0} for s in range(0, 301, 50)]
+    falling = [{"step": s, "ppl": p} for s, p in zip(range(0, 301, 50), (20, 10, 8, 7.0, 6.9, 6.85, 6.84))]
+    assert convergence_steps({"a": flat}) == 100
+    # 10 -> 7.0 over 100 steps is 43 % better; 8 -> 6.9 is 16 %; 7.0 -> 6.85 is 2.2 %; 6.9 -> 6.84 is 0.9 %
+    assert convergence_steps({"a": falling}) == 300
+    assert convergence_steps({"a": falling}, tol=0.03) == 250
+    assert convergence_steps({"a": flat, "b": falling}) == 300  # every curve must be flat
+    assert convergence_steps({"a": falling[:5]}) is None
+    with pytest.raises(ValueError, match="tol"):
+        convergence_steps({"a": flat}, tol=1.5)
+    with pytest.raises(ValueError, match="curves"):
+        convergence_steps({})
+
+
+_SMALL = [{"pattern": "dense"}, {"pattern": "2:4", "method": "magnitude"},
+          {"pattern": "samoyeds", "vector": 32, "method": "magnitude"},
+          {"pattern": "samoyeds", "vector": 32, "method": "wanda"}]
+_STUDY_KW = dict(calib_tokens=48, eval_tokens=24, curve_config={"pattern": "samoyeds", "vector": 32},
+                 curve_steps=2, curve_every=1, curve_eval_tokens=24, curve_window=1, curve_tol=0.5,
+                 recovery_batch=2, domains=("en",), threads=1)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_study_records_curve_recovery_and_resumes(model_dir, tmp_path):
+    out = tmp_path / "study.json"
+    lines = []
+
+    def stop_on_third_one_shot(msg):
+        lines.append(msg)
+        if sum(": ppl " in m and not m.startswith("curve") for m in lines) == 3:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        equal_density_study(out, model_dir, _SMALL, progress=stop_on_third_one_shot, **_STUDY_KW)
+    part = json.loads(out.read_text())
+    assert part["status"] == "partial" and [r["label"] for r in part["records"]] == ["dense", "2:4 · magnitude"]
+    assert part["convergence"]["complete"] and set(part["convergence"]["curves"]) == {"dense", "Samoyeds V=32 · magnitude"}
+    assert [p["step"] for p in part["convergence"]["curves"]["dense"]] == [0, 1, 2]
+    with pytest.raises(ValueError, match="settings"):
+        equal_density_study(out, model_dir, _SMALL, progress=False, resume=True, **{**_STUDY_KW, "seed": 9})
+    again = []
+    payload = equal_density_study(out, model_dir, _SMALL, progress=again.append, resume=True, **_STUDY_KW)
+    # resumed: no curve again, only the two configurations left one-shot, then the recoveries
+    assert not any(m.startswith("curve") for m in again)
+    assert [m.split(":")[0] for m in again if ": ppl " in m and not m.startswith("curve")] == ["Samoyeds V=32 · magnitude", "Samoyeds V=32 · wanda"]
+    assert payload["status"] == "complete" and load_sweep(out)["records"] == payload["records"]
+    steps = payload["convergence"]["chosen_steps"]
+    assert steps in (1, 2) and payload["settings"]["recovery_steps"] == steps
+    rec = {r["label"]: r for r in payload["records"]}
+    best = min(("Samoyeds V=32 · magnitude", "Samoyeds V=32 · wanda"), key=lambda k: rec[k]["heldout_ppl"]["overall"])
+    recovered = {k for k, r in rec.items() if r["recovered_ppl"] is not None}
+    assert recovered == {"dense", "2:4 · magnitude", best}  # dense + the best method of each pattern
+    assert all(rec[k]["recovery"]["steps"] == steps for k in recovered)  # the dense model got the same steps
+    for key in ("created_utc", "updated_utc", "machine", "model", "settings", "elapsed_s", "speed_model"):
+        assert key in payload
+    assert payload["model"]["sha256"] == model_sha256(model_dir)
+
+
+def test_study_progress_bar_on_stderr_lines_on_stdout(model_dir, tmp_path, capsys):
+    equal_density_study(tmp_path / "s.json", model_dir, _SMALL[:2], progress=True, recovery_steps=0,
+                        **{k: v for k, v in _STUDY_KW.items() if not k.startswith("curve")})
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "equal-density study" in err and "2/2" in err  # tqdm: the dense and one pruned configuration
+    assert "2:4 · magnitude: ppl" in captured.out  # tqdm.write: one line per finished item
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"configs": [{"pattern": "2:4"}]}, "dense baseline"),
+    ({"configs": [{"pattern": "dense"}, {"pattern": "2:4"}, {"pattern": "2:4"}]}, "distinct"),
+    ({"recover": "some"}, "recover"),
+    ({"curve_steps": 0}, "curve_steps"),
+    ({"resume": "yes"}, "resume"),
+])
+def test_bad_study_arguments(model_dir, tmp_path, kwargs, match):
+    kw = {"configs": _SMALL[:2], **kwargs}
+    with pytest.raises((TypeError, ValueError), match=match):
+        equal_density_study(tmp_path / "x.json", model_dir, progress=False, **kw)
