@@ -7,7 +7,13 @@ The figure builders take the records of :func:`samoyeds_lab.moe.accuracy.sparsit
 * :func:`sweep_table` — perplexity per domain and overall, density, bytes, modelled speed-up (``go.Table``);
 * :func:`ppl_density_figure` — held-out perplexity against the kept fraction of expert weights;
 * :func:`ppl_speed_figure` — held-out perplexity against the *modelled* decode speed-up
-  (dense expert bytes / compressed expert bytes; a memory-bound ceiling, not a measurement).
+  (dense expert bytes / compressed expert bytes; a memory-bound ceiling, not a measurement);
+* :func:`pareto_figure` — held-out perplexity against operand bytes, one point per pattern × method,
+  one-shot and after the recovery fine-tune, each with its Pareto front (no other point has both fewer
+  bytes and a lower perplexity) drawn as a line.
+
+Records of Samoyeds with independent gate/up rows (``joint`` False) are left out of the scatters unless
+``independent=True``: the study's comparison is the joint selection, the default.
 
 :class:`AccuracyPanel` prunes the checkpoint live for one (pattern, V, method) chosen with widgets and
 adds the result to the recorded trade-off plot.
@@ -29,7 +35,8 @@ from ._args import check_text, offered
 from .panels import _copy_into
 from .sparsity import _TEMPLATE, COLORS, _layout
 
-__all__ = ["sweep_table", "ppl_density_figure", "ppl_speed_figure", "AccuracyPanel", "ACCURACY_COLORS"]
+__all__ = ["sweep_table", "ppl_density_figure", "ppl_speed_figure", "pareto_figure", "pareto_front",
+           "AccuracyPanel", "ACCURACY_COLORS"]
 
 #: Hex colours: one per method (dense baseline grey), live results amber-outlined.
 ACCURACY_COLORS: dict[str, str] = {
@@ -49,7 +56,7 @@ _REQUIRED = ("label", "pattern", "method", "density", "expert_bytes", "dense_exp
              "modelled_decode_speedup", "heldout_ppl")
 
 
-_RECORD_METHODS = ("none", "magnitude", "wanda")
+_RECORD_METHODS = ("none", "magnitude", "wanda", "obs")
 
 
 def _check_ppl(name: str, ppl: object, domains: Sequence[str] | None) -> list[str]:
@@ -158,12 +165,27 @@ def sweep_table(records: Sequence[Mapping[str, Any]], *, title: str = "Held-out 
 
 # ---------------------------------------------------------------------------------------------- scatters
 def _series(r: Mapping[str, Any]) -> str:
-    return "dense" if r["pattern"] == "dense" else (
-        "2:4" if r["pattern"] == "2:4" else f"Samoyeds V={r.get('vector')}")
+    """The pattern of a record without its method: ``"Samoyeds V=32"``, ``"2:4"``, ``"VENOM 64:2:8"`` …"""
+    if r["pattern"] == "dense":
+        return "dense"
+    return str(r["label"]).replace(f" · {r['method']}", "", 1)
 
 
 _SERIES_SYMBOLS = {"dense": "square", "2:4": "circle", "Samoyeds V=32": "triangle-up",
-                   "Samoyeds V=64": "diamond", "Samoyeds V=128": "hexagon"}
+                   "Samoyeds V=64": "diamond", "Samoyeds V=128": "hexagon", "1:4": "square-x",
+                   "unstructured 25%": "cross", "unstructured 50%": "x", "Samoyeds V=32 · independent":
+                   "triangle-down", "Samoyeds V=128 · independent": "hexagram"}
+
+
+def _symbol(r: Mapping[str, Any]) -> str:
+    series = _series(r)
+    if series.startswith("VENOM"):
+        return "pentagon"
+    return _SERIES_SYMBOLS.get(series, "star-triangle-up")
+
+
+def _shown(records: Sequence[Mapping[str, Any]], independent: bool) -> list[Mapping[str, Any]]:
+    return [r for r in records if independent or r.get("joint") is not False]
 
 
 def _dodge(xs: list[float], span: float) -> list[float]:
@@ -180,8 +202,8 @@ def _dodge(xs: list[float], span: float) -> list[float]:
 
 
 def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered: bool, title: str,
-              x_range: list[float]) -> go.Figure:
-    records = _check_records("records", records)
+              x_range: list[float], independent: bool = False) -> go.Figure:
+    records = _shown(_check_records("records", records), check_bool("independent", independent))
     if live is not None and not isinstance(live, (list, tuple)):
         raise TypeError(f"live: expected a list of sweep records (or None), got {type(live).__name__}")
     live = _check_records("live", list(live or []), allow_empty=True)
@@ -194,7 +216,7 @@ def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered
     shown = [r for r in records if _ppl_of(r, domain, recovered) is not None]
     xs = _dodge([float(r[x_key]) for r in shown], x_range[1] - x_range[0])
     traces = []
-    for method in ("none", "magnitude", "wanda"):
+    for method in _RECORD_METHODS:
         idx = [i for i, r in enumerate(shown) if r["method"] == method]
         if not idx:
             continue
@@ -204,8 +226,7 @@ def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered
             x=[xs[i] for i in idx],
             y=[_ppl_of(r, domain, recovered) for r in rs],
             mode="markers",
-            marker=dict(size=13, color=ACCURACY_COLORS[method], symbol=[_SERIES_SYMBOLS.get(_series(r), "x")
-                                                                          for r in rs],
+            marker=dict(size=13, color=ACCURACY_COLORS[method], symbol=[_symbol(r) for r in rs],
                         line=dict(color="#ffffff", width=1)),
             customdata=[[r["label"], r["density"], r["modelled_decode_speedup"]] for r in rs],
             hovertemplate="%{customdata[0]}<br>ppl %{y:.3f}<br>density %{customdata[1]:.0%}, "
@@ -215,7 +236,8 @@ def _tradeoff(records, live, *, x_key: str, x_title: str, domain: str, recovered
     # symbol key: one legend entry per pattern series, grey, no data
     for series in dict.fromkeys(_series(r) for r in shown if r["pattern"] != "dense"):
         traces.append(go.Scatter(name=series, x=[None], y=[None], mode="markers", legendgroup="symbols",
-                                 marker=dict(size=11, color=COLORS["muted"], symbol=_SERIES_SYMBOLS.get(series, "x")),
+                                 marker=dict(size=11, color=COLORS["muted"],
+                                             symbol=_symbol(next(r for r in shown if _series(r) == series))),
                                  hoverinfo="skip"))
     ys = [_ppl_of(r, domain, recovered) for r in shown]
     if live:
@@ -261,15 +283,18 @@ def ppl_density_figure(
     domain: str = "overall",
     recovered: bool = False,
     title: str = "Accuracy vs density of the expert weights",
+    independent: bool = False,
 ) -> go.Figure:
     """Held-out perplexity (log axis) against density (kept fraction of the routed-expert weights).
 
     One trace per method (``"dense"``, ``"magnitude"``, ``"wanda"``; symbols by pattern), a dashed line at
     the dense baseline, and ``live`` records (e.g. from :class:`AccuracyPanel`) as amber-outlined stars.
     ``recovered=True`` plots ``recovered_ppl`` of the records (live ones stay one-shot).
+    ``independent=True`` also shows Samoyeds records with independent gate/up rows.
     """
     return _tradeoff(records, live, x_key="density", x_title="density (kept fraction of expert weights)",
-                     domain=domain, recovered=recovered, title=title, x_range=[0.15, 1.1])
+                     domain=domain, recovered=recovered, title=title, x_range=[0.15, 1.1],
+                     independent=independent)
 
 
 def ppl_speed_figure(
@@ -279,6 +304,7 @@ def ppl_speed_figure(
     domain: str = "overall",
     recovered: bool = False,
     title: str = "Accuracy vs modelled decode speed-up",
+    independent: bool = False,
 ) -> go.Figure:
     """Held-out perplexity (log axis) against the *modelled* decode speed-up of the expert GEMMs,
     ``dense fp16 expert bytes / compressed expert bytes`` (memory-bound ceiling, not a measurement).
@@ -286,38 +312,141 @@ def ppl_speed_figure(
     top = max(float(r["modelled_decode_speedup"]) for r in _check_records("records", records))
     return _tradeoff(records, live, x_key="modelled_decode_speedup",
                      x_title="modelled decode speed-up of the expert GEMMs (dense bytes / compressed bytes)",
-                     domain=domain, recovered=recovered, title=title, x_range=[0.7, top * 1.15])
+                     domain=domain, recovered=recovered, title=title, x_range=[0.7, top * 1.15],
+                     independent=independent)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the Pareto-optimal ``(bytes, ppl)`` points, by ascending bytes: no other point has
+    ``bytes <=`` and ``ppl <=`` with one of them strictly lower. Equal points: the first one."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1], i))
+    out: list[int] = []
+    best = math.inf
+    for i in order:
+        if points[i][1] < best:
+            out.append(i)
+            best = points[i][1]
+    return out
+
+
+def pareto_figure(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    domain: str = "overall",
+    recovered: bool | None = None,
+    independent: bool = False,
+    title: str = "Accuracy vs operand bytes: the Pareto front",
+) -> go.Figure:
+    """Held-out perplexity (log y, labelled ticks) against the routed experts' operand bytes at fp16
+    (values + metadata + indices; MiB), one point per pattern × method.
+
+    Colour = method, symbol = pattern; filled markers one-shot, open markers after the recovery
+    fine-tune (``recovered=None``: both when any record has ``recovered_ppl``; ``True``/``False``: only
+    one). Each set's Pareto front (:func:`pareto_front`) is a line through its optimal points, and those
+    points are named on the chart. The dense baseline is a point like the others (at 100 % of the
+    bytes). ``independent=True`` also shows Samoyeds with independent gate/up rows.
+    """
+    records = _shown(_check_records("records", records), check_bool("independent", independent))
+    if not isinstance(domain, str):
+        raise TypeError(f"domain: expected a str such as 'overall', got {type(domain).__name__}")
+    check_text("title", title)
+    has_rec = any(r.get("recovered_ppl") for r in records)
+    if recovered is not None:
+        check_bool("recovered", recovered)
+        if recovered and not has_rec:
+            raise ValueError("recovered: True needs records with 'recovered_ppl' (a study with recovery steps)")
+    sets = [False, True] if recovered is None and has_rec else [bool(recovered)]
+    traces, notes, ys = [], [], []
+    for rec_set in sets:
+        shown = [r for r in records if _ppl_of(r, domain, rec_set) is not None]
+        if not shown:
+            continue
+        pts = [(r["expert_bytes"] / 2**20, _ppl_of(r, domain, rec_set)) for r in shown]
+        ys += [p[1] for p in pts]
+        which = "after recovery" if rec_set else "one-shot"
+        front = pareto_front(pts)
+        traces.append(go.Scatter(
+            name=f"Pareto front, {which}", x=[pts[i][0] for i in front], y=[pts[i][1] for i in front],
+            mode="lines", line=dict(color=COLORS["text"] if not rec_set else COLORS["muted"], width=2,
+                                     dash="solid" if not rec_set else "dot", shape="hv"),
+            hoverinfo="skip", legendgroup="front"))
+        for method in _RECORD_METHODS:
+            idx = [i for i, r in enumerate(shown) if r["method"] == method]
+            if not idx:
+                continue
+            traces.append(go.Scatter(
+                name=("dense" if method == "none" else method) + f" ({which})", showlegend=False,
+                x=[pts[i][0] for i in idx], y=[pts[i][1] for i in idx], mode="markers",
+                legendgroup=method,
+                marker=dict(size=12, symbol=[_symbol(shown[i]) + ("-open" if rec_set and not _symbol(shown[i])
+                                                                  .endswith("-open") else "") for i in idx],
+                            color=ACCURACY_COLORS[method],
+                            line=dict(color=ACCURACY_COLORS[method] if rec_set else "#ffffff", width=2 if rec_set else 1)),
+                customdata=[[shown[i]["label"], shown[i]["density"], which] for i in idx],
+                hovertemplate="%{customdata[0]} (%{customdata[2]})<br>ppl %{y:.3f}<br>%{x:.2f} MiB, density "
+                              "%{customdata[1]:.0%}<extra></extra>",
+                cliponaxis=False))
+        for i in front:
+            # NOTE: annotations on a log axis take log10 of the value
+            notes.append(dict(x=pts[i][0], y=math.log10(pts[i][1]), text=shown[i]["label"], showarrow=False,
+                              xanchor="left", yanchor="bottom" if not rec_set else "top", xshift=6,
+                              font=dict(size=10, color=COLORS["text"] if not rec_set else COLORS["muted"])))
+    # legend keys without data: one colour per method (a plain circle), one symbol per pattern (grey)
+    for method in dict.fromkeys(r["method"] for r in records):
+        traces.append(go.Scatter(name="dense" if method == "none" else method, x=[None], y=[None], mode="markers",
+                                 legendgroup=method, marker=dict(size=11, color=ACCURACY_COLORS[method],
+                                                                 symbol="circle"), hoverinfo="skip"))
+    for series in dict.fromkeys(_series(r) for r in records if r["pattern"] != "dense"):
+        traces.append(go.Scatter(name=series, x=[None], y=[None], mode="markers", legendgroup="symbols",
+                                 marker=dict(size=11, color=COLORS["muted"],
+                                             symbol=_symbol(next(r for r in records if _series(r) == series))),
+                                 hoverinfo="skip"))
+    top = max(r["expert_bytes"] for r in records) / 2**20
+    sub = " and ".join("after recovery (open, dotted front)" if x else "one-shot (filled, solid front)" for x in sets)
+    return go.Figure(traces, layout=_layout(
+        title=dict(text=f"{title}<br><sup>{sub}; colour = method, symbol = pattern; operand bytes at fp16 "
+                        f"(values + metadata + indices; CSR for unstructured)</sup>"),
+        height=520, width=980, showlegend=True, annotations=notes,
+        legend=dict(orientation="v", yanchor="top", y=1, x=1.02, xanchor="left", tracegroupgap=8, font=dict(size=11)),
+        xaxis=dict(title=dict(text="routed-expert operand bytes (MiB, fp16 values)"), range=[0, top * 1.08]),
+        yaxis=log_axis(f"held-out ppl, {domain} (log)", min(ys), max(ys)),
+        margin=dict(l=70, r=230, t=90, b=60),
+    ))
 
 
 # ---------------------------------------------------------------------------------------------- panel
-_PATTERNS = ("2:4", "Samoyeds")
+_PATTERNS = ("2:4", "1:4", "VENOM", "unstructured 25%", "unstructured 50%", "Samoyeds")
 _VECTORS = (32, 64, 128)
-_METHODS = ("magnitude", "wanda")
+_METHODS = ("magnitude", "wanda", "obs")
+_JOINT = (True, False)
 
 
 class AccuracyPanel:
     """Prune the checkpoint live for one configuration and put it on the recorded trade-off plot.
 
-    Widgets: pattern (2:4 / Samoyeds), V (Samoyeds window, 32/64/128), method (magnitude / Wanda) and a
-    button; a click runs :func:`~samoyeds_lab.moe.accuracy.sparsity_sweep` for that one configuration
-    on a small held-out slice (``eval_tokens`` per domain) and adds it as a star. Live numbers use fewer
-    held-out bytes than the recorded sweep, so they scatter around the recorded points.
+    Widgets: pattern (2:4, 1:4, VENOM 64:2:8, unstructured 25 % / 50 %, Samoyeds), V (the Samoyeds
+    window, 32/64/128; active for Samoyeds only), method (magnitude / Wanda / OBS), and — only when the
+    records hold Samoyeds with both joint and independent gate/up rows — a *joint gate/up rows* toggle
+    (active for Samoyeds); then a button. Every widget moves the ring to the recorded point of its
+    configuration at once; a click runs :func:`~samoyeds_lab.moe.accuracy.sparsity_sweep` for that one
+    configuration on a small held-out slice (``eval_tokens`` per domain) and adds it as a star. Live
+    numbers use fewer held-out bytes than the recorded study, so they scatter around the recorded points.
 
     Parameters
     ----------
     model_dir : path
         The checkpoint (``data/tiny_moe``).
     records : list of dict
-        The recorded sweep's records (drawn as the background).
+        The recorded study's records (drawn as the background).
     calib_tokens, eval_tokens : int
-        Wanda calibration bytes and held-out bytes per domain of a live run.
+        Wanda/OBS calibration bytes and held-out bytes per domain of a live run.
     seed : int
         Seed of the calibration windows.
 
     Notes
     -----
-    ``panel.run(pattern=..., vector=..., method=...)`` does what the button does, without a front-end,
-    and returns the record.
+    ``panel.run(pattern=..., vector=..., method=..., joint=...)`` does what the button does, without a
+    front-end, and returns the record.
     """
 
     def __init__(self, model_dir, records: Sequence[Mapping[str, Any]], *, calib_tokens: int = 2048,
@@ -331,16 +460,22 @@ class AccuracyPanel:
             raise FileNotFoundError(f"model_dir: {self.model_dir / 'model.safetensors'} missing")
         self.calib_tokens, self.eval_tokens, self.seed = calib_tokens, eval_tokens, seed
         self.live: list[dict[str, Any]] = []
+        sam_joint = {r.get("joint") for r in self.records if r["pattern"] == "samoyeds"}
+        self.has_joint_toggle = {True, False} <= sam_joint
         style = {"description_width": "80px"}
         lay = widgets.Layout(width="280px")
         self.controls = {
             "pattern": widgets.Dropdown(options=_PATTERNS, value="Samoyeds", description="pattern", style=style,
                                         layout=lay),
-            "vector": widgets.SelectionSlider(options=_VECTORS, value=128, description="V (window)",
+            "vector": widgets.SelectionSlider(options=_VECTORS, value=32, description="V (window)",
                                               continuous_update=False, style=style, layout=lay),
-            "method": widgets.ToggleButtons(options=_METHODS, value="wanda", description="pruning",
-                                            style={"description_width": "80px", "button_width": "115px"}),
+            "method": widgets.ToggleButtons(options=_METHODS, value="obs", description="pruning",
+                                            style={"description_width": "80px", "button_width": "90px"}),
         }
+        if self.has_joint_toggle:
+            self.controls["joint"] = widgets.ToggleButtons(
+                options=[("joint", True), ("independent", False)], value=True, description="gate/up rows",
+                style={"description_width": "80px", "button_width": "90px"})
         self.button = widgets.Button(description="prune + evaluate", button_style="primary",
                                      layout=widgets.Layout(width="180px"))
         self.status = widgets.HTML("")
@@ -360,11 +495,14 @@ class AccuracyPanel:
         ])
 
     def _sync(self, _change: Any = None) -> None:
-        self.controls["vector"].disabled = self.controls["pattern"].value != "Samoyeds"
+        off = self.controls["pattern"].value != "Samoyeds"
+        self.controls["vector"].disabled = off
+        if "joint" in self.controls:
+            self.controls["joint"].disabled = off
 
     def _draw(self) -> None:
         """The recorded sweep (and live runs), plus an empty ring trace ``selected`` that :meth:`_preview` moves."""
-        fig = ppl_speed_figure(self.records, self.live)
+        fig = ppl_speed_figure(self.records, self.live, independent=self.has_joint_toggle)
         fig.add_trace(go.Scatter(name="selected", x=[], y=[], mode="markers", showlegend=False, hoverinfo="skip",
                                  marker=dict(size=26, symbol="circle-open", color=ACCURACY_COLORS["live"],
                                              line=dict(width=3))))
@@ -408,8 +546,11 @@ class AccuracyPanel:
         display(self.widget)
 
     def options(self) -> dict[str, tuple]:
-        """Every value each widget can take."""
-        return {"pattern": _PATTERNS, "vector": _VECTORS, "method": _METHODS}
+        """Every value each widget can take (``"joint"`` only when the records hold both selections)."""
+        out = {"pattern": _PATTERNS, "vector": _VECTORS, "method": _METHODS}
+        if self.has_joint_toggle:
+            out["joint"] = _JOINT
+        return out
 
     def config(self, **values: Any) -> dict[str, Any]:
         """The sweep configuration for widget values (the rest from the widgets; the widgets move)."""
@@ -420,10 +561,18 @@ class AccuracyPanel:
             if not offered(value, opts[name]):
                 raise ValueError(f"{name}: expected one of {opts[name]}, got {value!r}")
             self.controls[name].value = value
+        from ..moe.accuracy import VENOM_V
+
         v = {k: w.value for k, w in self.controls.items()}
-        if v["pattern"] == "2:4":
-            return {"pattern": "2:4", "method": v["method"]}
-        return {"pattern": "samoyeds", "method": v["method"], "vector": v["vector"]}
+        pattern, method = v["pattern"], v["method"]
+        if pattern in ("2:4", "1:4"):
+            return {"pattern": pattern, "method": method}
+        if pattern == "VENOM":
+            return {"pattern": "venom", "method": method, "vector": VENOM_V}
+        if pattern.startswith("unstructured"):
+            return {"pattern": "unstructured", "method": method, "density": 0.25 if "25" in pattern else 0.5}
+        return {"pattern": "samoyeds", "method": method, "vector": v["vector"]} | (
+            {} if v.get("joint", True) else {"joint": False})
 
     def run(self, **values: Any) -> dict[str, Any]:
         """Prune + evaluate the configuration of ``values`` (see :meth:`options`); returns its record."""

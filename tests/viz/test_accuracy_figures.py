@@ -9,14 +9,22 @@ import pytest
 import torch
 
 from samoyeds_lab.moe import TinyMoEConfig, TinyMoEForCausalLM
-from samoyeds_lab.viz.accuracy import AccuracyPanel, ppl_density_figure, ppl_speed_figure, sweep_table
+from samoyeds_lab.viz.accuracy import (
+    AccuracyPanel,
+    pareto_figure,
+    pareto_front,
+    ppl_density_figure,
+    ppl_speed_figure,
+    sweep_table,
+)
 
 HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
-def rec(label, pattern, method, density, speed, ppl, vector=None, recovered=None):
+def rec(label, pattern, method, density, speed, ppl, vector=None, recovered=None, joint=None):
     dense_b = 1_000_000
     return {"label": label, "pattern": pattern, "method": method, "vector": vector, "density": density,
+            "joint": joint,
             "expert_bytes": int(dense_b / speed), "dense_expert_bytes": dense_b, "modelled_decode_speedup": speed,
             "heldout_ppl": {"en": ppl + 1, "de": ppl, "overall": ppl},
             "eval_tokens": {"en": 100, "de": 100, "overall": 200},
@@ -140,7 +148,7 @@ def test_panel_widgets_and_a_live_run(model_dir):
     assert p.controls["vector"].continuous_update is False
     p.controls["pattern"].value = "2:4"
     assert p.controls["vector"].disabled
-    assert p.config() == {"pattern": "2:4", "method": "wanda"}
+    assert p.config() == {"pattern": "2:4", "method": "obs"}  # the panel opens on OBS, V = 32
     r = p.run(pattern="Samoyeds", vector=32, method="magnitude")
     assert r["label"] == "Samoyeds V=32 · magnitude" and r["density"] == 0.25
     assert [t.name for t in p.figure.data if t.name.startswith("live")] and len(p.live) == 1
@@ -182,3 +190,89 @@ def test_panel_every_widget_value_moves_the_ring_without_a_run(model_dir):
             assert len(ring.y) == 0 and "not in the recorded sweep" in p.status.value
     assert seen, "no recorded configuration was reachable from the widgets"
     assert not p.live  # nothing was pruned
+
+
+# ---------------------------------------------------------------------------------------------- the study
+# equal-density records with OBS, VENOM, 1:4, unstructured (CSR bytes above dense) and independent rows
+STUDY = RECOVERED[:1] + [
+    rec("1:4 · obs", "1:4", "obs", 0.25, 3.6, 6.5, recovered=6.2),
+    rec("VENOM 64:2:8 · obs", "venom", "obs", 0.25, 3.5, 7.2, vector=64, recovered=6.4),
+    rec("Samoyeds V=32 · obs", "samoyeds", "obs", 0.25, 3.54, 9.0, vector=32, joint=True, recovered=6.6),
+    rec("Samoyeds V=32 · wanda", "samoyeds", "wanda", 0.25, 3.54, 14.0, vector=32, joint=True),
+    rec("Samoyeds V=32 · obs · independent", "samoyeds", "obs", 0.25, 3.54, 12.0, vector=32, joint=False),
+    rec("2:4 · obs", "2:4", "obs", 0.5, 1.78, 6.2, recovered=5.6),
+    rec("unstructured 50% · obs", "unstructured", "obs", 0.5, 0.66, 6.1),
+]
+
+
+@pytest.mark.parametrize("points, front", [
+    ([(1, 5)], [0]),
+    ([(1, 9), (2, 6), (3, 7), (4, 5)], [0, 1, 3]),  # (3, 7) is beaten by (2, 6)
+    ([(2, 6), (1, 9), (2, 6)], [1, 0]),  # equal points: the first; ascending bytes
+    ([(1, 5), (2, 5), (3, 4)], [0, 2]),  # equal ppl with more bytes is not optimal
+])
+def test_pareto_front_table(points, front):
+    assert pareto_front(points) == front
+
+
+def test_pareto_figure_one_shot_and_recovered_fronts():
+    d = pareto_figure(STUDY).to_dict()
+    fronts = [t for t in d["data"] if t["name"].startswith("Pareto front")]
+    assert [t["name"] for t in fronts] == ["Pareto front, one-shot", "Pareto front, after recovery"]
+    mib = {r["label"]: r["expert_bytes"] / 2**20 for r in STUDY}
+    one = fronts[0]
+    # one-shot: 1:4 obs (fewest bytes, 6.5), 2:4 obs (6.2), dense (6.0); unstructured 50% (6.1) has more bytes
+    # than dense here (CSR indices) and a higher ppl, so it is not on the front
+    assert list(one["x"]) == pytest.approx(sorted([mib["1:4 · obs"], mib["2:4 · obs"], mib["dense"]]))
+    assert list(one["y"]) == [6.5, 6.2, 6.0]
+    rec_front = fronts[1]
+    assert list(rec_front["y"]) == pytest.approx([6.2, 5.6, 5.4])  # 1:4, 2:4, dense (6 · 0.9)
+    obs = [t for t in d["data"] if t["name"] == "obs (one-shot)"][0]
+    assert obs["marker"]["color"] == "#" + obs["marker"]["color"].lstrip("#") and HEX.match(obs["marker"]["color"])
+    labels = [c[0] for c in obs["customdata"]]
+    assert "Samoyeds V=32 · obs · independent" not in labels and "VENOM 64:2:8 · obs" in labels
+    rec_obs = [t for t in d["data"] if t["name"] == "obs (after recovery)"][0]
+    assert all(sym.endswith("-open") for sym in rec_obs["marker"]["symbol"])
+    assert [a["text"] for a in d["layout"]["annotations"]][:3] == ["1:4 · obs", "2:4 · obs", "dense"]
+    assert d["layout"]["yaxis"]["type"] == "log" and d["layout"]["yaxis"]["ticktext"]  # labelled ticks
+    legend = [t["name"] for t in d["data"] if t.get("showlegend", True) and not t["name"].startswith("Pareto")]
+    assert {"dense", "obs", "wanda", "1:4", "VENOM 64:2:8", "Samoyeds V=32", "2:4", "unstructured 50%"} <= set(legend)
+    assert all(HEX.match(c) for c in colours(d["data"]))
+    only = pareto_figure(STUDY, recovered=False, independent=True).to_dict()
+    assert [t["name"] for t in only["data"] if t["name"].startswith("Pareto")] == ["Pareto front, one-shot"]
+    labels = [c[0] for t in only["data"] if t.get("customdata") for c in t["customdata"]]
+    assert "Samoyeds V=32 · obs · independent" in labels
+    with pytest.raises(ValueError, match="recovered"):
+        pareto_figure(RECORDS, recovered=True)
+
+
+def test_scatters_take_obs_records_and_hide_independent_ones():
+    d = ppl_speed_figure(STUDY).to_dict()
+    assert [t["name"] for t in d["data"][:3]] == ["dense", "wanda", "obs"]
+    shown = [c[0] for t in d["data"] if t.get("customdata") for c in t["customdata"]]
+    assert "Samoyeds V=32 · obs · independent" not in shown
+    d = ppl_density_figure(STUDY, independent=True).to_dict()
+    shown = [c[0] for t in d["data"] if t.get("customdata") for c in t["customdata"]]
+    assert "Samoyeds V=32 · obs · independent" in shown
+    assert sweep_table(STUDY).to_dict()["data"][0]["cells"]["values"][0] == [r["label"] for r in STUDY]
+
+
+def test_panel_joint_toggle_and_every_pattern(model_dir):
+    p = AccuracyPanel(model_dir, STUDY, calib_tokens=32, eval_tokens=32)
+    assert "joint" in p.controls and p.options()["joint"] == (True, False)
+    ring = next(t for t in p.figure.data if t.name == "selected")
+    assert p.config() == {"pattern": "samoyeds", "method": "obs", "vector": 32}
+    assert ring.y == (9.0,)
+    p.controls["joint"].value = False  # the toggle moves the ring to the independent record
+    assert p.config()["joint"] is False and ring.y == (12.0,)
+    p.controls["pattern"].value = "VENOM"
+    assert p.controls["joint"].disabled and p.controls["vector"].disabled
+    assert p.config() == {"pattern": "venom", "method": "obs", "vector": 64} and ring.y == (7.2,)
+    p.controls["pattern"].value = "unstructured 50%"
+    assert p.config() == {"pattern": "unstructured", "method": "obs", "density": 0.5} and ring.y == (6.1,)
+    p.controls["pattern"].value = "1:4"
+    assert ring.y == (6.5,)
+    r = p.run(pattern="VENOM", method="magnitude")
+    assert r["label"] == "VENOM 64:2:8 · magnitude" and r["density"] == 0.25
+    # without independent records there is no toggle (no widget that does nothing)
+    assert "joint" not in AccuracyPanel(model_dir, RECORDS).controls
