@@ -34,10 +34,7 @@ same launches once so that a timed or repeated call is the kernel launches only 
 ``"wgmma_sp"`` (Hopper ``wgmma.mma_async.sp`` m64n64k32 with B read through a shared-memory descriptor,
 sm_90a only) or ``"auto"``: ``"mma_sp"`` unless recorded benchmarks of *this* GPU model
 (``data/bench/gpu_kernels*.json``, op ``ssmm_wg`` against baseline ``ssmm``) show the wgmma path faster
-at the nearest recorded tokens count — the choice is made by measurement, never assumed. ``"decode"``
-(``kernels/ssmm_decode.cu``, :mod:`samoyeds_lab.kernels.decode`: few tokens per tile, register window
-accumulators, in-kernel split-K reduction) is chosen by ``"auto"`` for at most 16 tokens per expert only where
-records of op ``ssmm_decode`` against ``ssmm`` on this GPU model show it faster.
+at the nearest recorded tokens count — the choice is made by measurement, never assumed.
 """
 
 from __future__ import annotations
@@ -60,7 +57,8 @@ from .launch import (FINALIZE_THREADS, LaunchSpec, check_grid, device_token_tile
                      num_token_tiles, smem_bytes, split_plan)
 
 BACKENDS = ("auto", "cupy", "cpu", "reference")
-KERNELS = ("auto", "mma_sp", "wgmma_sp", "decode")
+KERNELS = ("auto", "mma_sp", "wgmma_sp")
+KERNELS = KERNELS + ("wgmma_prefill",)  # kernels/ssmm_prefill_sm90.cu (samoyeds_lab.kernels.prefill), sm_90a only
 EPILOGUES = {"plain": 0, "silu_mul": 1, "scatter_add": 2}
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -137,8 +135,9 @@ def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
     mine = [r for r in records if r.get("op") == "ssmm_wg" and r.get("baseline") == "ssmm"
             and r.get("device") == device and r.get("dtype") == dt and r.get("status", "ok") == "ok"
             and r.get("baseline_ms", 0) > 0]
+    pf = _prefill_ratio(records, tokens, dt, device)
     if not mine:
-        return "mma_sp"
+        return "wgmma_prefill" if pf is not None and pf < 1.0 else "mma_sp"
     t = max(int(tokens), 1)
     try:
         near = min({int(r["tokens"]) for r in mine}, key=lambda v: (abs(math.log(max(v, 1)) - math.log(t)), v))
@@ -146,7 +145,29 @@ def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise ValueError(f"records: expected ssmm_wg records with numeric 'tokens', 'ms' and 'baseline_ms', "
                          f"got a malformed one ({type(exc).__name__}: {exc})") from None
+    if pf is not None and pf < min(ratio, 1.0):
+        return "wgmma_prefill"
     return "wgmma_sp" if ratio < 1.0 else "mma_sp"
+
+
+def _prefill_ratio(records, tokens: int, dt: str, device: str) -> float | None:
+    """Median time ratio of op ``ssmm_prefill`` against baseline ``ssmm`` at the recorded tokens count nearest
+    to ``tokens`` (log scale) on ``device`` / ``dt``; None without such records."""
+    import math
+    import statistics
+
+    mine = [r for r in records if r.get("op") == "ssmm_prefill" and r.get("baseline") == "ssmm"
+            and r.get("device") == device and r.get("dtype") == dt and r.get("status", "ok") == "ok"
+            and r.get("baseline_ms", 0) > 0]
+    if not mine:
+        return None
+    t = max(int(tokens), 1)
+    try:
+        near = min({int(r["tokens"]) for r in mine}, key=lambda v: (abs(math.log(max(v, 1)) - math.log(t)), v))
+        return statistics.median(float(r["ms"]) / float(r["baseline_ms"]) for r in mine if int(r["tokens"]) == near)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"records: expected ssmm_prefill records with numeric 'tokens', 'ms' and 'baseline_ms', "
+                         f"got a malformed one ({type(exc).__name__}: {exc})") from None
 
 
 def _check_records(records: object) -> None:
@@ -169,37 +190,18 @@ def _recorded_kernel_records() -> tuple[dict, ...]:
 def _resolve_kernel(kernel: str, tokens: int, dtype: torch.dtype) -> str:
     """The kernel a CUDA call runs: an explicit ``"wgmma_sp"`` needs sm_90a (named error otherwise)."""
     arch = _arch()
+    if kernel == "wgmma_prefill" and arch != "90a":
+        raise KernelUnavailableError(f"kernel: 'wgmma_prefill' needs a Hopper GPU (sm_90a); this GPU builds for "
+                                     f"sm_{arch}")
+    if kernel == "wgmma_prefill":
+        return kernel
     if kernel == "wgmma_sp":
         if arch != "90a":
             raise ValueError(f"kernel: 'wgmma_sp' needs a Hopper GPU (sm_90a); this GPU builds for sm_{arch}")
         return kernel
-    if kernel == "decode":  # kernels/ssmm_decode.cu (SM80+; samoyeds_lab.kernels.decode)
-        return kernel
-    if (kernel == "auto" and 0 < tokens <= _decode().MAX_TOKENS
-            and _decode_auto(int(tokens), str(dtype).removeprefix("torch."), _device_name())):
-        return "decode"
     if kernel == "auto" and arch == "90a":
         return _auto_choice(max(int(tokens), 1), str(dtype).removeprefix("torch."), _device_name())
     return "mma_sp"
-
-
-def _decode():
-    from . import decode
-
-    return decode
-
-
-@functools.lru_cache(maxsize=4096)
-def _decode_auto(tokens: int, dtype: str, device: str) -> bool:
-    # the decode kernel only where recorded measurements of this GPU say it is faster (no records: never)
-    return _decode().choose_decode(tokens, dtype, device, _recorded_kernel_records())
-
-
-def _module(module: str, arch: str):
-    """The CuPy module of a LaunchSpec's ``module`` (decode builds carry their -D config in the name)."""
-    if module.startswith("ssmm_decode:"):
-        return _decode().load_module(module, arch)
-    return load_module(module, arch)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -343,16 +345,6 @@ def _device_props() -> tuple[int, int]:
     return int(props.get("sharedMemPerBlockOptin", props["sharedMemPerBlock"])), int(props["multiProcessorCount"])
 
 
-def _smem_per_sm() -> int:
-    """Shared memory per SM (bytes; 228 KB on Hopper, what the decode split-K plan assumes elsewhere)."""
-    if not available():
-        return 228 * 1024
-    import cupy
-
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    return int(props.get("sharedMemPerMultiprocessor", 228 * 1024))
-
-
 def _smem_limit() -> int:
     return _device_props()[0] if available() else 1 << 30
 
@@ -370,21 +362,21 @@ def _cp(t: torch.Tensor | None):
     return cupy.from_dlpack(t.detach())
 
 
-def _launch(module: str, fn: str, grid, smem: int, args) -> None:
+def _launch(module: str, fn: str, grid, smem: int, args, block: int = tiles.THREADS) -> None:
     grid = check_grid(grid)  # before any CuPy call: a too-large grid is a clear ValueError, not a launch failure
     import cupy
 
-    kern = _module(module, device_arch()).get_function(fn)
+    kern = load_module(module, device_arch()).get_function(fn)
     if smem > 48 * 1024:
         kern.max_dynamic_shared_size_bytes = smem
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-    kern(grid, (tiles.THREADS,), args, shared_mem=smem, stream=stream)
+    kern(grid, (block,), args, shared_mem=smem, stream=stream)
 
 
 def _kernel_function(module: str, fn: str, smem: int):
     """The CuPy function of ``fn`` in ``kernels/<module>.cu`` (compiled once per process), with its dynamic
     shared-memory limit raised when ``smem`` needs more than the default 48 KB."""
-    kern = _module(module, device_arch()).get_function(fn)
+    kern = load_module(module, device_arch()).get_function(fn)
     if smem > 48 * 1024:
         kern.max_dynamic_shared_size_bytes = smem
     return kern
@@ -397,7 +389,10 @@ def _run_specs(specs: Sequence[LaunchSpec]) -> None:
         if spec.is_finalize:
             _finalize(spec.module, spec.fn.removesuffix("_finalize"), spec.finalize_total, args)
         else:
-            _launch(spec.module, spec.fn, spec.grid, spec.smem, args)
+            if spec.block != tiles.THREADS:  # the prefill kernel: 3 warpgroups
+                _launch(spec.module, spec.fn, spec.grid, spec.smem, args, block=spec.block)
+            else:
+                _launch(spec.module, spec.fn, spec.grid, spec.smem, args)
 
 
 def _main_spec(module: str, fn: str, grid, smem: int, args: tuple) -> LaunchSpec:
@@ -576,7 +571,7 @@ def ssmm(
     split_k : int, optional
         Number of K splits for the kernel (default: automatic, more splits for few tokens).
     backend : {"auto", "cupy", "cpu", "reference"}
-    kernel : {"auto", "mma_sp", "wgmma_sp", "decode"}
+    kernel : {"auto", "mma_sp", "wgmma_sp"}
         Which CUDA kernel runs (see the module docstring); ignored by the reference backend.
 
     Returns
@@ -631,11 +626,16 @@ def _ssmm_specs(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale,
     if cols == 0:
         y32 = torch.zeros(positions, rows, dtype=torch.float32, device=x.device)
         return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale), []
-    if choice == "decode":
-        props = _device_props()
-        return _decode().decode_specs(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k,
-                                      gather=gather, epilogues=EPILOGUES, sms=props[1], smem_per_sm=_smem_per_sm(),
-                                      device_name=_device_name())
+    if choice == "wgmma_prefill":
+        from . import prefill as _prefill
+
+        why = _prefill.prefill_unsupported(w0)
+        if why is None:
+            return out, _prefill.prefill_specs(weights, x, idx if gather else None, offsets, EPILOGUES[epilogue], up,
+                                               out, scatter_idx, scale)
+        if kernel == "wgmma_prefill":
+            raise ValueError(f"kernel: 'wgmma_prefill' does not take {why}")
+        choice = "mma_sp"  # auto: the measured-faster prefill kernel cannot take this weight
     if len(weights) == 1:
         values, meta = w0.values.contiguous(), _meta_of(w0)
         row_index = w0.row_index.contiguous() if isinstance(w0, SamoyedsWeight) else None
