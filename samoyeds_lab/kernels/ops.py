@@ -34,7 +34,10 @@ same launches once so that a timed or repeated call is the kernel launches only 
 ``"wgmma_sp"`` (Hopper ``wgmma.mma_async.sp`` m64n64k32 with B read through a shared-memory descriptor,
 sm_90a only) or ``"auto"``: ``"mma_sp"`` unless recorded benchmarks of *this* GPU model
 (``data/bench/gpu_kernels*.json``, op ``ssmm_wg`` against baseline ``ssmm``) show the wgmma path faster
-at the nearest recorded tokens count — the choice is made by measurement, never assumed.
+at the nearest recorded tokens count — the choice is made by measurement, never assumed. ``"decode"``
+(``kernels/ssmm_decode.cu``, :mod:`samoyeds_lab.kernels.decode`: few tokens per tile, register window
+accumulators, in-kernel split-K reduction) is chosen by ``"auto"`` for at most 16 tokens per expert only where
+records of op ``ssmm_decode`` against ``ssmm`` on this GPU model show it faster.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from .launch import (FINALIZE_THREADS, LaunchSpec, check_grid, device_token_tile
                      num_token_tiles, smem_bytes, split_plan)
 
 BACKENDS = ("auto", "cupy", "cpu", "reference")
-KERNELS = ("auto", "mma_sp", "wgmma_sp")
+KERNELS = ("auto", "mma_sp", "wgmma_sp", "decode")
 KERNELS = KERNELS + ("wgmma_prefill",)  # kernels/ssmm_prefill_sm90.cu (samoyeds_lab.kernels.prefill), sm_90a only
 EPILOGUES = {"plain": 0, "silu_mul": 1, "scatter_add": 2}
 _HALF = (torch.float16, torch.bfloat16)
@@ -199,9 +202,37 @@ def _resolve_kernel(kernel: str, tokens: int, dtype: torch.dtype) -> str:
         if arch != "90a":
             raise ValueError(f"kernel: 'wgmma_sp' needs a Hopper GPU (sm_90a); this GPU builds for sm_{arch}")
         return kernel
+    if kernel == "decode":  # kernels/ssmm_decode.cu (SM80+; samoyeds_lab.kernels.decode)
+        return kernel
+    if (kernel == "auto" and 0 < tokens <= _decode().MAX_TOKENS
+            and _decode_auto(int(tokens), str(dtype).removeprefix("torch."), _device_name())):
+        return "decode"
     if kernel == "auto" and arch == "90a":
         return _auto_choice(max(int(tokens), 1), str(dtype).removeprefix("torch."), _device_name())
     return "mma_sp"
+
+
+def _decode():
+    from . import decode
+
+    return decode
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_auto(tokens: int, dtype: str, device: str) -> bool:
+    # the decode kernel only where recorded measurements of this GPU say it is faster (no records: never)
+    return _decode().choose_decode(tokens, dtype, device, _recorded_kernel_records())
+
+
+def _module(module: str, arch: str):
+    """The CuPy module of a LaunchSpec's ``module`` (decode builds carry their -D config in the name)."""
+    if module.startswith("ssmm_prefill_sm90:"):  # the prefill builds carry their -DPF_* config in the name
+        from .prefill import load_module as _prefill_module
+
+        return _prefill_module(module)
+    if module.startswith("ssmm_decode:"):
+        return _decode().load_module(module, arch)
+    return load_module(module, arch)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -345,6 +376,16 @@ def _device_props() -> tuple[int, int]:
     return int(props.get("sharedMemPerBlockOptin", props["sharedMemPerBlock"])), int(props["multiProcessorCount"])
 
 
+def _smem_per_sm() -> int:
+    """Shared memory per SM (bytes; 228 KB on Hopper, what the decode split-K plan assumes elsewhere)."""
+    if not available():
+        return 228 * 1024
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    return int(props.get("sharedMemPerMultiprocessor", 228 * 1024))
+
+
 def _smem_limit() -> int:
     return _device_props()[0] if available() else 1 << 30
 
@@ -366,7 +407,7 @@ def _launch(module: str, fn: str, grid, smem: int, args, block: int = tiles.THRE
     grid = check_grid(grid)  # before any CuPy call: a too-large grid is a clear ValueError, not a launch failure
     import cupy
 
-    kern = load_module(module, device_arch()).get_function(fn)
+    kern = _module(module, device_arch()).get_function(fn)
     if smem > 48 * 1024:
         kern.max_dynamic_shared_size_bytes = smem
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
@@ -376,7 +417,7 @@ def _launch(module: str, fn: str, grid, smem: int, args, block: int = tiles.THRE
 def _kernel_function(module: str, fn: str, smem: int):
     """The CuPy function of ``fn`` in ``kernels/<module>.cu`` (compiled once per process), with its dynamic
     shared-memory limit raised when ``smem`` needs more than the default 48 KB."""
-    kern = load_module(module, device_arch()).get_function(fn)
+    kern = _module(module, device_arch()).get_function(fn)
     if smem > 48 * 1024:
         kern.max_dynamic_shared_size_bytes = smem
     return kern
@@ -571,7 +612,7 @@ def ssmm(
     split_k : int, optional
         Number of K splits for the kernel (default: automatic, more splits for few tokens).
     backend : {"auto", "cupy", "cpu", "reference"}
-    kernel : {"auto", "mma_sp", "wgmma_sp"}
+    kernel : {"auto", "mma_sp", "wgmma_sp", "decode"}
         Which CUDA kernel runs (see the module docstring); ignored by the reference backend.
 
     Returns
@@ -626,6 +667,11 @@ def _ssmm_specs(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale,
     if cols == 0:
         y32 = torch.zeros(positions, rows, dtype=torch.float32, device=x.device)
         return _reference_epilogue(y32, epilogue, x.dtype, up, out, scatter_idx, scale), []
+    if choice == "decode":
+        props = _device_props()
+        return _decode().decode_specs(weights, x, idx, offsets, epilogue, up, out, scatter_idx, scale, split_k,
+                                      gather=gather, epilogues=EPILOGUES, sms=props[1], smem_per_sm=_smem_per_sm(),
+                                      device_name=_device_name())
     if choice == "wgmma_prefill":
         from . import prefill as _prefill
 
