@@ -149,7 +149,7 @@ step layout "${PYTEST[@]}" tests/kernels/test_ops.py tests/kernels/test_gpu_case
   -k "one_warp or one_warpgroup or ldmatrix or wgmma_probe" --junitxml="$OUT/layout.xml"
 step compile compile_all
 step spmm_dense "${PYTEST[@]}" tests/kernels/test_ops.py -k "gpu_spmm_and_dense" --junitxml="$OUT/spmm_dense.xml"
-step ssmm "${PYTEST[@]}" tests/kernels/test_ops.py -k "test_gpu_ssmm" --junitxml="$OUT/ssmm.xml"
+step ssmm "${PYTEST[@]}" tests/kernels/test_ops.py tests/kernels/test_decode.py tests/kernels/test_prefill_sm90.py -k "test_gpu_ssmm" --junitxml="$OUT/ssmm.xml"
 step grouped "${PYTEST[@]}" tests/kernels/test_ops.py -k "gpu_grouped" --junitxml="$OUT/grouped.xml"
 step cases "${PYTEST[@]}" tests/kernels/test_gpu_cases.py -k "not wgmma_probe" --junitxml="$OUT/cases.xml"
 step memcheck sanitize memcheck
