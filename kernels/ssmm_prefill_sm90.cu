@@ -311,7 +311,9 @@ __device__ __forceinline__ void pf_body(const unsigned char* __restrict__ tiled,
                     for (int h = 0; h < 8; ++h) st_shared_u16(dst + 2 * h, h < valid ? src[h] : (u16)0);
                 }
             }
-            cp_async_mbar_arrive(full);
+            // one arrival per thread: when its cp.async copies have landed, or (scalar stores) now, with release
+            if (x_vec) cp_async_mbar_arrive(full);
+            else mbar_arrive(full);
         }
         return;  // no CTA-wide barrier follows
     }
@@ -354,7 +356,7 @@ __device__ __forceinline__ void pf_body(const unsigned char* __restrict__ tiled,
 #pragma unroll
         for (int kk = 0; kk < PF_KSTEPS; ++kk) pf_wgmma<BF16>(acc, a[kk], pf_b_desc(sb + kk * PF_B_SLAB), e[kk]);
         pf_wgmma_commit();
-        const bool flush = has_ri && ((it + 1) % win_stages == 0 || it + 1 == kstages);
+        const bool flush = PF_CAND > 0 && has_ri && ((it + 1) % win_stages == 0 || it + 1 == kstages);
         if (flush) {
             pf_wgmma_wait<0>();
             if constexpr (PF_CAND > 0) {

@@ -473,6 +473,23 @@ def choose_defaults(configs: Sequence[SsmmConfig] | None = None, shapes: dict[st
     return out
 
 
+#: The Hopper prefill build (kernels/ssmm_prefill_sm90.cu, samoyeds_lab.kernels.prefill.DEFAULT_CONFIG): 128
+#: compressed rows x 128 tokens, 6 stages of 32 K, 3 warpgroups of which 2 compute, 168 registers per thread
+#: (ptxas, the launch value; tests/kernels/test_prefill_sm90.py checks it), window accumulators in registers,
+#: no split-K, wgmma.sp.
+PREFILL = SsmmConfig(block_m=128, block_n=128, k_per_stage=32, stages=6, split_k=1, threads=384, regs_per_thread=168,
+                     flush_tile=False, path="wgmma_sp", finalize_launch=False, name="prefill sm90 128x128x32 s6")
+#: Token counts the prefill build is meant for.
+PREFILL_TOKENS = (1024, 4096)
+
+
+def predict_prefill(dev: DeviceLimits | str = "h100_sxm", tokens: Sequence[int] = PREFILL_TOKENS,
+                    shapes: dict[str, tuple[int, int]] = MIXTRAL) -> list[Prediction]:
+    """Predictions of :data:`PREFILL` and, for comparison, :data:`TODAY` on ``shapes`` at ``tokens`` (1:2,
+    V = 128): ``[prefill w1 t0, today w1 t0, prefill w1 t1, ...]``. Every number predicted."""
+    return [predict(cfg, m, k, t, dev) for m, k in shapes.values() for t in tokens for cfg in (PREFILL, TODAY)]
+
+
 def table(preds: Sequence[Prediction]) -> str:
     """A plain-text table of predictions (every time labelled predicted)."""
     head = (f"{'config':34s} {'device':9s} {'m x k':>12s} {'tok':>4s} {'CTA/SM':>6s} {'grid':>5s} {'waves':>5s} "
@@ -504,7 +521,8 @@ def report(devices: Sequence[str] = ("h100_sxm", "h200"), tokens: Sequence[int] 
 
 __all__ = ["DeviceLimits", "device_limits", "SsmmConfig", "TODAY", "estimate_registers", "stage_bytes", "smem_per_cta",
            "ctas_per_sm", "wave_factor", "Prediction", "predict", "MIXTRAL", "DECODE_TOKENS", "TOKEN_RANGES",
-           "decode_candidates", "sweep", "choose_defaults", "table", "report", "CTA_RESERVED_SMEM"]
+           "decode_candidates", "sweep", "choose_defaults", "table", "report", "CTA_RESERVED_SMEM",
+           "PREFILL", "PREFILL_TOKENS", "predict_prefill"]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,11 +92,29 @@ def test_ptxas_no_spills_no_stack_smem_within_sm90(config):
         "--ptxas-options=-v", f"-DPF_EXPECT_SMEM={config.smem_bytes}", f"-DPF_EXPECT_TILE={config.tile_bytes}"))
     usage = ptxas_usage(res.log)
     assert set(usage) == {"ssmm_prefill_f16", "ssmm_prefill_bf16"}
+    # ptxas names a wgmma pipeline it had to serialise (accumulators touched while in flight): none here
+    assert "wgmma" not in res.log and "serializ" not in res.log.lower(), res.log
     for entry, u in usage.items():
         assert u["spill_stores"] == 0 and u["spill_loads"] == 0, (entry, u)
         assert u["stack"] == 0 and u["smem"] == 0, (entry, u)
         assert u["registers"] <= 65536 // prefill.THREADS, (entry, u)  # 384 threads, one CTA per SM
     assert config.smem_bytes <= 227 * 1024
+
+
+def test_the_models_prefill_config_is_the_default_build():
+    """bench.ssmm_model.PREFILL predicts the build that runs: same tile, stages, threads, ptxas registers."""
+    from samoyeds_lab.bench import ssmm_model
+
+    cfg = ssmm_model.PREFILL
+    assert (cfg.block_m, cfg.block_n, cfg.k_per_stage, cfg.stages, cfg.threads) == (
+        prefill.BLOCK_M, DEFAULT_CONFIG.bn, DEFAULT_CONFIG.k_stage, DEFAULT_CONFIG.stages, prefill.THREADS)
+    res = prefill.compile_prefill(DEFAULT_CONFIG, "90a", extra_options=("--ptxas-options=-v",))
+    assert {u["registers"] for u in ptxas_usage(res.log).values()} == {cfg.regs_per_thread}
+    preds = ssmm_model.predict_prefill("h200", tokens=(1024, 4096))
+    assert [(p.config.name, p.tokens) for p in preds[:4]] == [
+        (cfg.name, 1024), (ssmm_model.TODAY.name, 1024), (cfg.name, 4096), (ssmm_model.TODAY.name, 4096)]
+    assert all(p.ctas_per_sm == 1 and p.splits == 1 for p in preds[::2])
+    assert all(p.as_dict()["label"].startswith("predicted") for p in preds)
 
 
 def test_host_and_kernel_sizes_must_agree():
