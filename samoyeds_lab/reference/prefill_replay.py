@@ -18,6 +18,12 @@ same bytes the kernel reads:
 Products are exact in fp32 and sums rounded in fp32 in the kernel's order per element (K steps in order,
 windows in order), so on integer-valued operands whose sums stay below 2^24 the replay equals the dense
 fp32 reference bit for bit; that is what the tests check on awkward shapes.
+
+The replay computes each warp's product with a torch matmul on the tile it decodes from the burst;
+:func:`emulate_consumer_kstep` proves that decoding against the hardware layouts: it builds one consumer's
+``wgmma`` operands exactly as the kernel's lanes hold them (``ldmatrix.x4`` addresses into the swizzled A
+slab, metadata word ``2g + (lane & 1)``, B through the kernel's shared-memory descriptor) and runs
+:func:`samoyeds_lab.reference.wgmma.wgmma_sp_m64nNk32` on them.
 """
 
 from __future__ import annotations
@@ -147,4 +153,72 @@ def replay_prefill(tiled: torch.Tensor, config, x: torch.Tensor, token_idx: torc
     return y
 
 
-__all__ = ["replay_prefill"]
+def _b_off(tok: int, chunk: int) -> int:
+    """kernels/sptc_common.cuh ``b_off``: byte offset of 16-byte chunk ``chunk`` of token row ``tok`` in a B slab."""
+    return tok * 64 + ((chunk ^ ((tok >> 1) & 3)) << 4)
+
+
+def _a_off(row: int, chunk: int) -> int:
+    """kernels/ssmm_prefill_sm90.cu ``pf_a_off``: the ldmatrix chunk swizzle of an A slab."""
+    return row * 32 + ((chunk ^ ((row >> 2) & 1)) << 4)
+
+
+def emulate_consumer_kstep(burst: torch.Tensor, config, b_rows: torch.Tensor, consumer: int, kk: int) -> torch.Tensor:
+    """One consumer's ``wgmma.mma_async.sp.m64n{bn}k32`` of one k32 step, through the warpgroup emulator.
+
+    Builds what the kernel's threads hold, from bytes laid out as the kernel lays them out: lane ``l`` of warp
+    ``w`` points its ``ldmatrix.x4`` at row ``64·consumer + 16w + (l & 15)``, chunk ``l >> 4`` of the A slab
+    (``pf_a_off``) — matrix ``i`` of the x4 is rows ``8(i & 1) ..`` of chunk ``i >> 1``, so register ``i`` of lane
+    ``l`` holds row ``g + 8(i & 1)``, stored halves ``2t + 8(i >> 1)`` —, its metadata register is word
+    ``2g + (l & 1)`` of its 16-row tile; B is written into a shared-memory image at ``b_off`` (64-byte swizzle,
+    1024-aligned slab) and read back through the kernel's descriptor (SBO 512, LBO 16, swizzle 64B) by
+    :func:`samoyeds_lab.reference.wgmma.load_b`.
+
+    Parameters
+    ----------
+    burst : torch.Tensor
+        uint8 ``[tile_bytes]``: one pre-tiled (block, stage) burst.
+    config : PrefillConfig
+    b_rows : torch.Tensor
+        fp16/bf16 ``[bn, 32]``: the gathered token rows of this k32 step (zeros where the producer zero-fills).
+    consumer, kk : int
+        Consumer warpgroup (0, 1) and k32 step inside the stage.
+
+    Returns
+    -------
+    torch.Tensor
+        fp32 ``[64, bn]``: ``D = A · B`` of compressed rows ``64·consumer ..`` (zero accumulators in).
+    """
+    import numpy as np
+
+    from . import wgmma as wg
+
+    dtype, bn = b_rows.dtype, config.bn
+    a_slab = burst[kk * BLOCK_M * 32:(kk + 1) * BLOCK_M * 32].numpy()
+    words = burst[config.ksteps * BLOCK_M * 32:].numpy()[: config.ksteps * 512].view(np.uint32)
+    a = torch.zeros(4, 32, 4, 2, dtype=torch.int16)
+    e = torch.zeros(4, 32, dtype=torch.int64)
+    for w in range(4):
+        slab_row = consumer * 64 + w * 16
+        # ldmatrix.x4: the row address lane l supplies, then the 8x8 b16 fragments every lane receives
+        addr = [_a_off(slab_row + (l & 15), l >> 4) for l in range(32)]
+        for lane in range(32):
+            g, t = lane >> 2, lane & 3
+            for i in range(4):
+                src = addr[8 * i + g]  # matrix i, row g: the row address of lane 8i + g
+                halves = a_slab[src + 4 * t: src + 4 * t + 4].view(np.int16)
+                a[w, lane, i, 0], a[w, lane, i, 1] = int(halves[0]), int(halves[1])
+            e[w, lane] = int(words[kk * 128 + (slab_row // 16) * 16 + 2 * g + (lane & 1)])
+    smem = np.zeros(bn * 64, dtype=np.uint8)
+    bits = b_rows.contiguous().view(torch.int16).numpy().view(np.uint8).reshape(bn, 64)
+    for n in range(bn):
+        for chunk in range(4):
+            smem[_b_off(n, chunk):_b_off(n, chunk) + 16] = bits[n, 16 * chunk:16 * chunk + 16]
+    desc = (0 >> 4) | (1 << 16) | ((512 >> 4) << 32) | (2 << 62)  # pf_b_desc of a slab at address 0
+    b = wg.load_b(smem, desc, bn, dtype)
+    c = torch.zeros(4, 32, bn // 2, dtype=torch.float32)
+    d = wg.wgmma_sp_m64nNk32(a.view(dtype), b, c, e, 0)
+    return wg.unpack_wg_d(d)
+
+
+__all__ = ["replay_prefill", "emulate_consumer_kstep"]

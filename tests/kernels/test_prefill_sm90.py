@@ -26,7 +26,7 @@ from samoyeds_lab.kernels import ops, prefill
 from samoyeds_lab.kernels.build import KernelCompileError, KernelUnavailableError
 from samoyeds_lab.kernels.plan import ssmm_plan
 from samoyeds_lab.kernels.prefill import DEFAULT_CONFIG, WIDE_CONFIG, PrefillConfig, prefill_unsupported, pretile
-from samoyeds_lab.reference.prefill_replay import replay_prefill
+from samoyeds_lab.reference.prefill_replay import emulate_consumer_kstep, replay_prefill
 
 from ..formats.helpers import random_24_rows, random_samoyeds
 from .test_compile import ptxas_usage
@@ -210,6 +210,35 @@ def test_replay_is_bit_exact_vs_reference(kind, rows, cols, vector, tokens, posi
                        cols=cols, sel_m=2 if has_ri else 1, vector=vector, has_ri=has_ri)
     ref = reference.ssmm(w, x, idx.to(torch.int64), out_dtype=torch.float32)
     assert torch.equal(y, ref), (y - ref).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("config,stage", [(DEFAULT_CONFIG, 5), (PrefillConfig(k_stage=64, cand=2), 2),
+                                          (PrefillConfig(bn=256, k_stage=64, cand=2, stages=3), 3)])
+def test_wgmma_emulator_on_the_kernels_fragments_equals_the_compressed_rows(config, stage, dtype):
+    """The layouts under the replay, proven with the warpgroup emulator: per consumer and k32 step, the A
+    registers ldmatrix would load from the pre-tiled burst, the metadata registers and the B slab read through
+    the kernel's descriptor give exactly (compressed rows of the stage's window) x (gathered tokens)."""
+    rows, cols, vector = 280, 384, 64  # 140 compressed rows: block 1 holds rows 128..139 and zero padding
+    w = _samoyeds(rows, cols, vector, dtype, seed=4)
+    tiled = pretile(w, config)
+    x = _x(config.bn, cols, dtype, seed=9)
+    crows = w.values.shape[0]
+    dense = w.to_dense().float()
+    for bm in (0, 1):
+        for kk in range(config.ksteps):
+            k0 = stage * config.k_stage + kk * 32
+            b = x[:, k0:k0 + 32]
+            r = torch.arange(crows) * 2 + w.row_index[k0 // vector].long()  # dense row of each compressed row
+            a_rows = torch.zeros(BLOCK, 32)
+            n_valid = min(BLOCK, crows - bm * BLOCK)
+            a_rows[:n_valid] = dense[r[bm * BLOCK: bm * BLOCK + n_valid], k0:k0 + 32]
+            for c in (0, 1):
+                d = emulate_consumer_kstep(tiled[bm, stage], config, b, c, kk)
+                assert torch.equal(d, a_rows[64 * c: 64 * c + 64] @ b.float().T), (bm, kk, c)
+
+
+BLOCK = prefill.BLOCK_M
 
 
 def test_replay_grouped_experts_bit_exact():
