@@ -92,8 +92,8 @@ print(f"NVRTC {nvrtc_provider()}: {cache_stats()}")
 EOF
 }
 
-# One small case per path (mma.sp and, on Hopper, wgmma.sp ssmm with split-K and a 16-bit scatter-add;
-# spmm; dense_mm), run under each compute-sanitizer tool.
+# One small case per path (mma.sp and, on Hopper, wgmma.sp ssmm with split-K and a 16-bit scatter-add, and the
+# Hopper prefill kernel; spmm; dense_mm), run under each compute-sanitizer tool.
 cat >"$OUT/sanitize_case.py" <<'EOF'
 import sys
 import torch
@@ -119,6 +119,12 @@ for kernel in paths:
             out = torch.zeros(9, 64, dtype=torch.float16, device="cuda")
             K.ssmm(w, x, idx, epilogue="scatter_add", out=out, scatter_idx=idx, split_k=split_k, backend="cupy",
                    kernel=kernel)
+if device_arch() == "90a":  # the prefill kernel: producer / consumer warpgroups on mbarriers (no split-K)
+    for w in (w24, ws):
+        K.ssmm(w, x, idx, backend="cupy", kernel="wgmma_prefill")
+        out = torch.zeros(9, 64, dtype=torch.float16, device="cuda")
+        K.ssmm(w, x, idx, epilogue="scatter_add", out=out, scatter_idx=idx, backend="cupy", kernel="wgmma_prefill")
+    paths.append("wgmma_prefill")
 K.spmm(w24, x, backend="cupy")
 K.dense_mm(w24.to_dense(), x, idx, backend="cupy")
 torch.cuda.synchronize()
