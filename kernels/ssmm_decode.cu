@@ -13,7 +13,7 @@
 //     the row_index bytes of the window the k-step belongs to. A stage is DEC_KSTEPS consecutive tiles, one
 //     contiguous burst of 16-byte cp.async chunks copied straight to shared memory (the row_index chunks
 //     only for the k-step that ends a window or the split: row_index travels with its stage, no blocking
-//     load at the window boundary);
+//     load at the window boundary); with DEC_BULK=1 on sm_90 the burst is one cp.async.bulk on an mbarrier;
 //   * window accumulators in REGISTERS, no shared fp32 flush tile: per fragment element a working
 //     accumulator plus one per candidate row of its group (DEC_SEL_M of them). At the end of a window
 //     (and of the split) the working accumulator is added to the candidate row_index[w, c] picks and
@@ -29,7 +29,7 @@
 // bf16x2 where two adjacent dense rows are one thread's; fp32 `out` takes atomicAdd).
 //
 // Compile-time parameters (-D, part of the compile cache key through the options): DEC_BLOCK_M, DEC_BLOCK_N,
-// DEC_KSTEPS, DEC_STAGES, DEC_SEL_N, DEC_SEL_M. The split is a launch parameter (steps_per_split, a
+// DEC_KSTEPS, DEC_STAGES, DEC_SEL_N, DEC_SEL_M, DEC_BULK. The split is a launch parameter (steps_per_split, a
 // multiple of DEC_KSTEPS) chosen by the launcher. The CPU replay of this file's grid, stages, window swaps
 // and split reduction is samoyeds_lab/reference/decode_replay.py (bit-exact against the reference).
 
@@ -52,6 +52,18 @@
 #endif
 #ifndef DEC_SEL_M
 #define DEC_SEL_M 2
+#endif
+#ifndef DEC_BULK
+#define DEC_BULK 0
+#endif
+
+// DEC_BULK=1 on sm_90+: the weight burst of a stage is ONE cp.async.bulk (thread 0, completion counted in
+// bytes on the stage's mbarrier, row_index chunks included) instead of 16-byte cp.async chunks from every
+// thread; the gathered tokens stay on cp.async. Other architectures ignore DEC_BULK.
+#if DEC_BULK && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define DEC_USE_BULK 1
+#else
+#define DEC_USE_BULK 0
 #endif
 
 #define DEC_WARPS 4
@@ -78,6 +90,26 @@ static_assert(DEC_SEL_N == 1 || DEC_SEL_N == 2 || DEC_SEL_N == 4 || DEC_SEL_N ==
 
 // Swizzled byte offset of 16-byte chunk `chunk` (0, 1) of compressed row `row` in an A image (as ssmm.cu).
 __device__ __forceinline__ int dec_a_off(int row, int chunk) { return row * 32 + ((chunk ^ ((row >> 2) & 1)) << 4); }
+
+#if DEC_USE_BULK
+__device__ __forceinline__ void dec_mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void dec_mbar_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void dec_mbar_wait(u32 bar, u32 parity) {
+    u32 done = 0;
+    while (!done) {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    }
+}
+__device__ __forceinline__ void dec_bulk_g2s(u32 dst, const void* src, u32 bytes, u32 bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                 ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+#endif
 
 __device__ __forceinline__ float ld_cg_f32(const float* p) {
     float v;
@@ -178,6 +210,8 @@ __device__ __forceinline__ void ssmm_decode_body(
     extern __shared__ __align__(16) unsigned char smem[];
     int* tok_s = (int*)(smem + DEC_STAGES * DEC_STAGE_BYTES);
     int* last_s = tok_s + DEC_BLOCK_N;
+    // DEC_USE_BULK: one mbarrier per stage, 8-byte aligned, after the token ids and the flag
+    const u32 bar0 = smem_u32(smem + DEC_STAGES * DEC_STAGE_BYTES + DEC_BLOCK_N * 4 + 16);
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -205,6 +239,12 @@ __device__ __forceinline__ void ssmm_decode_body(
         }
         tok_s[n] = id;
     }
+#if DEC_USE_BULK
+    if (tid == 0) {
+        for (int s = 0; s < DEC_STAGES; ++s) dec_mbar_init(bar0 + 8 * s, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+#endif
     __syncthreads();
 
     const bool x_vec = (ldx % 8 == 0) && (((unsigned long long)x & 15ull) == 0);
@@ -219,11 +259,19 @@ __device__ __forceinline__ void ssmm_decode_body(
         const u32 sb = sw + DEC_STAGE_W;
         // weight: nk consecutive tiles = one contiguous burst (row_index chunks only where a window ends)
         const unsigned char* src = wt + (i64)ks0 * DEC_TILE_BYTES;
+#if DEC_USE_BULK
+        if (tid == 0) {  // the whole burst in one copy; the stage's readers finished (barrier before this load)
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            dec_mbar_expect_tx(bar0 + 8 * stage, (u32)(nk * DEC_TILE_BYTES));
+            dec_bulk_g2s(sw, src, (u32)(nk * DEC_TILE_BYTES), bar0 + 8 * stage);
+        }
+#else
         for (int i = tid; i < nk * DEC_TILE_CHUNKS; i += DEC_THREADS) {
             const int kk = i / DEC_TILE_CHUNKS, ch = i - kk * DEC_TILE_CHUNKS;
             if (ch >= DEC_RI_CHUNK0 && !(has_ri && swaps_at(ks0 + kk))) continue;
             cp_async16(sw + i * 16, src + (i64)i * 16, 16);
         }
+#endif
         // tokens: nk k-steps x BLOCK_N gathered rows x 4 chunks of 8 halves
         for (int i = tid; i < nk * DEC_BLOCK_N * 4; i += DEC_THREADS) {
             const int kk = i / (DEC_BLOCK_N * 4), r = i - kk * (DEC_BLOCK_N * 4);
@@ -263,6 +311,9 @@ __device__ __forceinline__ void ssmm_decode_body(
 
     for (int it = 0; it < nstages; ++it) {
         cp_async_wait<DEC_STAGES - 2>();
+#if DEC_USE_BULK
+        dec_mbar_wait(bar0 + 8 * (it % DEC_STAGES), (u32)((it / DEC_STAGES) & 1));  // the stage's weight burst
+#endif
         __syncthreads();  // stage `it` landed for everyone; stage it-1 is free again
         {
             const int ns = it + DEC_STAGES - 1;

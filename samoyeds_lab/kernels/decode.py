@@ -77,8 +77,11 @@ def config_of_module(module: str) -> DecodeConfig:
         raise ValueError(f"module: expected 'ssmm_decode:<defines>', got {module!r}")
     d = dict(kv.split("=") for kv in module.split(":", 1)[1].split(","))
     names = {"DEC_BLOCK_M": "block_m", "DEC_BLOCK_N": "block_n", "DEC_KSTEPS": "ksteps", "DEC_STAGES": "stages",
-             "DEC_SEL_N": "sel_n", "DEC_SEL_M": "sel_m"}
-    return DecodeConfig(**{names[k]: int(v) for k, v in d.items()})
+             "DEC_SEL_N": "sel_n", "DEC_SEL_M": "sel_m", "DEC_BULK": "bulk"}
+    kw = {names[k]: int(v) for k, v in d.items()}
+    if "bulk" in kw:
+        kw["bulk"] = bool(kw["bulk"])
+    return DecodeConfig(**kw)
 
 
 def options(cfg: DecodeConfig) -> tuple[str, ...]:

@@ -64,6 +64,9 @@ class DecodeConfig:
     sel_n, sel_m : int
         Samoyeds row selection ``n:m`` (1:1 for a plain 2:4 weight); ``sel_m`` candidate accumulators per
         working accumulator.
+    bulk : bool
+        sm_90+: a stage's weight burst is one ``cp.async.bulk`` on an mbarrier (else 16-byte ``cp.async``
+        chunks); the bytes that land in shared memory are the same.
     """
 
     block_m: int = 128
@@ -72,6 +75,7 @@ class DecodeConfig:
     stages: int = 6
     sel_n: int = 1
     sel_m: int = 2
+    bulk: bool = False
 
     def __post_init__(self) -> None:
         check_int("block_m", self.block_m, lo=64, hi=256)
@@ -86,6 +90,8 @@ class DecodeConfig:
         if self.sel_n not in (1, 2, 4, 8) or self.sel_m < self.sel_n:
             raise ValueError(f"sel_n, sel_m: expected sel_n in (1, 2, 4, 8) and sel_m >= sel_n, "
                              f"got {self.sel_n}:{self.sel_m}")
+        if not isinstance(self.bulk, bool):
+            raise TypeError(f"bulk: expected a bool, got {type(self.bulk).__name__}")
 
     @property
     def k_per_stage(self) -> int:
@@ -98,7 +104,8 @@ class DecodeConfig:
     def defines(self) -> dict[str, int]:
         """The ``-D`` defines of this build."""
         return {"DEC_BLOCK_M": self.block_m, "DEC_BLOCK_N": self.block_n, "DEC_KSTEPS": self.ksteps,
-                "DEC_STAGES": self.stages, "DEC_SEL_N": self.sel_n, "DEC_SEL_M": self.sel_m}
+                "DEC_STAGES": self.stages, "DEC_SEL_N": self.sel_n, "DEC_SEL_M": self.sel_m,
+                "DEC_BULK": int(self.bulk)}
 
 
 def tile_bytes(block_m: int) -> int:
@@ -112,8 +119,9 @@ def stage_bytes(cfg: DecodeConfig) -> int:
 
 
 def smem_bytes(cfg: DecodeConfig) -> int:
-    """Dynamic shared memory of one CTA: the stages, the tile's token ids and the last-CTA flag."""
-    return cfg.stages * stage_bytes(cfg) + cfg.block_n * 4 + 16
+    """Dynamic shared memory of one CTA: the stages, the tile's token ids, the last-CTA flag (16 bytes) and one
+    8-byte mbarrier per stage (used by the ``bulk`` build)."""
+    return cfg.stages * stage_bytes(cfg) + cfg.block_n * 4 + 16 + 8 * cfg.stages
 
 
 def _check_weight(weight: object) -> tuple[NMWeight, torch.Tensor | None, int, int, int]:

@@ -152,6 +152,7 @@ CONFIGS = [
     pytest.param(decode.default_config(8, samoyeds(64, 64)), id="default-h100-1to8"),
     pytest.param(DecodeConfig(block_n=16, ksteps=4, stages=4), id="n16-s4-k128"),
     pytest.param(DecodeConfig(block_n=8, ksteps=2, stages=6, sel_n=2, sel_m=4), id="n8-s6-k64-2of4"),
+    pytest.param(DecodeConfig(bulk=True), id="default-bulk"),
 ]
 ARCHS = ("80", "90a")
 #: Register ceiling of the decode entry points (NVRTC 13.5 measured 56-96 over CONFIGS).
@@ -176,6 +177,10 @@ def test_nvrtc_compiles_every_config(cfg, arch):
                   "atom.global.add.u32", "atom.global.exch.b32", "membar.gl", "red.global.add.noftz.f16x2"):
         assert instr in res.ptx, f"{instr} missing ({cfg}, sm_{arch})"
     assert ("red.global.add.noftz.bf16x2" in res.ptx) == (arch == "90a")
+    bulk = cfg.bulk and arch == "90a"  # DEC_BULK: one cp.async.bulk per stage on an mbarrier, sm_90+ only
+    for instr in ("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes",
+                  "mbarrier.try_wait.parity.shared::cta.b64", "mbarrier.arrive.expect_tx", "fence.proxy.async"):
+        assert (instr in res.ptx) == bulk, (instr, cfg, arch)
     assert "finalize" not in res.ptx  # no separate finalize entry: the last CTA reduces
     # the register window accumulators: no shared fp32 flush (no st.shared.f32 / ld.shared.f32 at all)
     assert "st.shared.f32" not in res.ptx and "ld.shared.f32" not in res.ptx
@@ -188,6 +193,8 @@ def test_configs_have_their_own_cache_keys():
 
     keys = {cache_key(decode.SOURCE, decode.options(c.values[0]), "80", "x") for c in CONFIGS}
     assert len(keys) == len(CONFIGS)
+    for c in CONFIGS:
+        assert decode.config_of_module(decode.module_name(c.values[0])) == c.values[0]
 
 
 def _ptxas(cfg, arch):
@@ -449,3 +456,24 @@ def test_gpu_ssmm_decode_plan_equals_the_op_and_reruns(dtype, epilogue):
         torch.testing.assert_close(second, 2 * first, rtol=1e-5, atol=1e-5)
     else:
         assert torch.equal(first, want) and torch.equal(second, want)
+
+
+@pytest.mark.gpu
+def test_gpu_ssmm_decode_bulk_equals_the_reference():
+    """The sm_90 build whose stage bursts are one cp.async.bulk each (DEC_BULK=1), split 3, 19 positions."""
+    _gpu_or_skip()
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("cp.async.bulk needs sm_90+")
+    w = _to(samoyeds(200, 512, vector=128), "cuda")
+    x = ints(23, 512).cuda()
+    idx = IDX19.cuda()
+    out = torch.empty(idx.numel(), 200, dtype=torch.float16, device="cuda")
+    _, specs = decode.decode_specs([w], x, idx, [0, idx.numel()], "plain", None, out, None, None, 3, gather=True,
+                                   epilogues=ops.EPILOGUES, sms=ops._device_props()[1], smem_per_sm=ops._smem_per_sm(),
+                                   cfg=DecodeConfig(bulk=True))
+    assert specs[0].grid[2] == 3 and "DEC_BULK=1" in specs[0].module
+    for _ in range(2):  # twice: the counters reset themselves
+        ops._run_specs(specs)
+        torch.cuda.synchronize()
+        want = reference.ssmm(w, x, idx, out_dtype=torch.float32).to(torch.float16)
+        assert torch.equal(out, want)
