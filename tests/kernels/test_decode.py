@@ -157,6 +157,9 @@ CONFIGS = [
 ARCHS = ("80", "90a")
 #: Register ceiling of the decode entry points (NVRTC 13.5 measured 56-96 over CONFIGS).
 REGISTER_CEILING = 128
+#: ptxas uses at most the model's estimate_registers and at most this many fewer (measured: 17-32 fewer; the
+#: model's 64 registers of addresses and fragments are generous for a 4-warp, all-along-M tile).
+REGISTER_MARGIN = 40
 
 
 def _needs_nvrtc():
@@ -221,7 +224,7 @@ def test_ptxas_resources_and_the_model(cfg, arch):
         assert u["registers"] <= REGISTER_CEILING, (entry, u)
         # the model's register estimate is an upper bound (it counts 64 + accumulators · (1 + m/n))
         est = ssmm_model.estimate_registers(mcfg, cfg.sel_n, cfg.sel_m)
-        assert u["registers"] <= est, (entry, u, est)
+        assert est - REGISTER_MARGIN <= u["registers"] <= est, (entry, u, est)
         real = ssmm_model.ctas_per_sm(ssmm_model.SsmmConfig(**{**mcfg.__dict__, "regs_per_thread": u["registers"]}),
                                       dev, cfg.sel_n, cfg.sel_m)
         assumed = ssmm_model.ctas_per_sm(mcfg, dev, cfg.sel_n, cfg.sel_m)
