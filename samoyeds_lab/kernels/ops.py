@@ -37,7 +37,11 @@ sm_90a only) or ``"auto"``: ``"mma_sp"`` unless recorded benchmarks of *this* GP
 at the nearest recorded tokens count — the choice is made by measurement, never assumed. ``"decode"``
 (``kernels/ssmm_decode.cu``, :mod:`samoyeds_lab.kernels.decode`: few tokens per tile, register window
 accumulators, in-kernel split-K reduction) is chosen by ``"auto"`` for at most 16 tokens per expert only where
-records of op ``ssmm_decode`` against ``ssmm`` on this GPU model show it faster.
+records of op ``ssmm_decode`` against ``ssmm`` on this GPU model show it faster. ``"wgmma_prefill"``
+(``kernels/ssmm_prefill_sm90.cu``, :mod:`samoyeds_lab.kernels.prefill`, sm_90a only: 128 tokens per tile, a
+producer warpgroup feeding mbarrier stages, two ``wgmma.sp`` consumer warpgroups, register window flush; 2:4
+and 1:2 Samoyeds weights; ``split_k`` is ignored) is chosen by ``"auto"`` only where records of op
+``ssmm_prefill`` against ``ssmm`` show it faster than both other paths.
 """
 
 from __future__ import annotations
@@ -111,12 +115,15 @@ def _device_name() -> str:
 
 def choose_ssmm_kernel(tokens: int, dtype: torch.dtype | str, device: str,
                        records: Sequence[dict] | None = None) -> str:
-    """``"wgmma_sp"`` or ``"mma_sp"`` for ``tokens`` positions per expert on ``device``, from measurements.
+    """``"wgmma_sp"``, ``"wgmma_prefill"`` or ``"mma_sp"`` for ``tokens`` positions per expert on ``device``, from
+    measurements.
 
     Uses the records of op ``ssmm_wg`` timed against baseline ``ssmm`` (the mma.sp path, same shapes, same
     run) on the same device name and dtype; at the recorded tokens count nearest to ``tokens`` (log scale) the
     wgmma path is chosen when the median of its time ratios over the recorded shapes is below 1.
     Records with a ``status`` other than ``"ok"`` (failed configs) are ignored. Without such records: ``"mma_sp"``.
+    Records of op ``ssmm_prefill`` (the prefill kernel against the same baseline) give ``"wgmma_prefill"`` when
+    their median ratio at the nearest recorded tokens count is below 1 and below the wgmma path's.
 
     Parameters
     ----------
@@ -612,7 +619,7 @@ def ssmm(
     split_k : int, optional
         Number of K splits for the kernel (default: automatic, more splits for few tokens).
     backend : {"auto", "cupy", "cpu", "reference"}
-    kernel : {"auto", "mma_sp", "wgmma_sp", "decode"}
+    kernel : {"auto", "mma_sp", "wgmma_sp", "decode", "wgmma_prefill"}
         Which CUDA kernel runs (see the module docstring); ignored by the reference backend.
 
     Returns
