@@ -434,3 +434,21 @@ def test_gpu_ssmm_prefill_grouped_matches_reference():
     want = ops.ssmm_grouped([_samoyeds(rows, cols, 64, dtype, seed=s) for s in range(experts)], x.cpu(), sel,
                             backend="reference").float()
     torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype] * max(1.0, want.abs().max().item()))
+
+
+def test_grouped_op_stacks_the_experts_bursts_and_cuts_tiles_per_expert(fake_cupy, monkeypatch):
+    from samoyeds_lab.formats import TokenSelection
+
+    seen = []
+    monkeypatch.setattr(ops, "_launch", lambda module, fn, grid, smem, args, block=0: seen.append((grid, args)))
+    ws = [_samoyeds(256, 256, 64, torch.float16, seed=s) for s in range(3)]
+    topk = torch.rand(300, 3, generator=torch.Generator().manual_seed(2)).argsort(-1)[:, :2]
+    sel = TokenSelection.from_topk(topk, 3)
+    ops.ssmm_grouped(ws, _x(300, 256, torch.float16), sel, backend="cupy", kernel="wgmma_prefill")
+    (grid, args), = seen
+    offs = sel.padded_offsets.tolist()
+    per = [-(-(b - a) // 128) for a, b in zip(offs[:-1], offs[1:])]
+    assert grid == (1, sum(per), 1)
+    assert tuple(args[0].shape) == (3, 1, 8, DEFAULT_CONFIG.tile_bytes)
+    assert torch.equal(args[0][1], pretile(ws[1], DEFAULT_CONFIG))
+    assert args[6].tolist() == sum(([e] * n for e, n in enumerate(per)), [])  # tile_expert
