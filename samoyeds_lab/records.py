@@ -20,9 +20,11 @@ from pathlib import Path
 
 from .errors import CorruptFileError
 
-#: ``ssmm_wg`` is the sm_90a wgmma variant of ``ssmm`` (timed only on Hopper, also against ``ssmm`` itself:
-#: those records are what ``kernels.ops.choose_ssmm_kernel`` decides ``kernel="auto"`` from).
-OPS = ("ssmm", "ssmm_wg", "spmm_24", "dense_mm")
+#: ``ssmm_wg`` (the sm_90a wgmma variant of ``ssmm``), ``ssmm_decode`` (``kernel="decode"``, timed at <= 64
+#: tokens) and ``ssmm_prefill`` (``kernel="wgmma_prefill"``, Hopper only, timed at >= 128 tokens) are also
+#: timed against ``ssmm`` itself: those records are what ``kernel="auto"`` decides from
+#: (``kernels.ops.choose_ssmm_kernel``, ``kernels.decode``).
+OPS = ("ssmm", "ssmm_wg", "ssmm_decode", "ssmm_prefill", "spmm_24", "dense_mm")
 #: What an op can be timed against.
 BASELINES = ("torch_dense", "torch_24", "dense_mm", "ssmm")
 #: The keys every record has.

@@ -126,7 +126,7 @@ def sweep(shapes, tokens, dtype_name, *, profile, ops, time_fn, device: str, bac
         raise ValueError(f"projections: expected a subset of {sorted(PROJECTIONS)}, got {list(projections)}")
     g = torch.Generator(device=device).manual_seed(0)
     recs: list[dict] = []
-    run_ops = [op for op in ops if op != "ssmm_wg" or hopper]
+    run_ops = [op for op in ops if op not in HOPPER_ONLY or hopper]
 
     def emit(rec):
         recs.append(rec)
@@ -156,9 +156,23 @@ def sweep(shapes, tokens, dtype_name, *, profile, ops, time_fn, device: str, bac
     return recs
 
 
+#: The other kernels of ``ssmm`` (op -> ``kernel=``), each also recorded against the ``mma.sp`` path ``ssmm``.
+SSMM_VARIANTS = {"ssmm_wg": "wgmma_sp", "ssmm_decode": "decode", "ssmm_prefill": "wgmma_prefill"}
+#: Ops that exist on sm_90a only.
+HOPPER_ONLY = ("ssmm_wg", "ssmm_prefill")
+#: Token counts each variant is built for (outside them it is not timed: decode tiles hold 8-16 tokens,
+#: prefill tiles 128+).
+VARIANT_TOKENS = {"ssmm_decode": (1, 64), "ssmm_prefill": (128, 1 << 30)}
+
+
+def _ops_at(run_ops, t):
+    """The ops timed at ``t`` tokens (a variant only inside its token range)."""
+    return [op for op in run_ops if not (op in VARIANT_TOKENS and not VARIANT_TOKENS[op][0] <= t <= VARIANT_TOKENS[op][1])]
+
+
 def _fail_all(emit, run_ops, reason, model, m, k, t, dtype_name, prof, identity, extra):
-    for op in run_ops:
-        for bname in ("torch_dense", "dense_mm") + (("ssmm",) if op == "ssmm_wg" else ()):
+    for op in _ops_at(run_ops, t):
+        for bname in ("torch_dense", "dense_mm") + (("ssmm",) if op in SSMM_VARIANTS else ()):
             if bname != op:
                 emit(failed_record(op=op, baseline=bname, model=model, m=m, k=k, tokens=t, dtype=dtype_name,
                                    reason=reason, profile=prof, identity=identity, **extra))
@@ -172,7 +186,7 @@ def _plans(backend, w24_dense, wsam, w24, x, idx, xg):
 
     return {"dense_mm": lambda: dense_mm_plan(w24_dense, x, idx),
             "ssmm": lambda: ssmm_plan(wsam, x, idx, kernel="mma_sp"),
-            "ssmm_wg": lambda: ssmm_plan(wsam, x, idx, kernel="wgmma_sp"),
+            **{op: (lambda kern=kern: ssmm_plan(wsam, x, idx, kernel=kern)) for op, kern in SSMM_VARIANTS.items()},
             "spmm_24": lambda: spmm_plan(w24, xg)}
 
 
@@ -191,17 +205,18 @@ def _one_tokens_count(emit, run_ops, model, m, k, t, dtype, dtype_name, prof, id
         "torch_dense": lambda: xg @ w24_dense.T,
         "dense_mm": lambda: dense_mm(w24_dense, x, idx, backend=backend),
         "ssmm": lambda: ssmm(wsam, x, idx, backend=backend, kernel="mma_sp"),
-        "ssmm_wg": lambda: ssmm(wsam, x, idx, backend=backend, kernel="wgmma_sp"),
+        **{op: (lambda kern=kern: ssmm(wsam, x, idx, backend=backend, kernel=kern)) for op, kern in SSMM_VARIANTS.items()},
         "spmm_24": lambda: spmm(w24, xg, backend=backend),
     }
     if semi is not None and t >= 8:  # torch's 2:4 needs >= 8 (padded) columns
         calls["torch_24"] = lambda: torch.mm(semi, xg.T).T
     wanted = {"torch_dense": want24, "dense_mm": want24, "spmm_24": want24, "torch_24": want24,
-              "ssmm": want_sam, "ssmm_wg": want_sam}
+              "ssmm": want_sam, **{op: want_sam for op in SSMM_VARIANTS}}
     plans = _plans(backend, w24_dense, wsam, w24, x, idx, xg)
+    run_ops = _ops_at(run_ops, t)
     names = ["torch_dense", "dense_mm"] + [n for n in ("torch_24",) if n in calls] + run_ops
-    if "ssmm_wg" in run_ops:
-        names.append("ssmm")  # the wgmma path is always recorded against the mma.sp path too
+    if any(op in SSMM_VARIANTS for op in run_ops):
+        names.append("ssmm")  # the other ssmm kernels are always recorded against the mma.sp path too
     done: dict[str, tuple] = {}
     failed: dict[str, str] = {}
     for name in dict.fromkeys(names):
@@ -218,7 +233,7 @@ def _one_tokens_count(emit, run_ops, model, m, k, t, dtype, dtype_name, prof, id
             failed[name] = _reason(exc)
     bases = [b for b in ("torch_dense", "torch_24", "dense_mm") if b in done or b in failed]
     for op in run_ops:
-        for bname in bases + (["ssmm"] if op == "ssmm_wg" else []):
+        for bname in bases + (["ssmm"] if op in SSMM_VARIANTS else []):
             if bname == op:
                 continue
             if op in failed or bname in failed:

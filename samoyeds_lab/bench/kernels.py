@@ -34,7 +34,7 @@ _REPO = Path(__file__).resolve().parents[2]
 
 #: Ops and baselines of the records → the op of :mod:`samoyeds_lab.bench.roofline` with the same HBM traffic
 #: and tensor-core work (one roofline formula for the whole project).
-ROOFLINE_OP = {"ssmm": "ssmm", "ssmm_wg": "ssmm", "spmm_24": "spmm", "torch_24": "spmm", "dense_mm": "dense", "torch_dense": "dense"}
+ROOFLINE_OP = {"ssmm": "ssmm", "ssmm_wg": "ssmm", "ssmm_decode": "ssmm", "ssmm_prefill": "ssmm", "spmm_24": "spmm", "torch_24": "spmm", "dense_mm": "dense", "torch_dense": "dense"}
 
 
 def _roofline_op(op: str) -> str:

@@ -33,6 +33,8 @@ KERNEL_COLORS: dict[str, str] = {
     "spmm": CONCEPTS["2:4"],
     "ssmm": CONCEPTS["samoyeds"],
     "ssmm_wg": "#047857",  # Samoyeds' green, darker: the wgmma path
+    "ssmm_decode": "#10b981",  # Samoyeds' green, lighter: the decode kernel
+    "ssmm_prefill": "#065f46",  # Samoyeds' green, darkest: the Hopper prefill kernel
     "spmm_24": CONCEPTS["2:4"],
     "dense_mm": "#374151",
     "torch_dense": "#a8a29e",

@@ -208,3 +208,14 @@ def test_validate_record_names_the_bad_field(field, value):
                                 tokens=1, dtype="float16", ms=1.0, baseline="ssmm", baseline_ms=1.0, roofline_ms=0.5)
     with pytest.raises(CorruptFileError, match=field):
         records.validate_record(dict(good, **{field: value}))
+
+
+def test_decode_and_prefill_kernels_are_timed_in_their_token_ranges_against_mma_sp():
+    """ssmm_decode only at <= 64 tokens, ssmm_prefill only at >= 128 and only on Hopper; both also
+    against the mma.sp path ``ssmm`` (the records kernel="auto" would decide from)."""
+    recs = _cpu_sweep(tokens=(8, 128), hopper=True)
+    pairs = {(r["op"], r["baseline"], r["tokens"]) for r in recs}
+    assert ("ssmm_decode", "ssmm", 8) in pairs and not any(op == "ssmm_decode" and t == 128 for op, _, t in pairs)
+    assert ("ssmm_prefill", "ssmm", 128) in pairs and not any(op == "ssmm_prefill" and t == 8 for op, _, t in pairs)
+    assert all(r["status"] == "ok" for r in recs if r["op"] in ("ssmm_decode", "ssmm_prefill"))
+    assert not any(r["op"] == "ssmm_prefill" for r in _cpu_sweep(tokens=(128,), hopper=False))
