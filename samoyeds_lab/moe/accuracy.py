@@ -259,7 +259,13 @@ def config_label(config: Mapping[str, Any]) -> str:
 
 def pattern_label(config: Mapping[str, Any]) -> str:
     """The label of a configuration without its method: ``"Samoyeds V=32"``, ``"2:4"``, ``"dense"`` …
-    (one point per pattern on a Pareto chart, one recovery run per pattern in the study)."""
+    (one point per pattern on a Pareto chart, one recovery run per pattern in the study). ``config`` may
+    also be a sweep record (its configuration keys are read, ``nominal_density`` as the density)."""
+    if isinstance(config, Mapping) and "label" in config:  # a record: keep its configuration keys
+        rec = config
+        config = {k: rec[k] for k in ("pattern", "method", "vector", "joint") if rec.get(k) is not None}
+        if rec.get("pattern") == "unstructured":
+            config["density"] = rec.get("nominal_density", rec.get("density"))
     c = normalize_config(config)
     label = config_label(c)
     return label if c["pattern"] == "dense" else label.replace(f" · {c['method']}", "", 1)

@@ -8,6 +8,8 @@ The figure builders take the records of :func:`samoyeds_lab.moe.accuracy.sparsit
 * :func:`ppl_density_figure` — held-out perplexity against the kept fraction of expert weights;
 * :func:`ppl_speed_figure` — held-out perplexity against the *modelled* decode speed-up
   (dense expert bytes / compressed expert bytes; a memory-bound ceiling, not a measurement);
+* :func:`convergence_figure` — the study's convergence curves (held-out perplexity during the recovery
+  fine-tune of the dense model and one pruned configuration) and the step count chosen from them;
 * :func:`pareto_figure` — held-out perplexity against operand bytes, one point per pattern × method,
   one-shot and after the recovery fine-tune, each with its Pareto front (no other point has both fewer
   bytes and a lower perplexity) drawn as a line.
@@ -36,6 +38,7 @@ from .panels import _copy_into
 from .sparsity import _TEMPLATE, COLORS, _layout
 
 __all__ = ["sweep_table", "ppl_density_figure", "ppl_speed_figure", "pareto_figure", "pareto_front",
+           "convergence_figure",
            "AccuracyPanel", "ACCURACY_COLORS"]
 
 #: Hex colours: one per method (dense baseline grey), live results amber-outlined.
@@ -411,6 +414,48 @@ def pareto_figure(
         xaxis=dict(title=dict(text="routed-expert operand bytes (MiB, fp16 values)"), range=[0, top * 1.08]),
         yaxis=log_axis(f"held-out ppl, {domain} (log)", min(ys), max(ys)),
         margin=dict(l=70, r=230, t=90, b=60),
+    ))
+
+
+def convergence_figure(convergence: Mapping[str, Any], *, title: str = "Does the recovery fine-tune converge?"
+                       ) -> go.Figure:
+    """Held-out perplexity (log y, labelled ticks) against fine-tune step for every curve of a study's
+    ``convergence`` entry (:func:`samoyeds_lab.moe.accuracy.equal_density_study`), with a dotted line at
+    the step count the study chose and the flatness rule in the subtitle."""
+    if not isinstance(convergence, Mapping) or not isinstance(convergence.get("curves"), Mapping) \
+            or not convergence["curves"]:
+        raise ValueError("convergence: expected a study's 'convergence' dict with non-empty 'curves', got "
+                         f"{convergence!r:.80}")
+    check_text("title", title)
+    palette = [COLORS["dense"], COLORS["wanda"], COLORS["obs"], COLORS["magnitude"]]
+    traces, ys = [], []
+    for k, (name, pts) in enumerate(convergence["curves"].items()):
+        if not isinstance(pts, (list, tuple)) or not pts:
+            raise ValueError(f"convergence['curves'][{name!r}]: expected a non-empty list of {{'step', 'ppl'}}")
+        x = [check_int(f"convergence['curves'][{name!r}] step", p["step"], lo=0) for p in pts]
+        y = [check_float(f"convergence['curves'][{name!r}] ppl", p["ppl"], lo=0, lo_open=True) for p in pts]
+        ys += y
+        traces.append(go.Scatter(name=str(name), x=x, y=y, mode="lines+markers",
+                                 line=dict(color=palette[k % len(palette)], width=2.5), marker=dict(size=7),
+                                 hovertemplate=f"{html.escape(str(name))}<br>step %{{x}}: ppl %{{y:.3f}}<extra></extra>"))
+    chosen = convergence.get("chosen_steps")
+    shapes, notes = [], []
+    if chosen:
+        shapes.append(dict(type="line", x0=chosen, x1=chosen, yref="paper", y0=0, y1=1,
+                           line=dict(color=COLORS["muted"], dash="dot", width=1.5)))
+        notes.append(dict(x=chosen, yref="paper", y=1, text=f"recovery: {chosen} steps", showarrow=False,
+                          xanchor="right", yanchor="bottom", font=dict(color=COLORS["muted"], size=11)))
+    flat = convergence.get("converged_at")
+    rule = (f"flat = at most {convergence.get('tol', 0.02):.0%} better over the last {convergence.get('window', 100)} "
+            f"steps: " + (f"reached at step {flat}" if flat else "not reached within the curve"))
+    n = convergence.get("eval_tokens_per_domain")
+    return go.Figure(traces, layout=_layout(
+        title=dict(text=f"{title}<br><sup>{rule}; held-out subset of {n:,} bytes per domain</sup>" if n else
+                   f"{title}<br><sup>{rule}</sup>"),
+        height=400, width=820, showlegend=True, shapes=shapes, annotations=notes,
+        xaxis=dict(title=dict(text="fine-tune step (masks held)")),
+        yaxis=log_axis("held-out ppl (log)", min(ys), max(ys)),
+        margin=dict(l=70, r=30, t=80, b=60),
     ))
 
 

@@ -27,6 +27,8 @@ def test_structure():
     src = SOURCE.read_text()
     # the recorded sweep and a live one are both there, and the modelled speed is called a model
     assert "load_sweep(" in src and "sparsity_sweep(" in src and "AccuracyPanel(" in src
+    assert "pareto_figure(" in src and "convergence_figure(" in src and "V = 32" in src
+    assert "arXiv 2503.10725" in src  # the paper whose claim section 7 weighs
     assert "not a GPU measurement" in src or "not a benchmark" in src
 
 
@@ -65,11 +67,19 @@ def test_runs_without_errors_and_fast(executed):
 def test_recorded_and_live_results_are_shown(executed):
     nb, _ = executed
     kinds = output_kinds(nb)
-    assert kinds.count("application/vnd.plotly.v1+json") >= 7  # scale, error, mask, table, 2 scatters, live
+    # scale, error, mask, table, Pareto one-shot, convergence, Pareto with recovery, live scatter
+    assert kinds.count("application/vnd.plotly.v1+json") >= 8
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the AccuracyPanel
     text = all_outputs_text(nb)
     assert "the shipped one" in text, "the recorded sweep was run on another checkpoint: regenerate it"
-    assert text.count("live Samoyeds V=128") == 2
+    assert text.count("live Samoyeds V=32") == 2
+    # the study read back: windows per row stated, the method ordering checked, the targets printed
+    assert "V =  32: 4 window(s) per gate/up row, 8 per down row (Mixtral K = 4096: 128)" in text
+    assert "V = 128: 1 window(s) per gate/up row, 2 per down row (Mixtral K = 4096: 32)" in text
+    assert "every pattern ordered OBS ≤ Wanda ≤ magnitude: True" in text
+    assert "Samoyeds V=32 · OBS, joint, one-shot" in text and "the fine-tuned dense (target ≤ 1.5×)" in text
+    # the Wanda narrative is computed from the model: gate/up inputs have no channel above 6x the median
+    assert re.search(r"gate/up input: .*, 0 of 128 channels > 6×", text)
     assert_banner(nb)
 
 

@@ -444,3 +444,56 @@ def test_bad_study_arguments(model_dir, tmp_path, kwargs, match):
     kw = {"configs": _SMALL[:2], **kwargs}
     with pytest.raises((TypeError, ValueError), match=match):
         equal_density_study(tmp_path / "x.json", model_dir, progress=False, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- the shipped file
+def test_recorded_study_is_complete_with_provenance():
+    """data/accuracy/tiny_moe_sparsity.json: the study Lab 05 and Lab 08 read, as the code defines it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = load_sweep(root / "data" / "accuracy" / "tiny_moe_sparsity.json")
+    assert data["version"] == 2 and data["study"] == "equal-density" and data["status"] == "complete"
+    for key in ("created_utc", "updated_utc", "machine", "model", "settings", "speed_model", "elapsed_s"):
+        assert key in data, key
+    assert {"platform", "torch", "threads", "cpu_count"} <= set(data["machine"])
+    assert data["model"]["sha256"] == model_sha256(root / "data" / "tiny_moe")
+    labels = [r["label"] for r in data["records"]]
+    assert labels == [config_label(c) for c in equal_density_configs()]  # every configuration, in order
+    # the convergence curve, and the steps chosen from it, used for every recovery
+    conv = data["convergence"]
+    assert conv["complete"] and set(conv["curves"]) == {"dense", data["settings"]["curve_config"]}
+    assert all(p["step"] % conv["every"] == 0 for pts in conv["curves"].values() for p in pts)
+    steps = data["settings"]["recovery_steps"]
+    assert steps == conv["chosen_steps"] == (conv["converged_at"] or conv["steps"])
+    assert convergence_steps(conv["curves"], window=conv["window"], tol=conv["tol"]) == conv["converged_at"]
+    by = {r["label"]: r for r in data["records"]}
+    assert by["dense"]["recovery"]["steps"] == steps  # the dense model was given the same steps
+    recovered = [r for r in data["records"] if r["recovered_ppl"] is not None]
+    assert all(r["recovery"]["steps"] == steps for r in recovered)
+    # one recovery per joint pattern: its best one-shot method
+    groups = {}
+    for r in data["records"][1:]:
+        if r.get("joint") is not False:
+            groups.setdefault(r["label"].replace(f" · {r['method']}", ""), []).append(r)
+    for key, rs in groups.items():
+        best = min(rs, key=lambda r: r["heldout_ppl"]["overall"])
+        assert [r["label"] for r in rs if r["recovered_ppl"]] == [best["label"]], key
+    for r in data["records"]:
+        assert r["density"] == pytest.approx(r["nominal_density"], abs=1e-12), r["label"]
+        assert set(r["heldout_ppl"]) == {"en", "de", "code", "overall"}
+
+
+@pytest.mark.parametrize("config, want", [
+    ({"pattern": "dense"}, "dense"),
+    ({"pattern": "venom", "method": "obs"}, "VENOM 64:2:8"),
+    ({"pattern": "unstructured", "density": 0.5, "method": "wanda"}, "unstructured 50%"),
+    ({"pattern": "samoyeds", "vector": 128, "joint": False}, "Samoyeds V=128 · independent"),
+    # a record (label, measured density, None fields) reads like its configuration
+    ({"label": "unstructured 25% · obs", "pattern": "unstructured", "method": "obs", "vector": None,
+      "joint": None, "density": 0.25, "nominal_density": 0.25}, "unstructured 25%"),
+    ({"label": "1:4 · wanda", "pattern": "1:4", "method": "wanda", "vector": None, "joint": None,
+      "density": 0.25}, "1:4"),
+])
+def test_pattern_label(config, want):
+    assert pattern_label(config) == want
