@@ -85,9 +85,19 @@ if not available():
     sys.exit(0)
 from concurrent.futures import ThreadPoolExecutor
 arch = device_arch()
-with ThreadPoolExecutor(len(SOURCES)) as pool:  # one NVRTC child process per family, side by side
-    for name, res in zip(SOURCES, pool.map(lambda n: compile_source(n, arch), SOURCES)):
-        print(f"{name}.cu sm_{arch}: {len(res.cubin)} B cubin -> {res.cache_path}")
+from dataclasses import replace
+import torch
+from samoyeds_lab.kernels import decode, prefill
+name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+dec = {decode.default_config(t, None, name) for t in (8, 16)}  # the decode defaults: plain 2:4 builds ...
+dec |= {replace(c, sel_n=1, sel_m=2) for c in dec}  # ... and Samoyeds 1:2 builds
+jobs = [(f"{n}.cu", lambda n=n: compile_source(n, arch)) for n in SOURCES]
+jobs += [(f"ssmm_decode {decode.module_name(c)}", lambda c=c: decode.compile_config(c, arch)) for c in sorted(dec, key=str)]
+if arch == "90a":
+    jobs.append(("ssmm_prefill_sm90 default", lambda: prefill.compile_prefill(prefill.DEFAULT_CONFIG, arch)))
+with ThreadPoolExecutor(min(8, len(jobs))) as pool:  # one NVRTC child process per build, side by side
+    for (what, _), res in zip(jobs, pool.map(lambda j: j[1](), jobs)):
+        print(f"{what} sm_{arch}: {len(res.cubin)} B cubin -> {res.cache_path}")
 print(f"NVRTC {nvrtc_provider()}: {cache_stats()}")
 EOF
 }
