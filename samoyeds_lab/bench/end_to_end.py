@@ -9,8 +9,10 @@ way            what runs
 ``dense``      every expert resident, fp16-sized, the ``"grouped"`` backend (one sort, three matmuls per
                expert, one scatter).
 ``samoyeds``   experts pruned to the Samoyeds pattern (1 of 2 rows per ``V``-wide window of K, 2:4
-               inside; 25% of the weights) with Wanda on *train*-split calibration text
-               (:func:`~samoyeds_lab.moe.accuracy.prune_model`), compressed, run by the ``"samoyeds"``
+               inside; 25% of the weights; default ``V = 32``: 4 windows per gate/up row of the tiny
+               model's hidden 128) with OBS (second-order, the best one-shot method for every pattern of
+               the recorded equal-density study) on *train*-split calibration text, gate and up sharing their row
+               choice (:func:`~samoyeds_lab.moe.accuracy.prune_model`), compressed, run by the ``"samoyeds"``
                backend: compressed weights × the tokens routed to each expert (``ssmm``; the CUDA kernel
                on an SM80+ GPU, the CPU kernels of :mod:`samoyeds_lab.kernels.cpu` on a CPU).
 ``offloaded``  the dense model with its experts living in host memory and a GPU cache of
@@ -721,8 +723,8 @@ def serve_three_ways(
     *,
     eval_tokens: int = 1024,
     calib_tokens: int = 2048,
-    method: str = "wanda",
-    vector: int = 128,
+    method: str = "obs",
+    vector: int = 32,
     time_tokens: int = 256,
     repeat: int = 3,
     trace_tokens: int | None = 2048,
@@ -752,11 +754,13 @@ def serve_three_ways(
     eval_tokens : int
         Held-out bytes per domain for the live perplexities (``max(1, eval_tokens // 256)`` windows).
     calib_tokens : int
-        Train-split calibration bytes for Wanda (and for the ``static`` policy's popularity profile).
-    method : {"wanda", "magnitude"}
-        Pruning scores of the Samoyeds way.
+        Train-split calibration bytes for OBS / Wanda (and for the ``static`` policy's popularity profile).
+    method : {"obs", "wanda", "magnitude"}
+        Pruning method of the Samoyeds way (default OBS: the lowest one-shot perplexity for every pattern
+        of the recorded equal-density study; gate/up rows are always chosen jointly).
     vector : int
-        Samoyeds window ``V`` (the kernel's is 128).
+        Samoyeds window ``V`` (default 32: ``H / V = 4`` windows per gate/up row of the tiny model; the
+        kernel's V = 128 leaves one window per row at ``H = 128`` and deletes whole neurons).
     time_tokens : int
         Held-out bytes of the timed forward pass (one window of ``min(time_tokens, max_seq)`` bytes per
         ``max_seq``).
@@ -828,7 +832,7 @@ def serve_three_ways(
     dev = torch.device(device)
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
 
-    stages = ["load", "dense accuracy", "dense time", "prune (Wanda)", "samoyeds accuracy", "samoyeds time",
+    stages = ["load", "dense accuracy", "dense time", f"prune ({method})", "samoyeds accuracy", "samoyeds time",
               "offload replay", "models"]
     bar = None
     if progress is True:

@@ -11,6 +11,7 @@ import torch
 from samoyeds_lab.moe import TinyMoEConfig, TinyMoEForCausalLM
 from samoyeds_lab.viz.accuracy import (
     AccuracyPanel,
+    convergence_figure,
     pareto_figure,
     pareto_front,
     ppl_density_figure,
@@ -276,3 +277,20 @@ def test_panel_joint_toggle_and_every_pattern(model_dir):
     assert r["label"] == "VENOM 64:2:8 · magnitude" and r["density"] == 0.25
     # without independent records there is no toggle (no widget that does nothing)
     assert "joint" not in AccuracyPanel(model_dir, RECORDS).controls
+
+
+def test_convergence_figure_curves_and_chosen_steps():
+    conv = {"curves": {"dense": [{"step": 0, "ppl": 4.0}, {"step": 50, "ppl": 3.9}],
+                       "Samoyeds V=32 · wanda": [{"step": 0, "ppl": 24.0}, {"step": 50, "ppl": 7.0}]},
+            "chosen_steps": 50, "converged_at": None, "window": 100, "tol": 0.02, "eval_tokens_per_domain": 2048}
+    d = convergence_figure(conv).to_dict()
+    assert [t["name"] for t in d["data"]] == ["dense", "Samoyeds V=32 · wanda"]
+    assert list(d["data"][1]["y"]) == [24.0, 7.0] and list(d["data"][1]["x"]) == [0, 50]
+    (line,) = d["layout"]["shapes"]
+    assert line["x0"] == line["x1"] == 50 and "recovery: 50 steps" in d["layout"]["annotations"][0]["text"]
+    assert "not reached" in d["layout"]["title"]["text"] and "2,048 bytes" in d["layout"]["title"]["text"]
+    assert d["layout"]["yaxis"]["type"] == "log" and all(HEX.match(c) for c in colours(d["data"]))
+    with pytest.raises(ValueError, match="convergence"):
+        convergence_figure({"curves": {}})
+    with pytest.raises(ValueError, match="ppl"):
+        convergence_figure({"curves": {"a": [{"step": 0, "ppl": -1.0}]}})
