@@ -407,13 +407,13 @@ def pareto_figure(
     top = max(r["expert_bytes"] for r in records) / 2**20
     sub = " and ".join("after recovery (open, dotted front)" if x else "one-shot (filled, solid front)" for x in sets)
     return go.Figure(traces, layout=_layout(
-        title=dict(text=f"{title}<br><sup>{sub}; colour = method, symbol = pattern; operand bytes at fp16 "
+        title=dict(text=f"{title}<br><sup>{sub}; colour = method, symbol = pattern<br>operand bytes at fp16 "
                         f"(values + metadata + indices; CSR for unstructured)</sup>"),
-        height=520, width=980, showlegend=True, annotations=notes,
+        height=540, width=980, showlegend=True, annotations=notes,
         legend=dict(orientation="v", yanchor="top", y=1, x=1.02, xanchor="left", tracegroupgap=8, font=dict(size=11)),
         xaxis=dict(title=dict(text="routed-expert operand bytes (MiB, fp16 values)"), range=[0, top * 1.08]),
         yaxis=log_axis(f"held-out ppl, {domain} (log)", min(ys), max(ys)),
-        margin=dict(l=70, r=230, t=90, b=60),
+        margin=dict(l=70, r=230, t=110, b=60),
     ))
 
 
