@@ -36,7 +36,7 @@ print(sl.device_info().banner())
 # experts, hidden 128, trained for minutes on a CPU; no model hub is reachable here), so perplexities are
 # per *byte* and absolute numbers say nothing about Mixtral. Only the routed experts are pruned;
 # attention, routers and embeddings stay dense. "Speed" is a *model* (bytes streamed), not a GPU
-# measurement. The lab reads the recorded study; it does not re-run it (that takes about an hour on two
+# measurement. The lab reads the recorded study; it does not re-run it (that took 36 minutes on two
 # CPU cores: `samoyeds-lab accuracy`).
 
 # %%
