@@ -49,13 +49,18 @@ def _cases() -> list[tuple[str, str, Callable[[], object]]]:
     traces = {d: load_shipped_trace(d) for d in ("en", "de", "code")}
     rp = RoutingPanel(traces)
     rp.update()
-    home = dict(sequence=0, offset=0, layer=0, view="first choice")
-    for kw in (dict(sequence=1), dict(offset=32), dict(batch=8), dict(layer=2), dict(view="all k")):
-        name = ", ".join(f"{k}={v}" for k, v in kw.items())
+    home = rp.values()
+    offered = rp.options(home["trace"])
+    for key in ("sequence", "offset", "batch", "layer", "view"):  # each control to another value it offers
+        other = [v for v in offered.get(key, ()) if v != home[key]]
+        if not other:
+            continue
+        kw = {key: other[0]}
+        name = f"{key}={other[0]}"
 
         def step(kw=kw):
             rp.update(**kw)
-            rp.update(**home)  # back, so every repeat changes something
+            rp.update(**{k: home[k] for k in kw})  # back, so every repeat changes something
 
         out.append(("routing_panel", f"{name} (and back)", step))
     quiet = contextlib.redirect_stdout(io.StringIO())  # the checks print their report
