@@ -520,7 +520,7 @@ class AccuracyPanel:
         if self.has_joint_toggle:
             self.controls["joint"] = widgets.ToggleButtons(
                 options=[("joint", True), ("independent", False)], value=True, description="gate/up rows",
-                style={"description_width": "80px", "button_width": "90px"})
+                style={"description_width": "95px", "button_width": "115px"})  # 'independent' fits
         self.button = widgets.Button(description="prune + evaluate", button_style="primary",
                                      layout=widgets.Layout(width="180px"))
         self.status = widgets.HTML("")
