@@ -461,7 +461,7 @@ if why_not is None:
     gpu = roofline_sweep(*MIX_EXPERT, [t for t in DEFAULT_TOKENS if 0 < t <= 4096], "h100_sxm", "bfloat16")
     cpu_expert_figure(mix_recs, gpu_sweep=gpu, title="Mixtral-8x7B w1 (14336×4096, bf16), one expert, on this CPU").show()
     x_tok = crossover_tokens([r for r in mix_recs if r["kind"] == "samoyeds"])
-    print("Samoyeds kernel vs dense: " + (f"no faster from {x_tok} tokens per expert on" if x_tok is not None
+    print("Samoyeds kernel vs dense: " + (f"no faster from {x_tok} tokens per expert upwards (measured)" if x_tok is not None
                                           else "faster at every measured token count"))
 else:
     print(f"No CPU kernel can run here ({why_not}): nothing to time on this CPU.")

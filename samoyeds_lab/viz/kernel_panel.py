@@ -441,7 +441,7 @@ class CpuExpertPanel:
             x = crossover_tokens(kern)
             meas = ", ".join(str(int(r["tokens"])) for r in kern)
             lines.append(f"Measured so far at {meas} tokens: " + (
-                f"the Samoyeds kernel is no faster than dense from {x} tokens on." if x is not None else
+                f"the Samoyeds kernel is no faster than dense from {x} tokens upwards." if x is not None else
                 "the Samoyeds kernel is faster than dense at every one of them."))
         if self._gpu_sweep() is not None and "samoyeds" in by:
             sw = self._gpu_sweep()
