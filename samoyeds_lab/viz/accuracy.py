@@ -515,7 +515,7 @@ class AccuracyPanel:
             "vector": widgets.SelectionSlider(options=_VECTORS, value=32, description="V (window)",
                                               continuous_update=False, style=style, layout=lay),
             "method": widgets.ToggleButtons(options=_METHODS, value="obs", description="pruning",
-                                            style={"description_width": "80px", "button_width": "90px"}),
+                                            style={"description_width": "80px", "button_width": "110px"}),
         }
         if self.has_joint_toggle:
             self.controls["joint"] = widgets.ToggleButtons(
