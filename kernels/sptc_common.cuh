@@ -160,3 +160,55 @@ __device__ __forceinline__ u16 from_float(float f) {
     else asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+
+// ------------------------------------------------------------------------------------------ 16-bit scatter-add
+// Scatter-add into a 16-bit output. Where one thread owns two adjacent columns (4-byte aligned), one
+// paired reduction adds both: red.global.add.noftz.f16x2 (sm_53+) / .bf16x2 (sm_90+). Single columns use
+// red.global.add.noftz.f16 / .bf16 (sm_90+). Only bf16 below sm_90 (no bf16 red there) keeps a 32-bit CAS
+// loop, which then updates both halves of the word at once. NOTE: red adds the 16-bit rounded addend
+// (v is rounded to fp16/bf16 first, then the sum), the CAS loop rounds once; both stay within the dtype's
+// tolerance of the fp32 reference.
+template <bool BF16>
+__device__ __forceinline__ void red_add_16(u16* addr, float v) {
+    const u16 h = from_float<BF16>(v);
+    if (!BF16) {
+        asm volatile("red.global.add.noftz.f16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
+        return;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.noftz.bf16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
+#else
+    u32* word = (u32*)((unsigned long long)addr & ~3ull);
+    const u32 shift = ((unsigned long long)addr & 2ull) ? 16u : 0u;
+    u32 old = *word, assumed;
+    do {
+        assumed = old;
+        const u16 cur = (u16)((assumed >> shift) & 0xFFFFu);
+        const u16 nxt = from_float<BF16>(to_float<BF16>(cur) + v);
+        const u32 upd = (assumed & ~(0xFFFFu << shift)) | ((u32)nxt << shift);
+        old = atomicCAS(word, assumed, upd);
+    } while (old != assumed);
+#endif
+}
+
+// addr[0] += lo, addr[1] += hi on two adjacent 16-bit floats; `addr` is 4-byte aligned.
+template <bool BF16>
+__device__ __forceinline__ void red_add_16x2(u16* addr, float lo, float hi) {
+    const u32 packed = (u32)from_float<BF16>(lo) | ((u32)from_float<BF16>(hi) << 16);  // lower address: low half
+    if (!BF16) {
+        asm volatile("red.global.add.noftz.f16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
+        return;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.noftz.bf16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
+#else
+    u32* word = (u32*)addr;
+    u32 old = *word, assumed;
+    do {
+        assumed = old;
+        const u32 a = from_float<BF16>(to_float<BF16>((u16)(assumed & 0xFFFFu)) + lo);
+        const u32 b = from_float<BF16>(to_float<BF16>((u16)(assumed >> 16)) + hi);
+        old = atomicCAS(word, assumed, a | (b << 16));
+    } while (old != assumed);
+#endif
+}

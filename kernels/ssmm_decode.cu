@@ -117,47 +117,7 @@ __device__ __forceinline__ float ld_cg_f32(const float* p) {
     return v;
 }
 
-// 16-bit scatter-add (one / two adjacent values), as ssmm.cu's red_add_16 / red_add_16x2.
-template <bool BF16>
-__device__ __forceinline__ void dec_red_add(u16* addr, float v) {
-    const u16 h = from_float<BF16>(v);
-    if (!BF16) {
-        asm volatile("red.global.add.noftz.f16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
-        return;
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("red.global.add.noftz.bf16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
-#else
-    u32* word = (u32*)((unsigned long long)addr & ~3ull);
-    const u32 shift = ((unsigned long long)addr & 2ull) ? 16u : 0u;
-    u32 old = *word, assumed;
-    do {
-        assumed = old;
-        const u16 nxt = from_float<BF16>(to_float<BF16>((u16)((assumed >> shift) & 0xFFFFu)) + v);
-        old = atomicCAS(word, assumed, (assumed & ~(0xFFFFu << shift)) | ((u32)nxt << shift));
-    } while (old != assumed);
-#endif
-}
-template <bool BF16>
-__device__ __forceinline__ void dec_red_add2(u16* addr, float lo, float hi) {
-    const u32 packed = (u32)from_float<BF16>(lo) | ((u32)from_float<BF16>(hi) << 16);
-    if (!BF16) {
-        asm volatile("red.global.add.noftz.f16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
-        return;
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("red.global.add.noftz.bf16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
-#else
-    u32* word = (u32*)addr;
-    u32 old = *word, assumed;
-    do {
-        assumed = old;
-        const u32 a = from_float<BF16>(to_float<BF16>((u16)(assumed & 0xFFFFu)) + lo);
-        const u32 b = from_float<BF16>(to_float<BF16>((u16)(assumed >> 16)) + hi);
-        old = atomicCAS(word, assumed, a | (b << 16));
-    } while (old != assumed);
-#endif
-}
+// 16-bit scatter-add: red_add_16 / red_add_16x2 of sptc_common.cuh.
 
 struct DecEpilogue {
     int epilogue;            // 0 plain, 1 silu·up, 2 scatter-add
@@ -184,10 +144,10 @@ __device__ __forceinline__ void dec_store(const DecEpilogue& ep, i64 p, int r, f
         }
         u16* o = (u16*)ep.out + dst * ep.ldo + r;
         if (two && ((((unsigned long long)o) & 3ull) == 0)) {
-            dec_red_add2<BF16>(o, s * v0, s * v1);
+            red_add_16x2<BF16>(o, s * v0, s * v1);
         } else {
-            dec_red_add<BF16>(o, s * v0);
-            if (two) dec_red_add<BF16>(o + 1, s * v1);
+            red_add_16<BF16>(o, s * v0);
+            if (two) red_add_16<BF16>(o + 1, s * v1);
         }
         return;
     }

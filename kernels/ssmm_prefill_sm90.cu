@@ -206,19 +206,7 @@ template <int N>
 __device__ __forceinline__ void pf_wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
 // ------------------------------------------------------------------------------------------ epilogue
-template <bool BF16>
-__device__ __forceinline__ void pf_red16(u16* addr, float v) {
-    const u16 h = from_float<BF16>(v);
-    if (BF16) asm volatile("red.global.add.noftz.bf16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
-    else asm volatile("red.global.add.noftz.f16 [%0], %1;\n" ::"l"(addr), "h"(h) : "memory");
-}
-template <bool BF16>
-__device__ __forceinline__ void pf_red16x2(u16* addr, float lo, float hi) {
-    const u32 packed = (u32)from_float<BF16>(lo) | ((u32)from_float<BF16>(hi) << 16);
-    if (BF16) asm volatile("red.global.add.noftz.bf16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
-    else asm volatile("red.global.add.noftz.f16x2 [%0], %1;\n" ::"l"(addr), "r"(packed) : "memory");
-}
-
+// 16-bit scatter-add: red_add_16 / red_add_16x2 of sptc_common.cuh (sm_90a: the red forms, no CAS loop).
 // One output element (position p, dense row r) of value v.
 template <bool BF16>
 __device__ __forceinline__ void pf_store(const PfEpilogue& ep, i64 p, int r, float v) {
@@ -227,7 +215,7 @@ __device__ __forceinline__ void pf_store(const PfEpilogue& ep, i64 p, int r, flo
         if (dst < 0) return;  // SENTINEL
         const float s = ep.scale ? ep.scale[p] : 1.0f;
         if (ep.out_f32) atomicAdd((float*)ep.out + dst * ep.ldo + r, s * v);
-        else pf_red16<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v);
+        else red_add_16<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v);
         return;
     }
     if (ep.epilogue == 1) {
@@ -243,7 +231,7 @@ __device__ __forceinline__ void pf_store_pair(const PfEpilogue& ep, i64 p, int r
     const i64 dst = ep.scatter_idx ? (i64)ep.scatter_idx[p] : p;
     if (dst < 0) return;
     const float s = ep.scale ? ep.scale[p] : 1.0f;
-    pf_red16x2<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v0, s * v1);
+    red_add_16x2<BF16>((u16*)ep.out + dst * ep.ldo + r, s * v0, s * v1);
 }
 
 // ------------------------------------------------------------------------------------------ the kernel
