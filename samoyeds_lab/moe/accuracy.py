@@ -793,6 +793,13 @@ def _recover(model, rec, cfg, train, held, max_windows, probe_ids, seq, seed, ev
 # ----------------------------------------------------------------------------------------------------
 # the equal-density study (resumable)
 # ----------------------------------------------------------------------------------------------------
+#: Settings of the convergence curve: changing one on ``resume`` redoes the curve (and the recoveries).
+_CURVE_SETTINGS = frozenset({"curve_config", "curve_steps", "curve_every", "curve_eval_tokens", "curve_window",
+                             "curve_tol", "recovery_lr", "recovery_batch"})
+#: Settings that change only the fine-tune: ``resume`` keeps the one-shot records and redoes the recoveries.
+_RECOVERY_SETTINGS = _CURVE_SETTINGS | {"recover"}
+
+
 def convergence_steps(curves: Mapping[str, Sequence[Mapping[str, float]]], *, window: int = 100,
                       tol: float = 0.02) -> int | None:
     """The first logged step ``s >= window`` at which *every* curve has flattened: for each curve,
@@ -886,7 +893,9 @@ def equal_density_study(
         Default :func:`equal_density_configs`; must include ``{"pattern": "dense"}`` first.
     resume : bool
         Continue a file written with the same checkpoint and settings: finished records, the curve and
-        finished recoveries are kept and skipped. ``False`` starts afresh (an existing file is replaced when
+        finished recoveries are kept and skipped. Where only fine-tune settings differ (the curve's, the
+        recovery learning rate / batch, ``recover``), the one-shot records are kept and the curve (when its
+        settings changed) and all recoveries are redone. ``False`` starts afresh (an existing file is replaced when
         the first item finishes).
     progress : bool or callable
         ``True``: a tqdm bar over all items (curve steps count as items of ``curve_every``) on stderr, and
@@ -952,11 +961,25 @@ def equal_density_study(
             raise ValueError(f"resume: {out} was made on checkpoint {old['model']['sha256'][:12]}…, "
                              f"{model_dir} is {sha[:12]}…; start afresh (without resume)")
         diff = [k for k in settings if k != "recovery_steps_given" and old["settings"].get(k) != settings[k]]
-        if diff:
-            raise ValueError(f"resume: {out} was made with other settings ({', '.join(diff)}: "
-                             f"{[old['settings'].get(k) for k in diff]} vs {[settings[k] for k in diff]})")
+        hard = [k for k in diff if k not in _RECOVERY_SETTINGS]
+        if hard:
+            raise ValueError(f"resume: {out} was made with other settings ({', '.join(hard)}: "
+                             f"{[old['settings'].get(k) for k in hard]} vs {[settings[k] for k in hard]})")
         payload = old
-        payload["settings"]["recovery_steps_given"] = recovery_steps
+        if diff:
+            # only the fine-tune changed: the one-shot records stand; the curve (if its settings changed) and
+            # every recovered result are redone with the new settings
+            if any(k in _CURVE_SETTINGS for k in diff):
+                payload["convergence"] = None
+            for r in payload["records"]:
+                for k in ("recovered_ppl", "recovered_bits_per_byte", "recovery"):
+                    r[k] = None
+            payload["status"] = "partial"
+            if progress:
+                (progress if callable(progress) else print)(
+                    f"resume: fine-tune settings changed ({', '.join(diff)}): one-shot records kept, "
+                    + ("curve and " if payload["convergence"] is None else "") + "recoveries redone")
+        payload["settings"] = {**settings, "recovery_steps": old["settings"].get("recovery_steps")}
     if payload is None:
         d = Path(model_dir)
         training = None

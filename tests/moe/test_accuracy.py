@@ -424,6 +424,26 @@ def test_study_records_curve_recovery_and_resumes(model_dir, tmp_path):
     assert payload["model"]["sha256"] == model_sha256(model_dir)
 
 
+def test_study_resume_with_new_fine_tune_settings_keeps_one_shot(model_dir, tmp_path):
+    out = tmp_path / "study.json"
+    first = equal_density_study(out, model_dir, _SMALL[:3], progress=False, **_STUDY_KW)
+    one_shot = {r["label"]: r["heldout_ppl"] for r in first["records"]}
+    lines = []
+    kw = {**_STUDY_KW, "curve_steps": 3}
+    payload = equal_density_study(out, model_dir, _SMALL[:3], progress=lines.append, resume=True, **kw)
+    assert any("fine-tune settings changed (curve_steps)" in m for m in lines)
+    # no configuration pruned and evaluated one-shot again; the curve and the recoveries redone
+    assert not [m for m in lines if ": ppl " in m and not m.startswith("curve")]
+    assert [p["step"] for p in payload["convergence"]["curves"]["dense"]] == [0, 1, 2, 3]
+    assert {r["label"]: r["heldout_ppl"] for r in payload["records"]} == one_shot
+    steps = payload["convergence"]["chosen_steps"]
+    assert payload["settings"]["curve_steps"] == 3 and payload["settings"]["recovery_steps"] == steps
+    assert all(r["recovery"]["steps"] == steps for r in payload["records"] if r["recovered_ppl"] is not None)
+    assert sum(r["recovered_ppl"] is not None for r in payload["records"]) == 3
+    with pytest.raises(ValueError, match="calib_tokens"):  # a one-shot setting still refuses to resume
+        equal_density_study(out, model_dir, _SMALL[:3], progress=False, resume=True, **{**kw, "calib_tokens": 40})
+
+
 def test_study_progress_bar_on_stderr_lines_on_stdout(model_dir, tmp_path, capsys):
     equal_density_study(tmp_path / "s.json", model_dir, _SMALL[:2], progress=True, recovery_steps=0,
                         **{k: v for k, v in _STUDY_KW.items() if not k.startswith("curve")})
