@@ -145,8 +145,8 @@ for row in result.table_rows():
 #   its predictions, which does cost accuracy; our SiDA only prefetches.)
 # * **Samoyeds pays in accuracy.** Keeping a quarter of each expert's weights, whole row segments
 #   included, roughly triples the held-out perplexity one-shot on this tiny model even with OBS (Lab 05's
-#   equal-density study, printed below). The recorded mask-preserving fine-tune (300 steps, the dense
-#   model fine-tuned alike; the ✕ markers) wins most of it back, to about 1.2× the fine-tuned dense
+#   equal-density study, printed below). The recorded mask-preserving fine-tune (450 steps, the dense
+#   model fine-tuned alike; the ✕ markers) wins most of it back, to about 1.16× the fine-tuned dense
 #   perplexity — close, but not closed, and 1:4 or VENOM at the same bytes came closer still (Lab 05).
 # * The live numbers use a small held-out slice (the first windows of each domain), so they differ from
 #   the recorded whole-split numbers; compare live with live and recorded with recorded.
@@ -505,7 +505,7 @@ else:
 # * **Dense** is the accuracy reference and needs every expert in GPU memory.
 # * **Samoyeds** fits all experts in ≈28% of the bytes and, at Mixtral shapes, models ≈3.5× faster
 #   memory-bound expert GEMMs — but on this tiny model, pruned with OBS at V = 32, it roughly triples the
-#   perplexity one-shot, and the recorded 300-step fine-tune brings it to about 1.2× the (equally
+#   perplexity one-shot, and the recorded 450-step fine-tune brings it to about 1.16× the (equally
 #   fine-tuned) dense model. On a CPU its backend runs CPU kernels on the
 #   compressed operand; on the tiny model the measured time is set by per-call cost (cache-resident
 #   128 kB weights, microsecond GEMMs), not by bytes — see Lab 02 for a Mixtral-size expert, where the

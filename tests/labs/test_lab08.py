@@ -87,7 +87,13 @@ def test_three_ways_with_provenance(executed):
     for label in ("live,", "measured,", "model:", "recorded 20"):
         assert label in text
     # the Samoyeds way is pruned as Lab 05's study recommends, and says so: OBS, V = 32, joint gate/up rows
-    assert "Samoyeds V=32 · obs" in text and "after 300 fine-tune steps" in text
+    from pathlib import Path
+
+    from samoyeds_lab.moe.accuracy import load_sweep
+
+    sweep = load_sweep(Path(__file__).resolve().parents[2] / "data" / "accuracy" / "tiny_moe_sparsity.json")
+    steps = sweep["settings"]["recovery_steps"]
+    assert "Samoyeds V=32 · obs" in text and f"after {steps} fine-tune steps" in text
     assert "No GPU kernel results have been recorded yet" in text or "Recorded GPU kernel results:" in text
     # the measured time says which way it went and what ran, and one expert GEMM timed alone says why
     assert re.search(r"Samoyeds [0-9.]+ ms/token — [0-9.]+× (faster|slower) than dense", text)
