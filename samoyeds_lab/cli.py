@@ -246,7 +246,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--recovery-steps", type=int_type("--recovery-steps", 0), default=None,
                    help="mask-preserving fine-tune steps (0 = none; default: equal-density picks them from the "
                         "convergence curve, sweep uses 0)")
-    p.add_argument("--curve-steps", type=int_type("--curve-steps", 1), default=300,
+    p.add_argument("--curve-steps", type=int_type("--curve-steps", 1), default=600,
                    help="steps of the convergence curve (dense and Samoyeds V=32 wanda)")
     p.add_argument("--curve-every", type=int_type("--curve-every", 1), default=50,
                    help="held-out evaluation interval of the convergence curve")

@@ -848,7 +848,7 @@ def equal_density_study(
     calib_tokens: int = 16384,
     eval_tokens: int | None = None,
     curve_config: Mapping[str, Any] | None = None,
-    curve_steps: int = 300,
+    curve_steps: int = 600,
     curve_every: int = 50,
     curve_eval_tokens: int = 2048,
     curve_window: int = 100,
