@@ -4,6 +4,7 @@
  * (never downloaded; cached on disk):
  *   SL_ISA=512 : AVX-512 F/BW/VL + AVX512_BF16   (-mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mfma -mf16c)
  *   SL_ISA=2   : AVX2 + FMA + F16C               (-mavx2 -mfma -mf16c)
+ *                (1-3 tokens: vpermps gathers; 4 or more: a per-call dense fp32 tile of each row block, sl_worker_x)
  *   SL_ISA=0   : portable C                       (any compiler, any CPU: aarch64 included)
  *
  * What is computed (W the dense [rows, K] weight the operand stands for, xg the gathered tokens):
@@ -234,6 +235,92 @@ static inline __attribute__((always_inline)) void sl_avx2_body(const sl_args *a,
     if (TB >= 4) out[3] = sl_hsum8(a3);
 }
 SL_DISPATCH(sl_run_avx2, sl_avx2_body)
+
+/* Several tokens (sl_worker_x): the kept values are expanded once per call into the dense columns they stand
+ * for (per 8-column chunk one vpermps of 4 values and a zero, the lanes from a table), then every token
+ * multiplies dense x slices with plain FMAs: twice the multiply-adds of the kept values, but no shuffle per
+ * token. sl_xlut[e][j]: for the two groups of an 8-column chunk whose kept positions are e = p0(a) | p0(b) << 2 |
+ * p1(a) << 4 | p1(b) << 6, which lane of [va0, va1, vb0, vb1, 0, ...] dense column j takes (4: the zero). */
+static int32_t sl_xlut[256][8] __attribute__((aligned(32)));
+static pthread_once_t sl_xlut_once = PTHREAD_ONCE_INIT;
+static void sl_xlut_init(void) {
+    for (int e = 0; e < 256; ++e)
+        for (int j = 0; j < 8; ++j) {
+            const int g = j >> 2, q = j & 3, p0 = (e >> (2 * g)) & 3, p1 = (e >> (4 + 2 * g)) & 3;
+            sl_xlut[e][j] = p0 == q ? 2 * g : (p1 == q ? 2 * g + 1 : 4);
+        }
+}
+/* the 16 bits of x spread to one nibble per byte */
+static inline uint32_t sl_nibbles(uint32_t x) {
+    x = (x | (x << 8)) & 0x00FF00FFu;
+    return (x | (x << 4)) & 0x0F0F0F0Fu;
+}
+
+/* Expand units [u0, u1) of compressed row c into dense fp32 columns at sp (32 per unit). */
+static void sl_avx2_expand(const sl_args *a, int64_t c, int64_t u0, int64_t u1, float *sp) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i four = _mm256_set1_epi32(4);
+    const uint32_t *meta = a->meta + c * a->upr;
+    for (int64_t u = u0; u < u1; ++u, sp += 32) {
+        const uint32_t md = meta[u];
+        const uint32_t ch = sl_nibbles(md & 0xFFFFu) | (sl_nibbles(md >> 16) << 4);
+        const int64_t vbase = (c * a->upr + u) * 16;
+        for (int hf = 0; hf < 2; ++hf) {
+            const __m256 v = sl_vals8(a->vals, vbase + 8 * hf, a->vdtype);
+            const __m256i il = _mm256_load_si256((const __m256i *)sl_xlut[(ch >> (16 * hf)) & 0xFF]);
+            const __m256i ih = _mm256_xor_si256(
+                _mm256_load_si256((const __m256i *)sl_xlut[(ch >> (16 * hf + 8)) & 0xFF]), four);
+            _mm256_store_ps(sp + 16 * hf, _mm256_permutevar8x32_ps(_mm256_blend_ps(v, zero, 0xF0), il));
+            _mm256_store_ps(sp + 16 * hf + 8, _mm256_permutevar8x32_ps(_mm256_blend_ps(v, zero, 0x0F), ih));
+        }
+    }
+}
+
+/* A run over expanded columns: windows of wmask (window w = units [w*upw, (w+1)*upw) of the row, K-block
+ * starting at unit ub, expanded at sp) times TB tokens, plain FMAs, two chains per token. */
+static inline __attribute__((always_inline)) void sl_avx2d_body(const sl_args *a, const float *sp, int64_t ub,
+                                                                int64_t upw, int64_t w0, uint64_t wmask,
+                                                                int64_t t0, const int TB, float *out) {
+    const int64_t upr = a->upr, ldx = a->ldx;
+    __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0;
+    const float *x = (const float *)a->x + t0 * ldx;
+    for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+        const int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
+        const int64_t ue = u + upw < upr ? u + upw : upr;
+        const float *wp = sp + (u - ub) * 32, *we = sp + (ue - ub) * 32;
+        const float *xp = x + u * 32;
+        for (; wp < we; wp += 16, xp += 16) {
+            const __m256 wl = _mm256_load_ps(wp), wh = _mm256_load_ps(wp + 8);
+            l0 = _mm256_fmadd_ps(wl, _mm256_load_ps(xp), l0);
+            h0 = _mm256_fmadd_ps(wh, _mm256_load_ps(xp + 8), h0);
+            if (TB >= 2) {
+                l1 = _mm256_fmadd_ps(wl, _mm256_load_ps(xp + ldx), l1);
+                h1 = _mm256_fmadd_ps(wh, _mm256_load_ps(xp + ldx + 8), h1);
+            }
+            if (TB >= 3) {
+                l2 = _mm256_fmadd_ps(wl, _mm256_load_ps(xp + 2 * ldx), l2);
+                h2 = _mm256_fmadd_ps(wh, _mm256_load_ps(xp + 2 * ldx + 8), h2);
+            }
+            if (TB >= 4) {
+                l3 = _mm256_fmadd_ps(wl, _mm256_load_ps(xp + 3 * ldx), l3);
+                h3 = _mm256_fmadd_ps(wh, _mm256_load_ps(xp + 3 * ldx + 8), h3);
+            }
+        }
+    }
+    out[0] = sl_hsum8(_mm256_add_ps(l0, h0));
+    if (TB >= 2) out[1] = sl_hsum8(_mm256_add_ps(l1, h1));
+    if (TB >= 3) out[2] = sl_hsum8(_mm256_add_ps(l2, h2));
+    if (TB >= 4) out[3] = sl_hsum8(_mm256_add_ps(l3, h3));
+}
+static void sl_run_avx2d(const sl_args *a, const float *sp, int64_t ub, int64_t upw, int64_t w0, uint64_t wmask,
+                         int64_t t0, int64_t tb, float *out) {
+    switch (tb) {
+        case 1: sl_avx2d_body(a, sp, ub, upw, w0, wmask, t0, 1, out); break;
+        case 2: sl_avx2d_body(a, sp, ub, upw, w0, wmask, t0, 2, out); break;
+        case 3: sl_avx2d_body(a, sp, ub, upw, w0, wmask, t0, 3, out); break;
+        default: sl_avx2d_body(a, sp, ub, upw, w0, wmask, t0, 4, out); break;
+    }
+}
 #endif
 
 /* ------------------------------------------------------------------------------------------ AVX-512 */
@@ -462,10 +549,92 @@ static void *sl_worker(void *p) {
 }
 
 
+#if SL_ISA == 2
+/* AVX2, several tokens: per block of SL_XRB compressed rows and K-block of SL_XKCOLS columns, every row's
+ * kept values are expanded once into a dense fp32 tile (scratch, in L2), which then serves every block of
+ * SL_TB tokens (their x slices in L1). Expanding costs more than one token's gathers, so one token takes
+ * the gather body instead (sl_worker). */
+#ifndef SL_XT
+#define SL_XT 4 /* tokens from which expanding pays (measured: 2 tokens slower, 4 faster than gathering) */
+#endif
+#ifndef SL_XRB
+#define SL_XRB 32
+#endif
+#ifndef SL_XKCOLS
+#define SL_XKCOLS 1024
+#endif
+static void *sl_worker_x(void *p) {
+    sl_job *job = (sl_job *)p;
+    const sl_args *a = job->a;
+    const int64_t m = a->rsel ? a->m : 1;
+    /* units per K-block: whole windows for Samoyeds; plain 2:4 rows have one window, cut into K-blocks */
+    const int64_t kbu0 = SL_XKCOLS / 32;
+    const int64_t upw = a->rsel ? a->upw : (kbu0 < a->upr ? kbu0 : a->upr);
+    const int64_t nwin = a->rsel ? a->nwin : (a->upr + upw - 1) / upw;
+    int64_t wpk = a->rsel ? kbu0 / a->upw : 1;
+    if (wpk < 1) wpk = 1;
+    if (wpk > 64) wpk = 64;
+    const int64_t nkb = (nwin + wpk - 1) / wpk, kbu = wpk * upw;
+    float *scratch = (float *)aligned_alloc(64, (size_t)(SL_XRB * kbu * 32) * sizeof(float));
+    uint64_t *masks = (uint64_t *)malloc((size_t)(SL_XRB * m) * sizeof(uint64_t));
+    if (!scratch || !masks) {
+        free(scratch);
+        free(masks);
+        job->status = 1;
+        return NULL;
+    }
+    const int64_t esz = a->vdtype == SL_F32 ? 4 : 2;
+    float part[SL_TB];
+    for (int64_t cb = job->c0; cb < job->c1; cb += SL_XRB) {
+        const int64_t ce = cb + SL_XRB < job->c1 ? cb + SL_XRB : job->c1;
+        for (int64_t kb = 0; kb < nkb; ++kb) {
+            const int64_t w0 = kb * wpk, nw = nwin - w0 < wpk ? nwin - w0 : wpk;
+            const int64_t ub = w0 * upw, ue = ub + nw * upw < a->upr ? ub + nw * upw : a->upr;
+            for (int64_t c = cb; c < ce; ++c) {
+                /* prefetch what comes after this K-block of the block: the next K-block of this row, or
+                 * the first of the row a block ahead */
+                const int64_t pc = kb + 1 < nkb ? c : c + SL_XRB, pu = kb + 1 < nkb ? ue : 0;
+                if (pc < a->crows) {
+                    const char *pv = (const char *)a->vals + (pc * a->upr + pu) * 16 * esz;
+                    for (int64_t i = 0; i < kbu * 16 * esz; i += 64) __builtin_prefetch(pv + i, 0, 3);
+                    const char *pm = (const char *)(a->meta + pc * a->upr + pu);
+                    for (int64_t i = 0; i < kbu * 4; i += 64) __builtin_prefetch(pm + i, 0, 3);
+                }
+                sl_avx2_expand(a, c, ub, ue, scratch + (c - cb) * kbu * 32);
+                if (a->rsel) {
+                    sl_window_masks(a, c, w0, nw, m, masks + (c - cb) * m);
+                } else {
+                    masks[c - cb] = 1; /* window w0 = this K-block */
+                }
+            }
+            for (int64_t t0 = 0; t0 < a->T; t0 += SL_TB) {
+                const int64_t tb = a->T - t0 < SL_TB ? a->T - t0 : SL_TB;
+                for (int64_t c = cb; c < ce; ++c) {
+                    for (int64_t r = 0; r < m; ++r) {
+                        const uint64_t wm = masks[(c - cb) * m + r];
+                        if (!wm) continue;
+                        sl_run_avx2d(a, scratch + (c - cb) * kbu * 32, ub, upw, a->rsel ? w0 : kb, wm, t0, tb, part);
+                        const int64_t dr = sl_dense_row(a, c, r);
+                        for (int64_t t = 0; t < tb; ++t) a->y[(t0 + t) * a->ldy + dr] += part[t];
+                    }
+                }
+            }
+        }
+    }
+    free(scratch);
+    free(masks);
+    job->status = 0;
+    return NULL;
+}
+#endif
+
 /* y[T, rows] += W x^T over compressed rows; returns 0 on success. Threads split the compressed rows in
  * contiguous ranges aligned to m-groups (n compressed rows), so no two threads write one output row. */
 int sl_gemm(const sl_args *a) {
     if (a->T <= 0 || a->crows <= 0) return 0;
+#if SL_ISA == 2
+    pthread_once(&sl_xlut_once, sl_xlut_init);
+#endif
     int64_t nt = a->nthreads < 1 ? 1 : (a->nthreads > 64 ? 64 : a->nthreads);
     const int64_t unit = a->rsel ? a->n : 1;
     const int64_t groups = a->crows / unit;
@@ -481,6 +650,9 @@ int sl_gemm(const sl_args *a) {
         jobs[i].status = 0;
     }
     void *(*work)(void *) = sl_worker;
+#if SL_ISA == 2
+    if (a->xdtype == SL_F32 && a->T >= SL_XT) work = sl_worker_x;
+#endif
 #ifdef _OPENMP
     /* Built with -fopenmp, this library shares the OpenMP runtime torch has already loaded (libgomp.so.1),
      * so its workers are torch's own threads: no thread start per call, and no torch threads left spinning

@@ -9,7 +9,11 @@ Instruction-set paths (:func:`cpu_path` says which runs here and why)
 ---------------------------------------------------------------------
 * ``avx512``: AVX-512 F/BW/VL + AVX512_BF16 (bf16 values and tokens: 32 kept values per
   ``vpermt2w``/``vdpbf16ps``; fp16/fp32: tokens converted to fp32 once, ``vpermt2ps`` + FMA).
-* ``avx2``: AVX2 + FMA + F16C, tokens in fp32, 8 values per FMA.
+* ``avx2``: AVX2 + FMA + F16C, tokens in fp32. One to three tokens: ``vpermps`` gathers of x, 8 kept values
+  per FMA. Four tokens or more: per block of 32 compressed rows and 1024 columns the kept values are
+  expanded once per call into a dense fp32 tile (one ``vpermps`` per 8 columns, its lanes from a 256-entry
+  table indexed by the metadata byte; a scratch in L2, never the whole weight), then every block of 4 tokens
+  runs plain FMAs over it: twice the multiply-adds of the kept values, but no shuffle per token.
 * ``portable``: plain C, any CPU and compiler (aarch64 included), correct everywhere.
 * ``none``: no C compiler: the tile-by-tile dense path below (still never the whole dense weight).
 
