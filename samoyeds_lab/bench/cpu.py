@@ -361,29 +361,33 @@ _DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "be
 RECORDS_PATH = _DATA / "cpu_kernels.json"
 LAYER_PATH = _DATA / "cpu_moe_layer.json"
 ISA_PATH = _DATA / "cpu_kernels_isa.json"
+#: The same benchmark recorded on a CPU without AVX-512, whose own path is ``avx2``.
+AVX2_PATH = _DATA / "cpu_kernels_avx2.json"
 
 
 def _write_readme(readme, records, layer) -> None:
     import json
 
+    if records.resolve() == AVX2_PATH.resolve():  # the AVX2 machine's records are their own section
+        records = RECORDS_PATH
     if not records.exists():
         raise FileNotFoundError(f"--out: no recorded results at {records}")
     result = json.loads(records.read_text())
     lay = json.loads(layer.read_text()) if layer.exists() else None
     isa = json.loads(ISA_PATH.read_text()) if ISA_PATH.exists() else None
-    readme.write_text(update_readme(readme.read_text(), readme_table(result, lay, isa)))
+    avx2 = json.loads(AVX2_PATH.read_text()) if AVX2_PATH.exists() else None
+    readme.write_text(update_readme(readme.read_text(), readme_table(result, lay, isa, avx2)))
     print(f"wrote {readme}")
 
 
-def readme_table(result: dict, layer: dict | None = None, isa_result: dict | None = None) -> str:
-    """The README's CPU results (markdown) made from a recorded :func:`bench_cpu` result (and layer records)."""
+def _measured_line(result: dict) -> str:
     dev = result["device"]
     bw = result.get("read_bandwidth_gbps", {})
-    out = [f"Measured on {dev['date']} on {dev['cpu']} ({dev['cores']} cores, CPU path `{dev['isa']}`, torch "
-           f"{dev['torch']}); read bandwidth {', '.join(f'{float(v):.1f} GB/s on {k} thread(s)' for k, v in bw.items())}. "
-           "Medians of the calls (range in the JSON), cache flushed before each; *dense* is torch's fastest "
-           "`F.linear` (fp32 / bf16 / fp16, named) on the same pruned weight stored dense, same tokens, same run. "
-           "bf16 weights and tokens.", ""]
+    return (f"Measured on {dev['date']} on {dev['cpu']} ({dev['cores']} cores, CPU path `{dev['isa']}`, torch "
+            f"{dev['torch']}); read bandwidth {', '.join(f'{float(v):.1f} GB/s on {k} thread(s)' for k, v in bw.items())}.")
+
+
+def _shape_tables(result: dict, out: list[str]) -> None:
     kern = [r for r in result["records"] if r["kind"] in ("samoyeds", "2:4")]
     for name in dict.fromkeys(r["name"] for r in kern):
         for th in sorted({r["threads"] for r in kern if r["name"] == name}):
@@ -412,11 +416,22 @@ def readme_table(result: dict, layer: dict | None = None, isa_result: dict | Non
                            + (f"; the pure-torch reference (it rebuilds the dense weight per call) takes "
                               f"{ref[0]['ms']:.0f} ms." if ref else "."))
             out.append("")
+
+
+def readme_table(result: dict, layer: dict | None = None, isa_result: dict | None = None,
+                 avx2_result: dict | None = None) -> str:
+    """The README's CPU results (markdown) made from a recorded :func:`bench_cpu` result (and layer records,
+    the forced-path records, and the records of a CPU without AVX-512)."""
+    out = [_measured_line(result) + " Medians of the calls (range in the JSON), cache flushed before each; *dense* "
+           "is torch's fastest `F.linear` (fp32 / bf16 / fp16, named) on the same pruned weight stored dense, same "
+           "tokens, same run. bf16 weights and tokens.", ""]
+    _shape_tables(result, out)
     if isa_result:
         recs = [r for r in isa_result["records"] if r["kind"] in ("samoyeds", "2:4")]
-        out.append("The other CPU paths, forced on the same machine (`bench cpu --isa avx2 portable`; what a CPU "
-                   "without AVX-512 BF16, or without AVX2, e.g. aarch64, would run), speed-up over torch's fastest "
-                   "dense path in the same run:")
+        paths = ", ".join(f"`{i}`" for i in dict.fromkeys(r["isa"] for r in recs))
+        out.append(f"Forced on the machine of the first tables (`bench cpu --isa ...`; `avx2` is what a CPU "
+                   f"without AVX-512 BF16 runs, `portable` one without AVX2, e.g. aarch64): {paths}, speed-up over "
+                   f"torch's fastest dense path in the same run ({isa_result['device']['date']}):")
         out.append("")
         keys = sorted({(r["name"], r["threads"]) for r in recs})
         toks = sorted({r["tokens"] for r in recs})
@@ -447,6 +462,14 @@ def readme_table(result: dict, layer: dict | None = None, isa_result: dict | Non
             by = {r["tokens"]: r for r in recs if r["threads"] == th and r["backend"] == "samoyeds"}
             out.append("| `samoyeds` vs `grouped` | " + " | ".join(f"{by[t]['speedup_vs_grouped']:.2f}×" for t in toks) + " |")
             out.append("")
+    if avx2_result:
+        flags = avx2_result["device"].get("flags", [])
+        out.append("**On a CPU without AVX-512** (`" + AVX2_PATH.name + "`; its flags: "
+                   + ", ".join(f"`{f}`" for f in flags) + "), where `auto` runs the `avx2` path: "
+                   + _measured_line(avx2_result) + " Same method. Without AVX-512 BF16 torch's bf16 matmul is slow: "
+                   "its fastest dense path here is fp16 or fp32 (named per column; fp32 reads twice the bytes).")
+        out.append("")
+        _shape_tables(avx2_result, out)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -3,7 +3,8 @@
 Decode on a CPU is memory-bound, so an operand that is 28% of the dense bytes (Samoyeds 1:2, V=128) can
 run up to ≈3.5× faster than the best dense path — if it is read as it is stored. These kernels never
 build the dense weight: each 2:4 group's two kept values multiply the two ``x`` columns its metadata names,
-gathered in registers (AVX-512: ``vpermt2w`` + ``vdpbf16ps``; AVX2: ``vpermps`` + FMA; portable C: scalar).
+gathered in registers (AVX-512: ``vpermt2w`` + ``vdpbf16ps``; AVX2: ``vpermps`` + FMA, or from 4 tokens a
+dense fp32 tile expanded per row block and call; portable C: scalar).
 
 Instruction-set paths (:func:`cpu_path` says which runs here and why)
 ---------------------------------------------------------------------
@@ -289,7 +290,8 @@ def _probe(forced: str | None) -> CpuPath:
         elif isa == "avx512":
             reason = "AVX-512 BW + BF16 present: vpermt2w gathers, vdpbf16ps products"
         elif isa == "avx2":
-            reason = "AVX2 + FMA present (" + "; ".join(notes) + ")"
+            reason = ("AVX2 + FMA present: vpermps gathers below 4 tokens, a dense fp32 tile per row block from 4 ("
+                      + "; ".join(notes) + ")")
         else:
             reason = "portable C (" + "; ".join(notes) + ")"
         return CpuPath(isa, reason, model, b.compile_s, b.cached)

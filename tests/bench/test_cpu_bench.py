@@ -85,7 +85,11 @@ def test_readme_results_come_from_the_recorded_json():
     result = json.loads(bc.RECORDS_PATH.read_text())
     layer = json.loads(bc.LAYER_PATH.read_text()) if bc.LAYER_PATH.exists() else None
     isa = json.loads(bc.ISA_PATH.read_text()) if bc.ISA_PATH.exists() else None
-    assert bc.update_readme(readme, bc.readme_table(result, layer, isa)) == readme
+    avx2 = json.loads(bc.AVX2_PATH.read_text()) if bc.AVX2_PATH.exists() else None
+    assert bc.update_readme(readme, bc.readme_table(result, layer, isa, avx2)) == readme
+    if avx2:  # recorded where the machine's own path is avx2 (not forced)
+        assert avx2["device"]["isa"] == "avx2" and not any(f.startswith("avx512") for f in avx2["device"]["flags"])
+        assert "**On a CPU without AVX-512**" in readme
 
 
 def test_readme_table_from_records():
