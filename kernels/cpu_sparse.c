@@ -4,7 +4,8 @@
  * (never downloaded; cached on disk):
  *   SL_ISA=512 : AVX-512 F/BW/VL + AVX512_BF16   (-mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mfma -mf16c)
  *   SL_ISA=2   : AVX2 + FMA + F16C               (-mavx2 -mfma -mf16c)
- *                (1-3 tokens: vpermps gathers; 4 or more: a per-call dense fp32 tile of each row block, sl_worker_x)
+ *                (few tokens: vpshufb gathers of bf16 x / vpermps of fp32 x; more: a per-call dense fp32 tile of
+ *                 each row block, sl_worker_x)
  *   SL_ISA=0   : portable C                       (any compiler, any CPU: aarch64 included)
  *
  * What is computed (W the dense [rows, K] weight the operand stands for, xg the gathered tokens):
@@ -256,6 +257,86 @@ static inline uint32_t sl_nibbles(uint32_t x) {
     return (x | (x << 4)) & 0x0F0F0F0Fu;
 }
 
+/* bf16 tokens, one to three of them: a 128-bit lane of 16 bf16 x columns' half holds the 8 columns of two
+ * groups, so one vpshufb per 8 kept values and token picks their 4 + 4 x values straight into the high
+ * halves of fp32 lanes (the exact bf16 -> fp32 conversion for free): one x load, one shuffle, one FMA.
+ * sl_blut[e]: the shuffle control of one lane for the chunk byte e (as sl_xlut's). */
+static uint8_t sl_blut[256][16] __attribute__((aligned(16)));
+static void sl_blut_init(void) {
+    for (int e = 0; e < 256; ++e)
+        for (int i = 0; i < 4; ++i) {
+            const int g = i >> 1, s = i & 1, col = 4 * g + ((e >> (4 * s + 2 * g)) & 3);
+            sl_blut[e][4 * i] = 0x80;
+            sl_blut[e][4 * i + 1] = 0x80;
+            sl_blut[e][4 * i + 2] = (uint8_t)(2 * col);
+            sl_blut[e][4 * i + 3] = (uint8_t)(2 * col + 1);
+        }
+}
+static void sl_luts_init(void) {
+    sl_xlut_init();
+    sl_blut_init();
+}
+
+static inline __attribute__((always_inline)) void sl_avx2b_body(const sl_args *a, int64_t c, int64_t w0,
+                                                                uint64_t wmask, int64_t t0, const int TB,
+                                                                const char **pf, float *out) {
+    const int64_t upw = a->upw, upr = a->upr, ldx = a->ldx;
+    const char *pfp = pf ? *pf : NULL;
+    const int64_t pstep = a->vdtype == SL_F32 ? 64 : 32; /* value bytes per unit */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    const uint16_t *x = (const uint16_t *)a->x + t0 * ldx;
+    const uint32_t *meta = a->meta + c * upr;
+    for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+        int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
+        const int64_t ue = u + upw < upr ? u + upw : upr;
+        for (; u < ue; ++u) {
+            const uint32_t md = meta[u];
+            const uint32_t ch = sl_nibbles(md & 0xFFFFu) | (sl_nibbles(md >> 16) << 4);
+            const int64_t vbase = (c * upr + u) * 16;
+            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; }
+            const uint16_t *xp = x + u * 32;
+#define SL_BCTL(k) _mm256_inserti128_si256(                                                              \
+        _mm256_castsi128_si256(_mm_load_si128((const __m128i *)sl_blut[(ch >> (8 * (k))) & 0xFF])),       \
+        _mm_load_si128((const __m128i *)sl_blut[(ch >> (8 * (k) + 8)) & 0xFF]), 1)
+#define SL_BG(t, H, CTL) _mm256_castsi256_ps(_mm256_shuffle_epi8(                                        \
+        _mm256_load_si256((const __m256i *)(xp + (t) * ldx + 16 * (H))), CTL))
+            const __m256i k0 = SL_BCTL(0), k1 = SL_BCTL(2);
+            const __m256 v0 = sl_vals8(a->vals, vbase, a->vdtype), v1 = sl_vals8(a->vals, vbase + 8, a->vdtype);
+            if (TB == 1) {
+                a0 = _mm256_fmadd_ps(v0, SL_BG(0, 0, k0), a0);
+                a1 = _mm256_fmadd_ps(v1, SL_BG(0, 1, k1), a1);
+                const __m256 r_ = a0; a0 = a2; a2 = r_;
+                const __m256 q_ = a1; a1 = a3; a3 = q_;
+            } else {
+                a0 = _mm256_fmadd_ps(v0, SL_BG(0, 0, k0), a0);
+                b0 = _mm256_fmadd_ps(v1, SL_BG(0, 1, k1), b0);
+                a1 = _mm256_fmadd_ps(v0, SL_BG(1, 0, k0), a1);
+                b1 = _mm256_fmadd_ps(v1, SL_BG(1, 1, k1), b1);
+                if (TB >= 3) {
+                    a2 = _mm256_fmadd_ps(v0, SL_BG(2, 0, k0), a2);
+                    b2 = _mm256_fmadd_ps(v1, SL_BG(2, 1, k1), b2);
+                }
+                if (TB >= 4) {
+                    a3 = _mm256_fmadd_ps(v0, SL_BG(3, 0, k0), a3);
+                    b3 = _mm256_fmadd_ps(v1, SL_BG(3, 1, k1), b3);
+                }
+            }
+#undef SL_BCTL
+#undef SL_BG
+        }
+    }
+    if (pf) *pf = pfp;
+    if (TB == 1) {
+        out[0] = sl_hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    } else {
+        out[0] = sl_hsum8(_mm256_add_ps(a0, b0));
+        out[1] = sl_hsum8(_mm256_add_ps(a1, b1));
+        if (TB >= 3) out[2] = sl_hsum8(_mm256_add_ps(a2, b2));
+        if (TB >= 4) out[3] = sl_hsum8(_mm256_add_ps(a3, b3));
+    }
+}
+SL_DISPATCH(sl_run_avx2b, sl_avx2b_body)
+
 /* Expand units [u0, u1) of compressed row c into dense fp32 columns at sp (32 per unit). */
 static void sl_avx2_expand(const sl_args *a, int64_t c, int64_t u0, int64_t u1, float *sp) {
     const __m256 zero = _mm256_setzero_ps();
@@ -486,6 +567,7 @@ static sl_run_fn sl_pick(const sl_args *a) {
     if (a->xdtype == SL_F32) return sl_run_512_f32x;
 #elif SL_ISA >= 2
     if (a->xdtype == SL_F32) return sl_run_avx2;
+    if (a->xdtype == SL_BF16) return sl_run_avx2b;
 #endif
     return sl_run_portable;
 }
@@ -555,7 +637,8 @@ static void *sl_worker(void *p) {
  * SL_TB tokens (their x slices in L1). Expanding costs more than one token's gathers, so one token takes
  * the gather body instead (sl_worker). */
 #ifndef SL_XT
-#define SL_XT 4 /* tokens from which expanding pays (measured: 2 tokens slower, 4 faster than gathering) */
+#define SL_XT 4 /* fp32 tokens from which expanding pays over vpermps gathers (measured: 2 slower, 4 faster); bf16
+                 * tokens stay bf16 (vpshufb gathers) up to 15 tokens, cpu.py's AVX2_TILE_TOKENS */
 #endif
 #ifndef SL_XRB
 #define SL_XRB 32
@@ -633,7 +716,7 @@ static void *sl_worker_x(void *p) {
 int sl_gemm(const sl_args *a) {
     if (a->T <= 0 || a->crows <= 0) return 0;
 #if SL_ISA == 2
-    pthread_once(&sl_xlut_once, sl_xlut_init);
+    pthread_once(&sl_xlut_once, sl_luts_init);
 #endif
     int64_t nt = a->nthreads < 1 ? 1 : (a->nthreads > 64 ? 64 : a->nthreads);
     const int64_t unit = a->rsel ? a->n : 1;
