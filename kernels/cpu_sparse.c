@@ -262,6 +262,7 @@ static inline uint32_t sl_nibbles(uint32_t x) {
  * halves of fp32 lanes (the exact bf16 -> fp32 conversion for free): one x load, one shuffle, one FMA.
  * sl_blut[e]: the shuffle control of one lane for the chunk byte e (as sl_xlut's). */
 static uint8_t sl_blut[256][16] __attribute__((aligned(16)));
+#define SL_MAXUPW 128 /* units per metadata segment of sl_avx2b_body (longer windows are cut) */
 static void sl_blut_init(void) {
     for (int e = 0; e < 256; ++e)
         for (int i = 0; i < 4; ++i) {
@@ -286,18 +287,34 @@ static inline __attribute__((always_inline)) void sl_avx2b_body(const sl_args *a
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     const uint16_t *x = (const uint16_t *)a->x + t0 * ldx;
     const uint32_t *meta = a->meta + c * upr;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m8 = _mm256_set1_epi32(0x00FF00FF), m4 = _mm256_set1_epi32(0x0F0F0F0F);
+    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+    uint32_t chw[SL_MAXUPW + 8] __attribute__((aligned(32)));
     for (uint64_t bits = wmask; bits; bits &= bits - 1) {
         int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
-        const int64_t ue = u + upw < upr ? u + upw : upr;
+        const int64_t we = u + upw < upr ? u + upw : upr;
+        for (int64_t ub = u; ub < we; ub = u) { /* segments of at most SL_MAXUPW units */
+        const int64_t ue = we - ub < SL_MAXUPW ? we : ub + SL_MAXUPW;
+        /* the segment's metadata words as chunk bytes (sl_nibbles), eight units per step */
+        for (int64_t i = 0; i < ue - ub; i += 8) {
+            const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ue - ub - i)), iota);
+            const __m256i md = _mm256_maskload_epi32((const int *)(meta + ub + i), live);
+            __m256i l = _mm256_and_si256(md, lo16), h = _mm256_srli_epi32(md, 16);
+            l = _mm256_and_si256(_mm256_or_si256(l, _mm256_slli_epi32(l, 8)), m8);
+            h = _mm256_and_si256(_mm256_or_si256(h, _mm256_slli_epi32(h, 8)), m8);
+            l = _mm256_and_si256(_mm256_or_si256(l, _mm256_slli_epi32(l, 4)), m4);
+            h = _mm256_and_si256(_mm256_or_si256(h, _mm256_slli_epi32(h, 4)), m4);
+            _mm256_store_si256((__m256i *)(chw + i), _mm256_or_si256(l, _mm256_slli_epi32(h, 4)));
+        }
         for (; u < ue; ++u) {
-            const uint32_t md = meta[u];
-            const uint32_t ch = sl_nibbles(md & 0xFFFFu) | (sl_nibbles(md >> 16) << 4);
+            const uint8_t *ch = (const uint8_t *)(chw + (u - ub));
             const int64_t vbase = (c * upr + u) * 16;
             if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; }
             const uint16_t *xp = x + u * 32;
 #define SL_BCTL(k) _mm256_inserti128_si256(                                                              \
-        _mm256_castsi128_si256(_mm_load_si128((const __m128i *)sl_blut[(ch >> (8 * (k))) & 0xFF])),       \
-        _mm_load_si128((const __m128i *)sl_blut[(ch >> (8 * (k) + 8)) & 0xFF]), 1)
+        _mm256_castsi128_si256(_mm_load_si128((const __m128i *)sl_blut[ch[k]])),                          \
+        _mm_load_si128((const __m128i *)sl_blut[ch[(k) + 1]]), 1)
 #define SL_BG(t, H, CTL) _mm256_castsi256_ps(_mm256_shuffle_epi8(                                        \
         _mm256_load_si256((const __m256i *)(xp + (t) * ldx + 16 * (H))), CTL))
             const __m256i k0 = SL_BCTL(0), k1 = SL_BCTL(2);
@@ -323,6 +340,7 @@ static inline __attribute__((always_inline)) void sl_avx2b_body(const sl_args *a
             }
 #undef SL_BCTL
 #undef SL_BG
+        }
         }
     }
     if (pf) *pf = pfp;
