@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.threads:
                 recs += bench_layer(experts, shape=shape, nthreads=n, repeat=args.repeat, progress=say)
             for r in recs:
-                print(f"layer {r['threads']}t {r['tokens']:>4} tokens {r['backend']:<9} {r['ms']:9.2f} ms "
+                print(f"layer {r['threads']}t {r['tokens']:>4} tokens {r['backend']:<9} {r['dtype']:<8} {r['ms']:9.2f} ms "
                       f"({r['ms_per_token']:.2f} ms/token, {r.get('speedup_vs_grouped', 1):.2f}x vs grouped)")
             if args.layer_out:
                 out = Path(args.layer_out)
@@ -363,6 +363,7 @@ LAYER_PATH = _DATA / "cpu_moe_layer.json"
 ISA_PATH = _DATA / "cpu_kernels_isa.json"
 #: The same benchmark recorded on a CPU without AVX-512, whose own path is ``avx2``.
 AVX2_PATH = _DATA / "cpu_kernels_avx2.json"
+AVX2_LAYER_PATH = _DATA / "cpu_moe_layer_avx2.json"
 
 
 def _write_readme(readme, records, layer) -> None:
@@ -370,13 +371,16 @@ def _write_readme(readme, records, layer) -> None:
 
     if records.resolve() == AVX2_PATH.resolve():  # the AVX2 machine's records are their own section
         records = RECORDS_PATH
+    if layer.resolve() == AVX2_LAYER_PATH.resolve():
+        layer = LAYER_PATH
     if not records.exists():
         raise FileNotFoundError(f"--out: no recorded results at {records}")
     result = json.loads(records.read_text())
     lay = json.loads(layer.read_text()) if layer.exists() else None
     isa = json.loads(ISA_PATH.read_text()) if ISA_PATH.exists() else None
     avx2 = json.loads(AVX2_PATH.read_text()) if AVX2_PATH.exists() else None
-    readme.write_text(update_readme(readme.read_text(), readme_table(result, lay, isa, avx2)))
+    avx2_lay = json.loads(AVX2_LAYER_PATH.read_text()) if AVX2_LAYER_PATH.exists() else None
+    readme.write_text(update_readme(readme.read_text(), readme_table(result, lay, isa, avx2, avx2_lay)))
     print(f"wrote {readme}")
 
 
@@ -418,8 +422,36 @@ def _shape_tables(result: dict, out: list[str]) -> None:
             out.append("")
 
 
+def _layer_tables(layer: dict, out: list[str]) -> None:
+    recs = layer["records"]
+    out.append(f"**{recs[0]['name']}** ({recs[0]['experts']} experts {recs[0]['hidden']}→{recs[0]['intermediate']}"
+               f"→{recs[0]['hidden']}, top-{recs[0]['top_k']}, Samoyeds 1:2 V=128), whole expert layer, ms per token:")
+    out.append("")
+    for th in sorted({r["threads"] for r in recs}):
+        toks = sorted({r["tokens"] for r in recs if r["threads"] == th})
+        out.append(f"| {th} thread(s), tokens | " + " | ".join(str(t) for t in toks) + " |")
+        out.append("|---|" + "---|" * len(toks))
+        short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+        for b in ("samoyeds", "grouped", "dense"):
+            mine = [r for r in recs if r["threads"] == th and r["backend"] == b]
+            dts = sorted({r.get("dtype", "bfloat16") for r in mine})
+            by = {}
+            for r in mine:  # the fastest dtype of the backend per token count, named when there are several
+                if r["tokens"] not in by or r["ms"] < by[r["tokens"]]["ms"]:
+                    by[r["tokens"]] = r
+            if by:
+                label = f"`{b}`" + (f" (fastest of {' / '.join(short.get(d, d) for d in dts)})" if len(dts) > 1 else "")
+                out.append(f"| {label} | " + " | ".join(
+                    f"{by[t]['ms_per_token']:.2f}" + (f" {short.get(by[t].get('dtype'), by[t].get('dtype'))}"
+                                                      if len(dts) > 1 else "") for t in toks) + " |")
+        by = {r["tokens"]: r for r in recs if r["threads"] == th and r["backend"] == "samoyeds"}
+        several = len({r.get("dtype", "bfloat16") for r in recs if r["backend"] == "grouped"}) > 1
+        out.append(f"| `samoyeds` vs {'fastest ' if several else ''}`grouped` | " + " | ".join(f"{by[t]['speedup_vs_grouped']:.2f}×" for t in toks) + " |")
+        out.append("")
+
+
 def readme_table(result: dict, layer: dict | None = None, isa_result: dict | None = None,
-                 avx2_result: dict | None = None) -> str:
+                 avx2_result: dict | None = None, avx2_layer: dict | None = None) -> str:
     """The README's CPU results (markdown) made from a recorded :func:`bench_cpu` result (and layer records,
     the forced-path records, and the records of a CPU without AVX-512)."""
     out = [_measured_line(result) + " Medians of the calls (range in the JSON), cache flushed before each; *dense* "
@@ -447,21 +479,7 @@ def readme_table(result: dict, layer: dict | None = None, isa_result: dict | Non
                    "`auto` still runs the faster of it and the dense tiles — it has no dense copy of the weight.)")
         out.append("")
     if layer:
-        recs = layer["records"]
-        out.append(f"**{recs[0]['name']}** ({recs[0]['experts']} experts {recs[0]['hidden']}→{recs[0]['intermediate']}"
-                   f"→{recs[0]['hidden']}, top-{recs[0]['top_k']}, Samoyeds 1:2 V=128), whole expert layer, ms per token:")
-        out.append("")
-        for th in sorted({r["threads"] for r in recs}):
-            toks = sorted({r["tokens"] for r in recs if r["threads"] == th})
-            out.append(f"| {th} thread(s), tokens | " + " | ".join(str(t) for t in toks) + " |")
-            out.append("|---|" + "---|" * len(toks))
-            for b in ("samoyeds", "grouped", "dense"):
-                by = {r["tokens"]: r for r in recs if r["threads"] == th and r["backend"] == b}
-                if by:
-                    out.append(f"| `{b}` | " + " | ".join(f"{by[t]['ms_per_token']:.2f}" for t in toks) + " |")
-            by = {r["tokens"]: r for r in recs if r["threads"] == th and r["backend"] == "samoyeds"}
-            out.append("| `samoyeds` vs `grouped` | " + " | ".join(f"{by[t]['speedup_vs_grouped']:.2f}×" for t in toks) + " |")
-            out.append("")
+        _layer_tables(layer, out)
     if avx2_result:
         flags = avx2_result["device"].get("flags", [])
         out.append("**On a CPU without AVX-512** (`" + AVX2_PATH.name + "`; its flags: "
@@ -470,6 +488,8 @@ def readme_table(result: dict, layer: dict | None = None, isa_result: dict | Non
                    "its fastest dense path here is fp16 or fp32 (named per column; fp32 reads twice the bytes).")
         out.append("")
         _shape_tables(avx2_result, out)
+        if avx2_layer:
+            _layer_tables(avx2_layer, out)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -4,7 +4,10 @@ A Mixtral-shaped block (``E`` experts of ``H → I → H`` SwiGLU, top-``k`` rou
 Samoyeds 1:2 V=128 with magnitude scores, so every backend computes on the same pruned weights) is run at
 decode batches and one prefill; the router's top-k is drawn uniformly (seeded), the same for every backend.
 Times are medians of ``repeat`` forward passes of the expert layer (router excluded: it is the same for all
-backends), the cache flushed before each, reported in ms per token.
+backends), the cache flushed before each, reported in ms per token. ``dense`` and ``grouped`` are also timed
+on fp32 copies of the same pruned weights (``baseline_dtypes``): on a CPU without AVX-512 BF16 torch's bf16
+matmul is slow, and the baseline is the fastest thing a user would run instead; ``speedup_vs_grouped`` /
+``speedup_vs_dense`` are against the fastest dtype of that backend at that token count.
 """
 
 from __future__ import annotations
@@ -45,14 +48,25 @@ def routing(tokens: int, num_experts: int, top_k: int, *, seed: int = 0) -> tupl
 
 def bench_layer(experts=None, *, shape: tuple = MIXTRAL, batches: Iterable[int] = BATCHES, prefill: int | None = PREFILL,
                 backends: Sequence[str] = LAYER_BACKENDS, nthreads: int | None = None, repeat: int = 5,
-                dtype: torch.dtype = torch.bfloat16, progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Records ``{op: "moe_layer", backend, tokens, ms, min_ms, max_ms, ms_per_token, speedup_vs_grouped, ...}``."""
+                dtype: torch.dtype = torch.bfloat16, progress: Callable[[str], None] | None = None,
+                baseline_dtypes: Sequence[torch.dtype] = (torch.float32,)) -> list[dict]:
+    """Records ``{op: "moe_layer", backend, dtype, tokens, ms, min_ms, max_ms, ms_per_token, speedup_vs_grouped,
+    ...}``: every backend in ``dtype``, and ``dense`` / ``grouped`` also in each of ``baseline_dtypes``."""
+    import copy
     name, H, I, E, k = shape
     if experts is None:
         if progress:
             progress(f"building and pruning {E} experts of {H}x{I} ({dtype})")
         experts = make_layer(H, I, E, dtype=dtype)
     toks = [check_int("batches", b, lo=1) for b in batches] + ([check_int("prefill", prefill, lo=1)] if prefill else [])
+    extra = {}
+    for d in baseline_dtypes:
+        if not isinstance(d, torch.dtype) or not d.is_floating_point:
+            raise TypeError(f"baseline_dtypes: expected floating torch dtypes, got {d!r}")
+        if d != dtype and any(b != "samoyeds" for b in backends):
+            if progress:
+                progress(f"copying the pruned experts to {d} for the dense baselines")
+            extra[d] = copy.deepcopy(experts).to(d)
     dev = cpu_device()
     out: list[dict] = []
     with threads(nthreads), torch.no_grad():
@@ -63,16 +77,26 @@ def bench_layer(experts=None, *, shape: tuple = MIXTRAL, batches: Iterable[int] 
             per = {}
             for b in backends:
                 r = time_flushed(lambda: experts(x, ids, w, backend=b), repeat=repeat if T <= 8 else max(2, repeat // 2))
-                per[b] = r
-            for b, r in per.items():
+                per[(b, dtype)] = r
+            for d, ex_d in extra.items():
+                xd = x.to(d)
+                for b in backends:
+                    if b != "samoyeds":
+                        per[(b, d)] = time_flushed(lambda: ex_d(xd, ids, w, backend=b),
+                                                   repeat=repeat if T <= 8 else max(2, repeat // 2))
+            best = {}
+            for (b, _), r in per.items():
+                best[b] = min(best.get(b, r["ms"]), r["ms"])
+            for (b, d), r in per.items():
                 rec = {"op": "moe_layer", "name": name, "backend": b, "hidden": H, "intermediate": I, "experts": E,
                        "top_k": k, "tokens": T, "phase": "decode" if T <= 8 else "prefill", "threads": th,
-                       "dtype": str(dtype).removeprefix("torch."), **r, "ms_per_token": r["ms"] / T, **dev}
-                if "grouped" in per:
-                    rec["speedup_vs_grouped"] = per["grouped"]["ms"] / r["ms"]
-                if "dense" in per:
-                    rec["speedup_vs_dense"] = per["dense"]["ms"] / r["ms"]
+                       "dtype": str(d).removeprefix("torch."), **r, "ms_per_token": r["ms"] / T, **dev}
+                if "grouped" in best:
+                    rec["speedup_vs_grouped"] = best["grouped"] / r["ms"]
+                if "dense" in best:
+                    rec["speedup_vs_dense"] = best["dense"] / r["ms"]
                 out.append(rec)
             if progress:
-                progress(f"{T} tokens: " + ", ".join(f"{b} {per[b]['ms']:.1f} ms" for b in per))
+                progress(f"{T} tokens: " + ", ".join(f"{b} {str(d).removeprefix('torch.')} {r['ms']:.1f} ms"
+                                                     for (b, d), r in per.items()))
     return out
