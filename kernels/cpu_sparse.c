@@ -257,27 +257,11 @@ static inline uint32_t sl_nibbles(uint32_t x) {
     return (x | (x << 4)) & 0x0F0F0F0Fu;
 }
 
-/* bf16 tokens, one to three of them: a 128-bit lane of 16 bf16 x columns' half holds the 8 columns of two
- * groups, so one vpshufb per 8 kept values and token picks their 4 + 4 x values straight into the high
- * halves of fp32 lanes (the exact bf16 -> fp32 conversion for free): one x load, one shuffle, one FMA.
- * sl_blut[e]: the shuffle control of one lane for the chunk byte e (as sl_xlut's). */
-static uint8_t sl_blut[256][16] __attribute__((aligned(16)));
-#define SL_MAXUPW 128 /* units per metadata segment of sl_avx2b_body (longer windows are cut) */
-static void sl_blut_init(void) {
-    for (int e = 0; e < 256; ++e)
-        for (int i = 0; i < 4; ++i) {
-            const int g = i >> 1, s = i & 1, col = 4 * g + ((e >> (4 * s + 2 * g)) & 3);
-            sl_blut[e][4 * i] = 0x80;
-            sl_blut[e][4 * i + 1] = 0x80;
-            sl_blut[e][4 * i + 2] = (uint8_t)(2 * col);
-            sl_blut[e][4 * i + 3] = (uint8_t)(2 * col + 1);
-        }
-}
-static void sl_luts_init(void) {
-    sl_xlut_init();
-    sl_blut_init();
-}
-
+/* bf16 tokens, a few of them: a 128-bit lane of 16 bf16 x columns holds the 8 columns of two groups, so one
+ * vpshufb per 8 kept values and token picks their 4 + 4 x values straight into the high halves of fp32
+ * lanes (the exact bf16 -> fp32 conversion for free): one x load, one shuffle, one FMA. The shuffle control
+ * of dword i is [0x80, 0x80, 2col, 2col+1], col the kept column inside its 128-bit lane, decoded from the
+ * broadcast metadata word per half unit (computing it beat a table of controls: fewer loads). */
 static inline __attribute__((always_inline)) void sl_avx2b_body(const sl_args *a, int64_t c, int64_t w0,
                                                                 uint64_t wmask, int64_t t0, const int TB,
                                                                 const char **pf, float *out) {
@@ -287,37 +271,25 @@ static inline __attribute__((always_inline)) void sl_avx2b_body(const sl_args *a
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     const uint16_t *x = (const uint16_t *)a->x + t0 * ldx;
     const uint32_t *meta = a->meta + c * upr;
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i m8 = _mm256_set1_epi32(0x00FF00FF), m4 = _mm256_set1_epi32(0x0F0F0F0F);
-    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
-    uint32_t chw[SL_MAXUPW + 8] __attribute__((aligned(32)));
+    /* dword i of half hf holds value i of its 8: group 4hf + i/2, kept slot i&1 (shift 2g, or 16 + 2g); its
+     * column inside the 128-bit lane is 4 * (g & 1) + the 2-bit position */
+    const __m256i three = _mm256_set1_epi32(3), aconst = _mm256_set1_epi32(0x01008080);
+    const __m256i ash0 = _mm256_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22), ash1 = _mm256_setr_epi32(8, 24, 10, 26, 12, 28, 14, 30);
+    const __m256i abase = _mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4);
     for (uint64_t bits = wmask; bits; bits &= bits - 1) {
         int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
-        const int64_t we = u + upw < upr ? u + upw : upr;
-        for (int64_t ub = u; ub < we; ub = u) { /* segments of at most SL_MAXUPW units */
-        const int64_t ue = we - ub < SL_MAXUPW ? we : ub + SL_MAXUPW;
-        /* the segment's metadata words as chunk bytes (sl_nibbles), eight units per step */
-        for (int64_t i = 0; i < ue - ub; i += 8) {
-            const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ue - ub - i)), iota);
-            const __m256i md = _mm256_maskload_epi32((const int *)(meta + ub + i), live);
-            __m256i l = _mm256_and_si256(md, lo16), h = _mm256_srli_epi32(md, 16);
-            l = _mm256_and_si256(_mm256_or_si256(l, _mm256_slli_epi32(l, 8)), m8);
-            h = _mm256_and_si256(_mm256_or_si256(h, _mm256_slli_epi32(h, 8)), m8);
-            l = _mm256_and_si256(_mm256_or_si256(l, _mm256_slli_epi32(l, 4)), m4);
-            h = _mm256_and_si256(_mm256_or_si256(h, _mm256_slli_epi32(h, 4)), m4);
-            _mm256_store_si256((__m256i *)(chw + i), _mm256_or_si256(l, _mm256_slli_epi32(h, 4)));
-        }
+        const int64_t ue = u + upw < upr ? u + upw : upr;
         for (; u < ue; ++u) {
-            const uint8_t *ch = (const uint8_t *)(chw + (u - ub));
             const int64_t vbase = (c * upr + u) * 16;
             if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; }
             const uint16_t *xp = x + u * 32;
-#define SL_BCTL(k) _mm256_inserti128_si256(                                                              \
-        _mm256_castsi128_si256(_mm_load_si128((const __m128i *)sl_blut[ch[k]])),                          \
-        _mm_load_si128((const __m128i *)sl_blut[ch[(k) + 1]]), 1)
 #define SL_BG(t, H, CTL) _mm256_castsi256_ps(_mm256_shuffle_epi8(                                        \
         _mm256_load_si256((const __m256i *)(xp + (t) * ldx + 16 * (H))), CTL))
-            const __m256i k0 = SL_BCTL(0), k1 = SL_BCTL(2);
+            const __m256i mdv = _mm256_set1_epi32((int)meta[u]);
+            const __m256i c0 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(mdv, ash0), three), abase);
+            const __m256i c1 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(mdv, ash1), three), abase);
+            const __m256i k0 = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi32(c0, 17), _mm256_slli_epi32(c0, 25)), aconst);
+            const __m256i k1 = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi32(c1, 17), _mm256_slli_epi32(c1, 25)), aconst);
             const __m256 v0 = sl_vals8(a->vals, vbase, a->vdtype), v1 = sl_vals8(a->vals, vbase + 8, a->vdtype);
             if (TB == 1) {
                 a0 = _mm256_fmadd_ps(v0, SL_BG(0, 0, k0), a0);
@@ -338,9 +310,7 @@ static inline __attribute__((always_inline)) void sl_avx2b_body(const sl_args *a
                     b3 = _mm256_fmadd_ps(v1, SL_BG(3, 1, k1), b3);
                 }
             }
-#undef SL_BCTL
 #undef SL_BG
-        }
         }
     }
     if (pf) *pf = pfp;
@@ -734,7 +704,7 @@ static void *sl_worker_x(void *p) {
 int sl_gemm(const sl_args *a) {
     if (a->T <= 0 || a->crows <= 0) return 0;
 #if SL_ISA == 2
-    pthread_once(&sl_xlut_once, sl_luts_init);
+    pthread_once(&sl_xlut_once, sl_xlut_init);
 #endif
     int64_t nt = a->nthreads < 1 ? 1 : (a->nthreads > 64 ? 64 : a->nthreads);
     const int64_t unit = a->rsel ? a->n : 1;

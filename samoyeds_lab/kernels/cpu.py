@@ -11,8 +11,8 @@ Instruction-set paths (:func:`cpu_path` says which runs here and why)
 * ``avx512``: AVX-512 F/BW/VL + AVX512_BF16 (bf16 values and tokens: 32 kept values per
   ``vpermt2w``/``vdpbf16ps``; fp16/fp32: tokens converted to fp32 once, ``vpermt2ps`` + FMA).
 * ``avx2``: AVX2 + FMA + F16C. Few tokens: gathers of x, 8 kept values per FMA — bf16 tokens (below 16):
-  one ``vpshufb`` per 8 values picks them from the bf16 row straight into fp32 lanes, its control from a
-  table indexed by the metadata byte; fp16 / fp32 tokens (below 4): converted to fp32 once, two ``vpermps``.
+  one ``vpshufb`` per 8 values picks them from the bf16 row straight into fp32 lanes, its control decoded
+  from the metadata word; fp16 / fp32 tokens (below 4): converted to fp32 once, two ``vpermps``.
   More tokens: per block of 32 compressed rows and 1024 columns the kept values are expanded once per call
   into a dense fp32 tile (one ``vpermps`` per 8 columns, its lanes from a 256-entry table; a scratch in L2,
   never the whole weight), then every block of 4 tokens runs plain FMAs over it: twice the multiply-adds
