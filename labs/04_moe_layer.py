@@ -432,9 +432,10 @@ cpu_time_figure(times, tokens=xs.shape[0], machine=MACHINE,
 # experts are 256 × 128 in fp32: one weight is 128 kB dense — it sits in the CPU's cache, so there are
 # almost no memory bytes to save — and one GEMM is a few microseconds of work, about as long as the
 # fixed cost of a call (gathering the tokens, preparing the output, crossing into C; `3·E` calls per
-# forward). With 256 tokens and top-2, each expert also gets about 64 tokens: past the point where the
-# sparse kernels stop winning even at a real size (next cell), because dense GEMM reuses every loaded
-# token across all rows while a sparse row's gathered tokens serve that row only. `grouped` beats `dense`
+# forward). With 256 tokens and top-2, each expert also gets about 64 tokens: on the AVX-512 path, about
+# where the sparse kernels stop winning even at a real size (next cell), because dense GEMM reuses every
+# loaded token across all rows while a sparse row's gathered tokens serve that row only (the AVX2 path
+# expands dense tiles from 16 tokens and keeps winning at a real size; Lab 02). `grouped` beats `dense`
 # on the CPU for the reason it would on a GPU: one sort instead of `E` mask scans, fewer small ops.
 #
 # ### The same kernels at a real expert's size
@@ -665,8 +666,9 @@ panel
 # * On a CPU the Samoyeds backend runs CPU kernels that read the compressed operand directly. On the tiny
 #   block they do not win (128 kB weights that sit in cache, microsecond GEMMs dominated by per-call cost,
 #   ~64 tokens per expert). On one Mixtral-size expert they beat torch's best dense path at a few tokens
-#   per expert, and lose from a few dozen on: every compressed row keeps different columns, so a gathered
-#   token serves one row only, while dense GEMM reuses it across rows and turns compute-bound.
+#   per expert; on the AVX-512 path they lose from a few dozen on (every compressed row keeps different
+#   columns, so a gathered token serves one row only, while dense GEMM reuses it across rows and turns
+#   compute-bound), while the AVX2 path's dense tiles stay ahead to hundreds of tokens (Lab 02).
 # * Tile padding is huge at decode and small at prefill; it matters little where it is largest, because
 #   decode is memory-bound and the weight bytes are what Samoyeds saves.
 # * Modelled on an H100 profile, the layer ceiling is ≈3.5× faster than dense at decode (bytes) and up to

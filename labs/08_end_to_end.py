@@ -172,9 +172,9 @@ if sam.recorded_ppl and dense.recorded_ppl:
 # work with: each expert matrix is 256 × 128 in fp32, 128 kB dense, small enough to stay in the CPU's
 # cache, so there are hardly any memory bytes to save, while every one of the `3 · 8` expert GEMMs per
 # layer pays a fixed cost per call (checks, token gather, output, crossing into C). With 256 tokens and
-# top-2 each expert also sees about 64 tokens, where even at Mixtral size the sparse kernels no longer
-# beat dense on a CPU (Lab 02): a gathered token serves one compressed row only, while dense GEMM reuses
-# it across all rows. The second cell times one expert GEMM alone to show where the time goes.
+# top-2 each expert also sees about 64 tokens, where even at Mixtral size the AVX-512 path's sparse
+# kernels barely beat dense (Lab 02): a gathered token serves one compressed row only, while dense GEMM
+# reuses it across all rows (the AVX2 path switches to dense tiles there). The second cell times one expert GEMM alone to show where the time goes.
 #
 # **Modelled** (GPU, Mixtral-8x7B expert shapes, H100 SXM, 1 token per decode step over the recorded
 # routing). Decoding, each expert sees a token or two, so its GEMMs are memory-bound and the roofline
