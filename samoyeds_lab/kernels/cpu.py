@@ -111,6 +111,13 @@ def cpu_flags() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1)
+def fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 / AMX-BF16 on x86, the BF16 extension on
+    aarch64), so that torch's bf16 GEMM is fast; without it the dense tiles multiply in fp32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else :func:`platform.processor`."""
     try:
@@ -510,7 +517,9 @@ def _dense_tiles(weight, x, idx, isa) -> torch.Tensor:
     y = torch.empty(xs.shape[0], rows, dtype=torch.float32)
     if xs.shape[0] == 0 or rows == 0:
         return y.zero_()
-    mdt = weight.dtype if weight.dtype != torch.float16 else torch.float32  # fp16 GEMMs are slow on CPUs
+    # fp16 GEMMs are slow on CPUs, and so are bf16 ones without hardware bf16 (then fp32 is the fast one)
+    mdt = torch.float32 if weight.dtype == torch.float16 or (weight.dtype == torch.bfloat16 and not fast_bf16()) \
+        else weight.dtype
     xm = xs.to(mdt)
     isa = isa or cpu_path().isa
     # the layout the kernel of this path reads (one copy of the operand in memory)
