@@ -436,6 +436,14 @@ class CpuExpertPanel:
                 parts.append(f"{'Samoyeds' if kind == 'samoyeds' else '2:4'} kernel {r['ms']:.3g} ms = "
                              f"<b>{r['speedup']:.2f}×</b> dense{ceil}")
         lines = ["; ".join(parts) + "."]
+        over = [k for k in ("samoyeds", "2:4") if k in by and by[k].get("ceiling_ms") and by[k].get("dense_ceiling_ms")
+                and by[k]["speedup"] > by[k]["dense_ceiling_ms"] / by[k]["ceiling_ms"]]
+        if over:
+            r = by[over[0]]
+            lines.append(f"Above the byte ratio: torch's fastest dense path ({html.escape(str(r['dense_dtype']))}) runs "
+                         f"at {r['dense_ceiling_ms'] / r['dense_ms']:.0%} of the 16-bit weight's byte ceiling here (no "
+                         "fast 16-bit GEMM on this CPU, or compute-bound at this token count), so the speed-up is not "
+                         "bytes alone.")
         if "samoyeds" in by:
             kern = [r for r in recs if r["kind"] == "samoyeds"]
             x = crossover_tokens(kern)

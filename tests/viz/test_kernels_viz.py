@@ -437,3 +437,18 @@ def test_failed_records_are_not_plotted():
     failed = fake_record(tokens=64, status="failed", reason="KernelMismatchError: ...", ms=0.0)
     assert matching_records([ok, failed], m=14336, k=4096, dtype="float16") == [ok]
     assert matching_records([fake_record(status="ok")], m=14336, k=4096, dtype="float16")
+
+
+@needs_kernel
+def test_cpu_expert_panel_says_why_a_speed_up_beats_the_byte_ratio(small_weights):
+    recs = cpu_expert_records(ROWS, COLS, (1, 4), weights=small_weights, repeat=1, bandwidth=10.0)
+    for r in recs:  # 1 token: within the byte ratio; 4 tokens: far above it (a slow dense path)
+        if r["kind"] in ("samoyeds", "2:4"):
+            r["speedup"] = 0.5 if r["tokens"] == 1 else 100.0
+            r["dense_ms"] = r["dense_ceiling_ms"] * (1.0 if r["tokens"] == 1 else 10.0)
+    panel = CpuExpertPanel(ROWS, COLS, weights=small_weights, records=recs, repeat=1, bandwidth=10.0, value=4,
+                           profile=None)
+    panel.measure = lambda t: pytest.fail("the given records cover these token counts")
+    v = panel.update(measure=False, tokens=4)
+    assert "Above the byte ratio" in v.summary and "at 10% of the 16-bit weight's byte ceiling" in v.summary
+    assert "Above the byte ratio" not in panel.update(measure=False, tokens=1).summary
