@@ -622,8 +622,8 @@ static void *sl_worker(void *p) {
 #if SL_ISA == 2
 /* AVX2, several tokens: per block of SL_XRB compressed rows and K-block of SL_XKCOLS columns, every row's
  * kept values are expanded once into a dense fp32 tile (scratch, in L2), which then serves every block of
- * SL_TB tokens (their x slices in L1). Expanding costs more than one token's gathers, so one token takes
- * the gather body instead (sl_worker). */
+ * SL_TB tokens (their x slices in L1). Expanding costs more than a few tokens' gathers, so fewer tokens take
+ * the gather bodies instead (sl_worker). */
 #ifndef SL_XT
 #define SL_XT 4 /* fp32 tokens from which expanding pays over vpermps gathers (measured: 2 slower, 4 faster); bf16
                  * tokens stay bf16 (vpshufb gathers) up to 15 tokens, cpu.py's AVX2_TILE_TOKENS */

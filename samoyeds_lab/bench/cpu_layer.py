@@ -54,6 +54,9 @@ def bench_layer(experts=None, *, shape: tuple = MIXTRAL, batches: Iterable[int] 
     ...}``: every backend in ``dtype``, and ``dense`` / ``grouped`` also in each of ``baseline_dtypes``."""
     import copy
     name, H, I, E, k = shape
+    for d in baseline_dtypes:  # checked before the (slow) layer is built
+        if not isinstance(d, torch.dtype) or not d.is_floating_point:
+            raise TypeError(f"baseline_dtypes: expected floating torch dtypes, got {d!r}")
     if experts is None:
         if progress:
             progress(f"building and pruning {E} experts of {H}x{I} ({dtype})")
@@ -61,9 +64,7 @@ def bench_layer(experts=None, *, shape: tuple = MIXTRAL, batches: Iterable[int] 
     toks = [check_int("batches", b, lo=1) for b in batches] + ([check_int("prefill", prefill, lo=1)] if prefill else [])
     extra = {}
     for d in baseline_dtypes:
-        if not isinstance(d, torch.dtype) or not d.is_floating_point:
-            raise TypeError(f"baseline_dtypes: expected floating torch dtypes, got {d!r}")
-        if d != dtype and any(b != "samoyeds" for b in backends):
+        if d != dtype and d not in extra and any(b != "samoyeds" for b in backends):
             if progress:
                 progress(f"copying the pruned experts to {d} for the dense baselines")
             extra[d] = copy.deepcopy(experts).to(d)
@@ -74,16 +75,15 @@ def bench_layer(experts=None, *, shape: tuple = MIXTRAL, batches: Iterable[int] 
         for T in toks:
             ids, w = routing(T, E, k, seed=T)
             x = torch.randn(T, H, generator=torch.Generator().manual_seed(T)).to(dtype)
+            reps = repeat if T <= 8 else max(2, repeat // 2)
             per = {}
             for b in backends:
-                r = time_flushed(lambda: experts(x, ids, w, backend=b), repeat=repeat if T <= 8 else max(2, repeat // 2))
-                per[(b, dtype)] = r
+                per[(b, dtype)] = time_flushed(lambda: experts(x, ids, w, backend=b), repeat=reps)
             for d, ex_d in extra.items():
                 xd = x.to(d)
                 for b in backends:
                     if b != "samoyeds":
-                        per[(b, d)] = time_flushed(lambda: ex_d(xd, ids, w, backend=b),
-                                                   repeat=repeat if T <= 8 else max(2, repeat // 2))
+                        per[(b, d)] = time_flushed(lambda: ex_d(xd, ids, w, backend=b), repeat=reps)
             best = {}
             for (b, _), r in per.items():
                 best[b] = min(best.get(b, r["ms"]), r["ms"])

@@ -85,7 +85,8 @@ _DEFINE = {"avx512": 512, "avx2": 2, "portable": 0}
 _DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 UNIT = 32  # dense columns per unit
 #: From this many bf16 tokens the avx2 path expands dense fp32 tiles instead of vpshufb gathers (measured on
-#: an AVX2-only EPYC: gathers faster up to 12 tokens, even at 16); fp32 / fp16 tokens from 4 (SL_XT in the C source).
+#: an AVX2-only EPYC: gathers faster up to 12 tokens, about even at 16); fp32 / fp16 tokens from 4 (SL_XT in
+#: the C source).
 AVX2_TILE_TOKENS = 16
 TILE_CROWS = 128  # compressed rows per tile of the dense fallback (a tile of 1:2 rows at K=4096: 2 MB)
 

@@ -42,6 +42,11 @@ def test_layer_bench_compares_backends_on_the_same_tokens():
         assert r["phase"] == ("prefill" if r["tokens"] == 16 else "decode")
 
 
+def test_layer_bench_names_a_bad_baseline_dtype():
+    with pytest.raises(TypeError, match="baseline_dtypes: expected floating torch dtypes"):
+        bench_layer(None, shape=("t", 128, 256, 4, 2), batches=(1,), prefill=None, baseline_dtypes=(torch.int8,))
+
+
 def test_layer_backends_agree():
     ex = make_layer(128, 256, 4)
     ids, w = torch.tensor([[0, 1], [2, 3], [1, 2]]), torch.rand(3, 2)
