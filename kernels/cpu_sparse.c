@@ -22,6 +22,11 @@
  *   meta  [crows, upr]     one uint32 per unit: bits 2g..2g+1 = first kept position of group g,
  *                          bits 16+2g..17+2g = second kept position (the same 4 bits per group as the
  *                          format's metadata, in another order).
+ *   The AVX2 "lanes" layout (SL_LANES) reorders both, same bytes: meta byte j holds the four kept positions
+ *   of groups 2j and 2j+1 (the 8 columns of one 128-bit lane of 16-bit x), p0(2j) | p0(2j+1) << 2 |
+ *   p1(2j) << 4 | p1(2j+1) << 6, so it indexes a table of vpshufb controls directly; bf16 values
+ *   interleave the unit's two halves (16-bit slot 2d = value d, slot 2d+1 = value 8+d), so one 32-byte load
+ *   gives both halves in fp32 with one shift and one and.
  *   rsel  [crows, W]       Samoyeds only: per V-window, which row of its m-group the compressed row stands
  *                          for (the format's row_index, transposed so a row's windows are contiguous).
  * Windows of a compressed row are visited grouped by candidate row (all windows of candidate 0 of a
@@ -50,6 +55,7 @@
 #endif
 
 enum { SL_F32 = 0, SL_F16 = 1, SL_BF16 = 2 };
+enum { SL_NATURAL = 0, SL_PAIR = 1, SL_LANES = 2 }; /* operand layouts (sl_args.layout) */
 
 typedef struct {
     const void *vals;      /* [crows, upr*16] CPU layout                                  */
@@ -58,7 +64,7 @@ typedef struct {
     const void *x;         /* [T, ldx] gathered tokens, 64-byte aligned rows, zero padded */
     float *y;              /* [T, ldy] fp32 output (accumulated into)                     */
     int64_t crows, rows, upr, upw, nwin, n, m;
-    int64_t vdtype, xdtype, T, ldx, ldy, nthreads, pair_layout;
+    int64_t vdtype, xdtype, T, ldx, ldy, nthreads, layout;
 } sl_args;
 
 /* ------------------------------------------------------------------------------------------ helpers */
@@ -94,6 +100,15 @@ static inline float sl_load_val(const void *vals, int64_t i, int64_t vdtype) {
     if (vdtype == SL_F32) return ((const float *)vals)[i];
     if (vdtype == SL_F16) return sl_half_to_float(((const uint16_t *)vals)[i]);
     return sl_bf16_to_float(((const uint16_t *)vals)[i]);
+}
+
+/* Kept position (0..3) of slot s of group g in a unit's metadata word md. */
+static inline int sl_pos(const sl_args *a, uint32_t md, int g, int s) {
+    return (int)(a->layout == SL_LANES ? (md >> (8 * (g >> 1) + 4 * s + 2 * (g & 1))) & 3 : (md >> (16 * s + 2 * g)) & 3);
+}
+/* Slot of value v (natural order: 2g + s) among its unit's 16 (SL_LANES bf16: halves interleaved). */
+static inline int sl_vslot(const sl_args *a, int v) {
+    return a->layout == SL_LANES && a->vdtype == SL_BF16 ? (v < 8 ? 2 * v : 2 * v - 15) : v;
 }
 
 /* The dense row a compressed row c stands for in a window whose candidate code is r. */
@@ -139,8 +154,8 @@ static void sl_run_portable(const sl_args *a, int64_t c, int64_t w0, uint64_t wm
             if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; }
             for (int v = 0; v < 16; ++v) {
                 const int g = v >> 1, s = v & 1;
-                col[v] = (int32_t)(u * 32 + 4 * g + ((md >> (s * 16 + 2 * g)) & 3));
-                wv[v] = sl_load_val(a->vals, vbase + v, a->vdtype);
+                col[v] = (int32_t)(u * 32 + 4 * g + sl_pos(a, md, g, s));
+                wv[v] = sl_load_val(a->vals, vbase + sl_vslot(a, v), a->vdtype);
             }
             for (int64_t t = 0; t < tb; ++t) {
                 const float *xt = x + t * ldx;
@@ -175,6 +190,17 @@ static inline __m256 sl_vals8(const void *vals, int64_t i, int64_t vdtype) {
     if (vdtype == SL_F16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
+/* The unit's 16 values at vbase as two halves of 8 (natural order) in fp32. */
+static inline __attribute__((always_inline)) void sl_vals16(const sl_args *a, int64_t vbase, __m256 *v0, __m256 *v1) {
+    if (a->layout == SL_LANES && a->vdtype == SL_BF16) { /* halves interleaved: slot 2d = value d, 2d+1 = 8+d */
+        const __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)a->vals + vbase));
+        *v0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        *v1 = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000u)));
+    } else {
+        *v0 = sl_vals8(a->vals, vbase, a->vdtype);
+        *v1 = sl_vals8(a->vals, vbase + 8, a->vdtype);
+    }
+}
 
 static inline float sl_hsum8(__m256 v) {
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -194,8 +220,11 @@ static inline __attribute__((always_inline)) void sl_avx2_body(const sl_args *a,
     const int64_t pstep = a->vdtype == SL_F32 ? 64 : 32; /* value bytes per unit */
     const __m256i three = _mm256_set1_epi32(3);
     const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
-    const __m256i sh0 = _mm256_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22);
-    const __m256i sh1 = _mm256_setr_epi32(8, 24, 10, 26, 12, 28, 14, 30);
+    /* where the kept position of value i of each half sits in the metadata word (sl_pos) */
+    const int lanes = a->layout == SL_LANES;
+    const __m256i sh0 = lanes ? _mm256_setr_epi32(0, 4, 2, 6, 8, 12, 10, 14) : _mm256_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22);
+    const __m256i sh1 = lanes ? _mm256_setr_epi32(16, 20, 18, 22, 24, 28, 26, 30)
+                              : _mm256_setr_epi32(8, 24, 10, 26, 12, 28, 14, 30);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0;
     const float *x = (const float *)a->x + t0 * ldx;
     const uint32_t *meta = a->meta + c * upr;
@@ -211,7 +240,8 @@ static inline __attribute__((always_inline)) void sl_avx2_body(const sl_args *a,
             const float *xp = x + u * 32;
             const __m256i i0 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(md, sh0), three), base);
             const __m256i i1 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(md, sh1), three), base);
-            const __m256 v0 = sl_vals8(a->vals, vbase, a->vdtype), v1 = sl_vals8(a->vals, vbase + 8, a->vdtype);
+            __m256 v0, v1;
+            sl_vals16(a, vbase, &v0, &v1);
             if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; } /* as much ahead as consumed */
             a0 = _mm256_fmadd_ps(v0, SL_G2(0, i0, 0), a0);
             if (TB >= 2) a1 = _mm256_fmadd_ps(v0, SL_G2(1, i0, 0), a1);
@@ -243,12 +273,23 @@ SL_DISPATCH(sl_run_avx2, sl_avx2_body)
  * token. sl_xlut[e][j]: for the two groups of an 8-column chunk whose kept positions are e = p0(a) | p0(b) << 2 |
  * p1(a) << 4 | p1(b) << 6, which lane of [va0, va1, vb0, vb1, 0, ...] dense column j takes (4: the zero). */
 static int32_t sl_xlut[256][8] __attribute__((aligned(32)));
+static uint8_t sl_blut[256][16] __attribute__((aligned(64)));
 static pthread_once_t sl_xlut_once = PTHREAD_ONCE_INIT;
 static void sl_xlut_init(void) {
     for (int e = 0; e < 256; ++e)
         for (int j = 0; j < 8; ++j) {
             const int g = j >> 2, q = j & 3, p0 = (e >> (2 * g)) & 3, p1 = (e >> (4 + 2 * g)) & 3;
             sl_xlut[e][j] = p0 == q ? 2 * g : (p1 == q ? 2 * g + 1 : 4);
+        }
+    /* sl_blut[e]: dword i of the lane takes value i (group i >> 1 of the lane, slot i & 1): bytes [0x80, 0x80,
+     * 2col, 2col+1], col its column among the lane's 8 */
+    for (int e = 0; e < 256; ++e)
+        for (int i = 0; i < 4; ++i) {
+            const int g = i >> 1, col = 4 * g + ((e >> (4 * (i & 1) + 2 * g)) & 3);
+            sl_blut[e][4 * i] = 0x80;
+            sl_blut[e][4 * i + 1] = 0x80;
+            sl_blut[e][4 * i + 2] = (uint8_t)(2 * col);
+            sl_blut[e][4 * i + 3] = (uint8_t)(2 * col + 1);
         }
 }
 /* the 16 bits of x spread to one nibble per byte */
@@ -257,73 +298,115 @@ static inline uint32_t sl_nibbles(uint32_t x) {
     return (x | (x << 4)) & 0x0F0F0F0Fu;
 }
 
-/* bf16 tokens, a few of them: a 128-bit lane of 16 bf16 x columns holds the 8 columns of two groups, so one
- * vpshufb per 8 kept values and token picks their 4 + 4 x values straight into the high halves of fp32
- * lanes (the exact bf16 -> fp32 conversion for free): one x load, one shuffle, one FMA. The shuffle control
- * of dword i is [0x80, 0x80, 2col, 2col+1], col the kept column inside its 128-bit lane, decoded from the
- * broadcast metadata word per half unit (computing it beat a table of controls: fewer loads). */
+/* bf16 tokens, a few of them (the SL_LANES layout): a 128-bit lane of 16 bf16 x columns holds the 8 columns
+ * of two groups, so one vpshufb per 8 kept values and token picks their 4 + 4 x values straight into the high
+ * halves of fp32 lanes (the exact bf16 -> fp32 conversion for free): one x load, one shuffle, one FMA. The
+ * shuffle controls come from sl_blut, indexed by the metadata bytes (two 16-byte loads per half unit); this
+ * beat computing them from the metadata word with variable shifts (about 4.1 -> 2.6 ns per unit with the
+ * weights in cache, Zen 2), whose shift and shuffle uops queue on the same two pipes as the gathers.
+ * VB: bf16 values (interleaved halves, one load); else fp16 / fp32 values in natural order. TB <= 2 alternate
+ * two accumulator sets over the units of a window, so no FMA waits on the previous unit's. */
+static inline __m256i sl_bctl(uint32_t lo, uint32_t hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_load_si128((const __m128i *)sl_blut[lo])),
+                                   _mm_load_si128((const __m128i *)sl_blut[hi]), 1);
+}
 static inline __attribute__((always_inline)) void sl_avx2b_body(const sl_args *a, int64_t c, int64_t w0,
                                                                 uint64_t wmask, int64_t t0, const int TB,
-                                                                const char **pf, float *out) {
+                                                                const int VB, const char **pf, float *out) {
     const int64_t upw = a->upw, upr = a->upr, ldx = a->ldx;
     const char *pfp = pf ? *pf : NULL;
-    const int64_t pstep = a->vdtype == SL_F32 ? 64 : 32; /* value bytes per unit */
+    const int64_t pstep = !VB && a->vdtype == SL_F32 ? 64 : 32; /* value bytes per unit */
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     const uint16_t *x = (const uint16_t *)a->x + t0 * ldx;
     const uint32_t *meta = a->meta + c * upr;
-    /* dword i of half hf holds value i of its 8: group 4hf + i/2, kept slot i&1 (shift 2g, or 16 + 2g); its
-     * column inside the 128-bit lane is 4 * (g & 1) + the 2-bit position */
-    const __m256i three = _mm256_set1_epi32(3), aconst = _mm256_set1_epi32(0x01008080);
-    const __m256i ash0 = _mm256_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22), ash1 = _mm256_setr_epi32(8, 24, 10, 26, 12, 28, 14, 30);
-    const __m256i abase = _mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4);
-    for (uint64_t bits = wmask; bits; bits &= bits - 1) {
-        int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
-        const int64_t ue = u + upw < upr ? u + upw : upr;
-        for (; u < ue; ++u) {
-            const int64_t vbase = (c * upr + u) * 16;
-            if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; }
-            const uint16_t *xp = x + u * 32;
+    const int64_t vrow = c * upr * 16;
+    const uint16_t *vr = (const uint16_t *)a->vals + vrow; /* 16-bit values of the row (VB) */
+    const __m256i hmask = _mm256_set1_epi32((int)0xFFFF0000u);
 #define SL_BG(t, H, CTL) _mm256_castsi256_ps(_mm256_shuffle_epi8(                                        \
         _mm256_load_si256((const __m256i *)(xp + (t) * ldx + 16 * (H))), CTL))
-            const __m256i mdv = _mm256_set1_epi32((int)meta[u]);
-            const __m256i c0 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(mdv, ash0), three), abase);
-            const __m256i c1 = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(mdv, ash1), three), abase);
-            const __m256i k0 = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi32(c0, 17), _mm256_slli_epi32(c0, 25)), aconst);
-            const __m256i k1 = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi32(c1, 17), _mm256_slli_epi32(c1, 25)), aconst);
-            const __m256 v0 = sl_vals8(a->vals, vbase, a->vdtype), v1 = sl_vals8(a->vals, vbase + 8, a->vdtype);
-            if (TB == 1) {
-                a0 = _mm256_fmadd_ps(v0, SL_BG(0, 0, k0), a0);
-                a1 = _mm256_fmadd_ps(v1, SL_BG(0, 1, k1), a1);
-                const __m256 r_ = a0; a0 = a2; a2 = r_;
-                const __m256 q_ = a1; a1 = a3; a3 = q_;
-            } else {
-                a0 = _mm256_fmadd_ps(v0, SL_BG(0, 0, k0), a0);
-                b0 = _mm256_fmadd_ps(v1, SL_BG(0, 1, k1), b0);
-                a1 = _mm256_fmadd_ps(v0, SL_BG(1, 0, k0), a1);
-                b1 = _mm256_fmadd_ps(v1, SL_BG(1, 1, k1), b1);
-                if (TB >= 3) {
-                    a2 = _mm256_fmadd_ps(v0, SL_BG(2, 0, k0), a2);
-                    b2 = _mm256_fmadd_ps(v1, SL_BG(2, 1, k1), b2);
-                }
-                if (TB >= 4) {
-                    a3 = _mm256_fmadd_ps(v0, SL_BG(3, 0, k0), a3);
-                    b3 = _mm256_fmadd_ps(v1, SL_BG(3, 1, k1), b3);
-                }
+    /* unit UU into accumulators P* (token 0..3, first half) and Q* (second half) */
+#define SL_BU(UU, P0, Q0, P1, Q1, P2, Q2, P3, Q3)                                                          \
+    do {                                                                                                 \
+        const int64_t u_ = (UU);                                                                         \
+        const uint16_t *xp = x + u_ * 32;                                                                \
+        const uint32_t w_ = meta[u_];                                                                    \
+        const __m256i k0 = sl_bctl(w_ & 255, (w_ >> 8) & 255), k1 = sl_bctl((w_ >> 16) & 255, w_ >> 24); \
+        __m256 v0, v1;                                                                                   \
+        if (VB) {                                                                                        \
+            const __m256i v_ = _mm256_loadu_si256((const __m256i *)(vr + u_ * 16));                      \
+            v0 = _mm256_castsi256_ps(_mm256_slli_epi32(v_, 16));                                         \
+            v1 = _mm256_castsi256_ps(_mm256_and_si256(v_, hmask));                                       \
+        } else {                                                                                         \
+            v0 = sl_vals8(a->vals, vrow + u_ * 16, a->vdtype);                                           \
+            v1 = sl_vals8(a->vals, vrow + u_ * 16 + 8, a->vdtype);                                       \
+        }                                                                                                \
+        P0 = _mm256_fmadd_ps(v0, SL_BG(0, 0, k0), P0);                                                   \
+        Q0 = _mm256_fmadd_ps(v1, SL_BG(0, 1, k1), Q0);                                                   \
+        if (TB >= 2) {                                                                                   \
+            P1 = _mm256_fmadd_ps(v0, SL_BG(1, 0, k0), P1);                                               \
+            Q1 = _mm256_fmadd_ps(v1, SL_BG(1, 1, k1), Q1);                                               \
+        }                                                                                                \
+        if (TB >= 3) {                                                                                   \
+            P2 = _mm256_fmadd_ps(v0, SL_BG(2, 0, k0), P2);                                               \
+            Q2 = _mm256_fmadd_ps(v1, SL_BG(2, 1, k1), Q2);                                               \
+        }                                                                                                \
+        if (TB >= 4) {                                                                                   \
+            P3 = _mm256_fmadd_ps(v0, SL_BG(3, 0, k0), P3);                                               \
+            Q3 = _mm256_fmadd_ps(v1, SL_BG(3, 1, k1), Q3);                                               \
+        }                                                                                                \
+    } while (0)
+#define SL_BPAIR(UU)                                                                                    \
+    do {                                                                                                 \
+        if (pfp) { /* the two units' values: one line of 16-bit values, two of fp32 */                  \
+            __builtin_prefetch(pfp, 0, 3);                                                               \
+            if (pstep > 32) __builtin_prefetch(pfp + 64, 0, 3);                                          \
+            pfp += 2 * pstep;                                                                            \
+        }                                                                                                \
+        SL_BU((UU), a0, b0, a1, b1, a2, b2, a3, b3);                                                     \
+        if (TB <= 2) SL_BU((UU) + 1, a2, b2, a3, b3, a0, b0, a1, b1);                                    \
+        else SL_BU((UU) + 1, a0, b0, a1, b1, a2, b2, a3, b3);                                            \
+    } while (0)
+    if (upw == 4 && upr % 4 == 0) { /* V = 128, every window whole: two pairs per window, unrolled */
+        for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+            const int64_t u = (w0 + __builtin_ctzll(bits)) * 4;
+            SL_BPAIR(u);
+            SL_BPAIR(u + 2);
+        }
+    } else {
+        for (uint64_t bits = wmask; bits; bits &= bits - 1) {
+            int64_t u = (w0 + __builtin_ctzll(bits)) * upw;
+            const int64_t ue = u + upw < upr ? u + upw : upr;
+            for (; u + 1 < ue; u += 2) SL_BPAIR(u);
+            if (u < ue) {
+                if (pfp) { __builtin_prefetch(pfp, 0, 3); pfp += pstep; }
+                SL_BU(u, a0, b0, a1, b1, a2, b2, a3, b3);
             }
-#undef SL_BG
         }
     }
+#undef SL_BPAIR
+#undef SL_BU
+#undef SL_BG
     if (pf) *pf = pfp;
-    if (TB == 1) {
-        out[0] = sl_hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    if (TB <= 2) {
+        out[0] = sl_hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a2, b2)));
+        if (TB == 2) out[1] = sl_hsum8(_mm256_add_ps(_mm256_add_ps(a1, b1), _mm256_add_ps(a3, b3)));
     } else {
         out[0] = sl_hsum8(_mm256_add_ps(a0, b0));
         out[1] = sl_hsum8(_mm256_add_ps(a1, b1));
-        if (TB >= 3) out[2] = sl_hsum8(_mm256_add_ps(a2, b2));
+        out[2] = sl_hsum8(_mm256_add_ps(a2, b2));
         if (TB >= 4) out[3] = sl_hsum8(_mm256_add_ps(a3, b3));
     }
 }
-SL_DISPATCH(sl_run_avx2b, sl_avx2b_body)
+static inline __attribute__((always_inline)) void sl_avx2b_bf(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask,
+                                                              int64_t t0, const int TB, const char **pf, float *out) {
+    sl_avx2b_body(a, c, w0, wmask, t0, TB, 1, pf, out);
+}
+static inline __attribute__((always_inline)) void sl_avx2b_any(const sl_args *a, int64_t c, int64_t w0, uint64_t wmask,
+                                                               int64_t t0, const int TB, const char **pf, float *out) {
+    sl_avx2b_body(a, c, w0, wmask, t0, TB, 0, pf, out);
+}
+SL_DISPATCH(sl_run_avx2b, sl_avx2b_bf)
+SL_DISPATCH(sl_run_avx2bx, sl_avx2b_any)
 
 /* Expand units [u0, u1) of compressed row c into dense fp32 columns at sp (32 per unit). */
 static void sl_avx2_expand(const sl_args *a, int64_t c, int64_t u0, int64_t u1, float *sp) {
@@ -332,10 +415,13 @@ static void sl_avx2_expand(const sl_args *a, int64_t c, int64_t u0, int64_t u1, 
     const uint32_t *meta = a->meta + c * a->upr;
     for (int64_t u = u0; u < u1; ++u, sp += 32) {
         const uint32_t md = meta[u];
-        const uint32_t ch = sl_nibbles(md & 0xFFFFu) | (sl_nibbles(md >> 16) << 4);
+        /* byte j: the sl_xlut index of the unit's 8-column chunk j (the lanes layout stores exactly that) */
+        const uint32_t ch = a->layout == SL_LANES ? md : sl_nibbles(md & 0xFFFFu) | (sl_nibbles(md >> 16) << 4);
         const int64_t vbase = (c * a->upr + u) * 16;
+        __m256 vh[2];
+        sl_vals16(a, vbase, &vh[0], &vh[1]);
         for (int hf = 0; hf < 2; ++hf) {
-            const __m256 v = sl_vals8(a->vals, vbase + 8 * hf, a->vdtype);
+            const __m256 v = vh[hf];
             const __m256i il = _mm256_load_si256((const __m256i *)sl_xlut[(ch >> (16 * hf)) & 0xFF]);
             const __m256i ih = _mm256_xor_si256(
                 _mm256_load_si256((const __m256i *)sl_xlut[(ch >> (16 * hf + 8)) & 0xFF]), four);
@@ -555,7 +641,7 @@ static sl_run_fn sl_pick(const sl_args *a) {
     if (a->xdtype == SL_F32) return sl_run_512_f32x;
 #elif SL_ISA >= 2
     if (a->xdtype == SL_F32) return sl_run_avx2;
-    if (a->xdtype == SL_BF16) return sl_run_avx2b;
+    if (a->xdtype == SL_BF16 && a->layout == SL_LANES) return a->vdtype == SL_BF16 ? sl_run_avx2b : sl_run_avx2bx;
 #endif
     return sl_run_portable;
 }
@@ -704,6 +790,7 @@ static void *sl_worker_x(void *p) {
 int sl_gemm(const sl_args *a) {
     if (a->T <= 0 || a->crows <= 0) return 0;
 #if SL_ISA == 2
+    if (a->xdtype == SL_BF16 && a->layout != SL_LANES) return 2; /* the bf16-token bodies read the lanes layout */
     pthread_once(&sl_xlut_once, sl_xlut_init);
 #endif
     int64_t nt = a->nthreads < 1 ? 1 : (a->nthreads > 64 ? 64 : a->nthreads);
@@ -779,7 +866,7 @@ int sl_decompress(const sl_args *a, int64_t c0, int64_t c1, void *out, int64_t l
             if (esz == 2) { /* 32 dense columns at once: kept-position compares, then one masked vpermw */
                 int64_t blk = (c * a->upr + u) * 16, p = 0;
                 __mmask32 vmask = 0x0000FFFFu;
-                if (a->pair_layout) {
+                if (a->layout == SL_PAIR) {
                     const int64_t uw = u % a->upw, ue = (w + 1) * a->upw < a->upr ? (w + 1) * a->upw : a->upr;
                     if ((uw & 1) || u + 1 < ue) {
                         p = uw & 1;
@@ -795,7 +882,7 @@ int sl_decompress(const sl_args *a, int64_t c0, int64_t c1, void *out, int64_t l
                 const __m512i p1 = _mm512_and_si512(_mm512_srlv_epi16(_mm512_set1_epi16((short)(md >> 16)), sh), three);
                 const __mmask32 m0 = _mm512_cmpeq_epi16_mask(p0, kc), m1 = _mm512_cmpeq_epi16_mask(p1, kc);
                 /* lane of (group g, s) in the values block: natural 2g + s, pair (g << 2) | (p << 1) | s */
-                const __m512i i0 = a->pair_layout && vmask == 0xFFFFFFFFu
+                const __m512i i0 = a->layout == SL_PAIR && vmask == 0xFFFFFFFFu
                                        ? _mm512_or_si512(_mm512_slli_epi16(grp, 2), _mm512_set1_epi16((short)(p << 1)))
                                        : _mm512_slli_epi16(grp, 1);
                 const __m512i idx = _mm512_mask_add_epi16(i0, m1, i0, _mm512_set1_epi16(1));
@@ -809,10 +896,10 @@ int sl_decompress(const sl_args *a, int64_t c0, int64_t c1, void *out, int64_t l
 #endif
             for (int v = 0; v < 16; ++v) {
                 const int gi = v >> 1, s = v & 1;
-                const int64_t col = u * 32 + 4 * gi + ((md >> (s * 16 + 2 * gi)) & 3);
+                const int64_t col = u * 32 + 4 * gi + sl_pos(a, md, gi, s);
                 if (col >= K) continue;
-                int64_t src = (c * a->upr + u) * 16 + v;
-                if (a->pair_layout) { /* where the pair layout put value v of unit u */
+                int64_t src = (c * a->upr + u) * 16 + sl_vslot(a, v);
+                if (a->layout == SL_PAIR) { /* where the pair layout put value v of unit u */
                     const int64_t uw = u % a->upw, ue = (w + 1) * a->upw < a->upr ? (w + 1) * a->upw : a->upr;
                     const int64_t p = uw & 1, first = u - p;
                     if (p == 1 || u + 1 < ue)

@@ -41,7 +41,7 @@ def example_unit_words() -> list[tuple[int, torch.Tensor]]:
     dense = torch.randn(4, 64, generator=g)
     keep = torch.rand(4, 16, 4, generator=g).argsort(-1)[..., :2]
     dense = (dense.view(4, 16, 4) * torch.zeros(4, 16, 4).scatter_(-1, keep, 1.0)).view(4, 64)
-    op = cpu_operand(compress_nm(dense), pair=False)
+    op = cpu_operand(compress_nm(dense), layout="natural")
     out = []
     for r in range(4):
         for u in range(2):

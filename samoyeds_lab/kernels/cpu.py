@@ -35,6 +35,11 @@ are cut into 32-column units (8 groups, 16 kept values):
   time, so one broadcast 64-bit metadata word decodes to the pair's 32 gather indices in two instructions.
 * ``meta uint32 [crows, units]``: per unit the 8 groups' kept positions, 2 bits each (first positions in
   the low half-word, second in the high one): the same 4 bits per group as the format's metadata.
+* The ``avx2`` path reads the ``lanes`` layout, the same bytes reordered: metadata byte ``j`` holds the
+  four kept positions of groups ``2j`` and ``2j+1`` (``p0(2j) | p0(2j+1)<<2 | p1(2j)<<4 | p1(2j+1)<<6``, the
+  8 columns of one 128-bit lane of 16-bit tokens), so it indexes a 4 KB table of ``vpshufb`` controls with
+  no decoding; bf16 values interleave each unit's two halves (slot ``2d`` = value ``d``, ``2d+1`` = value
+  ``8+d``), so one 32-byte load gives both halves in fp32 with a shift and an and.
 * ``rsel uint8 [crows, windows]``: Samoyeds only, the format's ``row_index`` transposed.
 
 So the kernel reads the operand's own bytes (values + 2 bits per value + the row-index bytes) and nothing
@@ -95,7 +100,7 @@ class _Args(ctypes.Structure):
     _fields_ = [("vals", ctypes.c_void_p), ("meta", ctypes.c_void_p), ("rsel", ctypes.c_void_p),
                 ("x", ctypes.c_void_p), ("y", ctypes.c_void_p)] + [
         (n, ctypes.c_int64) for n in ("crows", "rows", "upr", "upw", "nwin", "n", "m", "vdtype", "xdtype", "T",
-                                      "ldx", "ldy", "nthreads", "pair_layout")]
+                                      "ldx", "ldy", "nthreads", "layout")]
 
 
 # ----------------------------------------------------------------------------------------- detection
@@ -349,7 +354,7 @@ class CpuOperand:
     m: int
     upw: int
     nwin: int
-    pair: bool
+    layout: str
 
     @property
     def crows(self) -> int:
@@ -384,16 +389,33 @@ def _pair_perm(upr: int, upw: int) -> torch.Tensor:
     return torch.from_numpy(out.reshape(-1).copy())
 
 
-_OPS: "weakref.WeakKeyDictionary[object, dict[bool, CpuOperand]]" = weakref.WeakKeyDictionary()
+_OPS: "weakref.WeakKeyDictionary[object, dict[str, CpuOperand]]" = weakref.WeakKeyDictionary()
+
+#: operand layouts (module docstring) and their codes in the C source (sl_args.layout)
+LAYOUTS = {"natural": 0, "pair": 1, "lanes": 2}
+#: value slot of each natural value index inside a unit, lanes layout with bf16 values (halves interleaved)
+_LANES_PERM = torch.tensor([d + 8 * h for d in range(8) for h in range(2)])
 
 
-def cpu_operand(weight: NMWeight | SamoyedsWeight, *, pair: bool = False) -> CpuOperand:
+def layout_for(isa: str, weight_dtype: torch.dtype, x_dtype: torch.dtype | None = None) -> str:
+    """The layout the kernels of ``isa`` read for a weight of ``weight_dtype`` (and tokens of ``x_dtype``;
+    None: the dense-tile fallback, which reads whichever the kernel reads)."""
+    if isa == "avx2":
+        return "lanes"
+    if isa == "avx512" and weight_dtype == torch.bfloat16 and x_dtype in (None, torch.bfloat16):
+        return "pair"
+    return "natural"
+
+
+def cpu_operand(weight: NMWeight | SamoyedsWeight, *, layout: str = "natural") -> CpuOperand:
     """The CPU layout of ``weight`` (built once per weight and layout, then cached with the weight)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {', '.join(map(repr, LAYOUTS))}, got {layout!r}")
     why = cpu_unsupported(weight)
     if why is not None:
         raise ValueError(f"weight: {why}")
     per = _OPS.setdefault(weight, {})
-    op = per.get(pair)
+    op = per.get(layout)
     if op is not None:
         return op
     rows, cols = weight.shape
@@ -406,8 +428,12 @@ def cpu_operand(weight: NMWeight | SamoyedsWeight, *, pair: bool = False) -> Cpu
         padpos = torch.tensor([0, 1], dtype=torch.uint8).repeat(pad // 2).expand(crows, -1)
         positions = torch.cat([positions, padpos], 1)
     pos = positions.view(crows, upr, 8, 2).to(torch.int64)
-    shifts = torch.arange(8) * 2
-    word = ((pos[..., 0] << shifts).sum(-1)) | ((pos[..., 1] << shifts).sum(-1) << 16)
+    g = torch.arange(8)
+    if layout == "lanes":  # byte j: groups 2j, 2j+1 (bits 2(g&1) for first positions, 4 + 2(g&1) for second)
+        sh = (8 * (g >> 1) + 2 * (g & 1))
+        word = ((pos[..., 0] << sh).sum(-1)) | ((pos[..., 1] << (sh + 4)).sum(-1))
+    else:
+        word = ((pos[..., 0] << 2 * g).sum(-1)) | ((pos[..., 1] << 2 * g).sum(-1) << 16)
     meta = torch.from_numpy(word.numpy().astype(np.uint32).view(np.int32)).contiguous()
     if isinstance(weight, SamoyedsWeight):
         upw, nwin, n, m = weight.vector // UNIT, cols // weight.vector, weight.n, weight.m
@@ -416,10 +442,12 @@ def cpu_operand(weight: NMWeight | SamoyedsWeight, *, pair: bool = False) -> Cpu
         # plain 2:4: 4096-column "windows" that only cut K into blocks (every one belongs to the row)
         upw = min(upr, 128)
         nwin, n, m, rsel = -(-upr // upw), 1, 1, None
-    if pair:
+    if layout == "pair":
         values = values.index_select(1, _pair_perm(upr, upw))
-    op = CpuOperand(values.contiguous(), meta, rsel, rows, cols, n, m, upw, nwin, pair)
-    per[pair] = op
+    elif layout == "lanes" and values.dtype == torch.bfloat16:
+        values = values.view(crows, upr, 16).index_select(2, _LANES_PERM).view(crows, upr * 16)
+    op = CpuOperand(values.contiguous(), meta, rsel, rows, cols, n, m, upw, nwin, layout)
+    per[layout] = op
     return op
 
 
@@ -442,7 +470,7 @@ def _args(op: CpuOperand, xg: torch.Tensor | None, y: torch.Tensor | None, threa
         xg.data_ptr() if xg is not None else None, y.data_ptr() if y is not None else None,
         op.crows, op.rows, op.upr, op.upw, op.nwin, op.n, op.m, _DT[op.dtype],
         _DT[xg.dtype] if xg is not None else 0, xg.shape[0] if xg is not None else 0,
-        xg.shape[1] if xg is not None else 0, y.shape[1] if y is not None else 0, threads, int(op.pair))
+        xg.shape[1] if xg is not None else 0, y.shape[1] if y is not None else 0, threads, LAYOUTS[op.layout])
 
 
 def _check_call(weight: object, x: object, idx: object, isa: object, threads: object) -> torch.Tensor | None:
@@ -487,8 +515,8 @@ def _kernel_gemm(weight, x, idx, isa, threads) -> torch.Tensor:
     if isa == "none":
         raise ValueError("isa: no CPU kernel can run here (cpu_path() is 'none'); use dense_tiles")
     b = build(isa)
-    pair = isa == "avx512" and weight.dtype == torch.bfloat16 and x.dtype == torch.bfloat16
-    op = cpu_operand(weight, pair=pair)
+    op = cpu_operand(weight, layout=layout_for(isa, weight.dtype, x.dtype))
+    pair = op.layout == "pair"
     tokens = x.shape[0] if idx is None else idx.numel()
     # avx2: bf16 tokens stay bf16 below AVX2_TILE_TOKENS (vpshufb picks them into fp32 lanes); from there
     # the dense-tile kernel wants fp32 tokens
@@ -524,7 +552,7 @@ def _dense_tiles(weight, x, idx, isa) -> torch.Tensor:
     xm = xs.to(mdt)
     isa = isa or cpu_path().isa
     # the layout the kernel of this path reads (one copy of the operand in memory)
-    op = cpu_operand(weight, pair=isa == "avx512" and weight.dtype == torch.bfloat16)
+    op = cpu_operand(weight, layout=layout_for(isa, weight.dtype))
     per = TILE_CROWS
     if op.rsel is not None:
         per = max(op.n, TILE_CROWS // op.n * op.n)

@@ -107,13 +107,39 @@ def test_zero_tokens_and_threads(isa):
         _close32(cpu.kernel_gemm(w, x, isa=isa, threads=t), ref)
 
 
-def test_pair_layout_is_a_permutation_of_the_values():
+@pytest.mark.parametrize("layout", ["pair", "lanes"])
+def test_layouts_are_permutations_of_the_values(layout):
     w = _ws(38, 96, torch.bfloat16, vector=32, seed=2)
-    nat, pair = cpu.cpu_operand(w, pair=False), cpu.cpu_operand(w, pair=True)
-    assert nat.nbytes == pair.nbytes
-    assert torch.equal(torch.sort(nat.vals.float(), 1).values, torch.sort(pair.vals.float(), 1).values)
+    nat, other = cpu.cpu_operand(w, layout="natural"), cpu.cpu_operand(w, layout=layout)
+    assert other.layout == layout and nat.nbytes == other.nbytes
+    assert torch.equal(torch.sort(nat.vals.float(), 1).values, torch.sort(other.vals.float(), 1).values)
     # the operand the kernel reads is the format's bytes: values + 2 bits per value + row-index bytes
     assert nat.nbytes == w.values.numel() * 2 + w.values.numel() // 4 + w.row_index.numel()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lanes_layout_words_and_slots(dtype):
+    # metadata byte j of the lanes layout = p0(2j) | p0(2j+1) << 2 | p1(2j) << 4 | p1(2j+1) << 6; bf16
+    # values interleave the unit's halves; fp16 / fp32 values keep their order
+    w = _ws(20, 64, dtype, vector=32, seed=5)
+    nat, lanes = cpu.cpu_operand(w, layout="natural"), cpu.cpu_operand(w, layout="lanes")
+    for c in range(nat.crows):
+        for u in range(nat.upr):
+            a, b = int(nat.meta[c, u]) & 0xFFFFFFFF, int(lanes.meta[c, u]) & 0xFFFFFFFF
+            for g in range(8):
+                p0, p1 = (a >> 2 * g) & 3, (a >> (16 + 2 * g)) & 3
+                byte = (b >> 8 * (g >> 1)) & 0xFF
+                assert ((byte >> 2 * (g & 1)) & 3, (byte >> (4 + 2 * (g & 1))) & 3) == (p0, p1)
+    nv, lv = nat.vals.view(nat.crows, -1, 16), lanes.vals.view(nat.crows, -1, 16)
+    if dtype == torch.bfloat16:
+        assert torch.equal(lv[..., 0::2], nv[..., :8]) and torch.equal(lv[..., 1::2], nv[..., 8:])
+    else:
+        assert torch.equal(lv, nv)
+
+
+def test_layout_is_checked():
+    with pytest.raises(ValueError, match="layout: expected one of 'natural', 'pair', 'lanes', got 'x'"):
+        cpu.cpu_operand(_ws(8, 128, torch.bfloat16), layout="x")
 
 
 # ------------------------------------------------------------------------------------- through the ops
