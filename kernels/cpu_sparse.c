@@ -128,6 +128,19 @@ static inline void sl_window_masks(const sl_args *a, int64_t c, int64_t w0, int6
     const __mmask64 live = nw >= 64 ? ~0ull : ((1ull << nw) - 1);
     const __m512i v = _mm512_maskz_loadu_epi8(live, rs);
     for (int64_t r = 0; r < m; ++r) masks[r] = _mm512_mask_cmpeq_epi8_mask(live, v, _mm512_set1_epi8((char)r));
+#elif SL_ISA == 2
+    /* byte compares, 32 windows per instruction (the scalar masks[rs[w]] |= ... chains every window through a
+     * store and a reload: about 6 cycles a window, 0.5 ns per unit at V = 128) */
+    uint8_t buf[64] __attribute__((aligned(32)));
+    memset(buf, 0xFF, sizeof buf);
+    memcpy(buf, rs, (size_t)nw);
+    const __m256i lo = _mm256_load_si256((const __m256i *)buf), hi = _mm256_load_si256((const __m256i *)(buf + 32));
+    const uint64_t live = nw >= 64 ? ~0ull : ((1ull << nw) - 1);
+    for (int64_t r = 0; r < m; ++r) {
+        const __m256i rv = _mm256_set1_epi8((char)r);
+        masks[r] = ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, rv)) |
+                    ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, rv)) << 32)) & live;
+    }
 #else
     for (int64_t w = 0; w < nw; ++w) masks[rs[w]] |= 1ull << w;
 #endif
