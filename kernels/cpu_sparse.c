@@ -4,7 +4,7 @@
  * (never downloaded; cached on disk):
  *   SL_ISA=512 : AVX-512 F/BW/VL + AVX512_BF16   (-mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mfma -mf16c)
  *   SL_ISA=2   : AVX2 + FMA + F16C               (-mavx2 -mfma -mf16c)
- *                (few tokens: vpshufb gathers of bf16 x / vpermps of fp32 x; more: a per-call dense fp32 tile of
+ *                (vpshufb gathers of bf16 x; vpermps of fp32 x below 4 tokens, from 4 a per-call dense fp32 tile of
  *                 each row block, sl_worker_x)
  *   SL_ISA=0   : portable C                       (any compiler, any CPU: aarch64 included)
  *
@@ -725,7 +725,8 @@ static void *sl_worker(void *p) {
  * the gather bodies instead (sl_worker). */
 #ifndef SL_XT
 #define SL_XT 4 /* fp32 tokens from which expanding pays over vpermps gathers (measured: 2 slower, 4 faster); bf16
-                 * tokens stay bf16 (vpshufb gathers) up to 15 tokens, cpu.py's AVX2_TILE_TOKENS */
+                 * tokens stay bf16 and take the vpshufb gathers at any count (they beat these tiles from 16 to
+                 * 256 tokens by 1.13-1.46x on Zen 2 once their controls came from sl_blut) */
 #endif
 #ifndef SL_XRB
 #define SL_XRB 32

@@ -3,20 +3,22 @@
 Decode on a CPU is memory-bound, so an operand that is 28% of the dense bytes (Samoyeds 1:2, V=128) can
 run up to ≈3.5× faster than the best dense path — if it is read as it is stored. These kernels never
 build the dense weight: each 2:4 group's two kept values multiply the two ``x`` columns its metadata names,
-gathered in registers (AVX-512: ``vpermt2w`` + ``vdpbf16ps``; AVX2: ``vpshufb`` / ``vpermps`` + FMA, or with
-more tokens a dense fp32 tile expanded per row block and call; portable C: scalar).
+gathered in registers (AVX-512: ``vpermt2w`` + ``vdpbf16ps``; AVX2: ``vpshufb`` / ``vpermps`` + FMA, or for
+fp16 / fp32 tokens a dense fp32 tile expanded per row block and call; portable C: scalar).
 
 Instruction-set paths (:func:`cpu_path` says which runs here and why)
 ---------------------------------------------------------------------
 * ``avx512``: AVX-512 F/BW/VL + AVX512_BF16 (bf16 values and tokens: 32 kept values per
   ``vpermt2w``/``vdpbf16ps``; fp16/fp32: tokens converted to fp32 once, ``vpermt2ps`` + FMA).
-* ``avx2``: AVX2 + FMA + F16C. Few tokens: gathers of x, 8 kept values per FMA — bf16 tokens (below 16):
-  one ``vpshufb`` per 8 values picks them from the bf16 row straight into fp32 lanes, its control decoded
-  from the metadata word; fp16 / fp32 tokens (below 4): converted to fp32 once, two ``vpermps``.
-  More tokens: per block of 32 compressed rows and 1024 columns the kept values are expanded once per call
-  into a dense fp32 tile (one ``vpermps`` per 8 columns, its lanes from a 256-entry table; a scratch in L2,
-  never the whole weight), then every block of 4 tokens runs plain FMAs over it: twice the multiply-adds
-  of the kept values, but no shuffle per token.
+* ``avx2``: AVX2 + FMA + F16C. Gathers of x, 8 kept values per FMA. bf16 tokens (any count): one
+  ``vpshufb`` per 8 values picks them from the bf16 row straight into fp32 lanes, its control loaded from
+  a 256-entry table indexed by a metadata byte of the ``lanes`` layout (below). fp16 / fp32 tokens (below
+  4): converted to fp32 once, two ``vpermps``. From 4 fp16 / fp32 tokens: per block of 32 compressed rows
+  and 1024 columns the kept values are expanded once per call into a dense fp32 tile (one ``vpermps`` per
+  8 columns, its lanes from a 256-entry table; a scratch in L2, never the whole weight), then every block
+  of 4 tokens runs plain FMAs over it: twice the multiply-adds of the kept values, but no shuffle per
+  token. (bf16 tokens used such tiles from 16 tokens until the table-driven gathers beat them at every
+  count measured, 16 to 256: 1.13-1.46x on the AVX2-only EPYC, 2026-12-03.)
 * ``portable``: plain C, any CPU and compiler (aarch64 included), correct everywhere.
 * ``none``: no C compiler: the tile-by-tile dense path below (still never the whole dense weight).
 
@@ -89,10 +91,6 @@ _FLAGS = {
 _DEFINE = {"avx512": 512, "avx2": 2, "portable": 0}
 _DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 UNIT = 32  # dense columns per unit
-#: From this many bf16 tokens the avx2 path expands dense fp32 tiles instead of vpshufb gathers (measured on
-#: an AVX2-only EPYC: gathers faster up to 12 tokens, about even at 16); fp32 / fp16 tokens from 4 (SL_XT in
-#: the C source).
-AVX2_TILE_TOKENS = 16
 TILE_CROWS = 128  # compressed rows per tile of the dense fallback (a tile of 1:2 rows at K=4096: 2 MB)
 
 
@@ -308,8 +306,8 @@ def _probe(forced: str | None) -> CpuPath:
         elif isa == "avx512":
             reason = "AVX-512 BW + BF16 present: vpermt2w gathers, vdpbf16ps products"
         elif isa == "avx2":
-            reason = ("AVX2 + FMA present: vpshufb gathers of bf16 tokens below 16, a dense fp32 tile per row "
-                      "block from 16 ("
+            reason = ("AVX2 + FMA present: vpshufb gathers of bf16 tokens (fp16 / fp32 tokens from 4: a dense "
+                      "fp32 tile per row block; "
                       + "; ".join(notes) + ")")
         else:
             reason = "portable C (" + "; ".join(notes) + ")"
@@ -517,10 +515,9 @@ def _kernel_gemm(weight, x, idx, isa, threads) -> torch.Tensor:
     b = build(isa)
     op = cpu_operand(weight, layout=layout_for(isa, weight.dtype, x.dtype))
     pair = op.layout == "pair"
-    tokens = x.shape[0] if idx is None else idx.numel()
-    # avx2: bf16 tokens stay bf16 below AVX2_TILE_TOKENS (vpshufb picks them into fp32 lanes); from there
-    # the dense-tile kernel wants fp32 tokens
-    b16 = pair or (isa == "avx2" and x.dtype == torch.bfloat16 and tokens < AVX2_TILE_TOKENS)
+    # avx2: bf16 tokens stay bf16 (vpshufb picks them into fp32 lanes); the others go fp32 (vpermps gathers
+    # below 4 tokens, dense tiles from 4)
+    b16 = pair or (isa == "avx2" and x.dtype == torch.bfloat16)
     xdtype = torch.bfloat16 if b16 else torch.float32
     xg = _gathered(x, idx, xdtype, op.upr * UNIT)
     y = torch.zeros(xg.shape[0], op.rows, dtype=torch.float32)
