@@ -433,11 +433,11 @@ else:
 # work grows with tokens × kept values. On a GPU the Sparse Tensor Cores do that selection inside
 # `mma.sp`, in hardware, which is why the GPU ceilings (dotted) stay high up to hundreds of tokens.
 #
-# That is the AVX-512 path's story (the banner names yours). The **AVX2 path** changes the trade from 16
-# tokens on: it expands each block of 32 compressed rows into a small dense fp32 tile once per call and
-# reuses that tile for every block of tokens — twice the multiply-adds of the kept values, but no gathers —
-# and on a CPU without AVX-512 BF16 torch has no fast bf16 matmul either (its best is fp16 or fp32, twice
-# the bytes), so there the kernel stays ahead to hundreds of tokens (recorded on such a CPU: README).
+# That is the AVX-512 path's story (the banner names yours). On the **AVX2 path** the gathers are cheap
+# per token: the shuffle controls of a unit come from a 256-entry table once, then each further token
+# costs one load, one `vpshufb` and one FMA per 8 kept values. And on a CPU without AVX-512 BF16 torch has
+# no fast bf16 matmul either (its best is fp16 or fp32, twice the bytes), so there the kernel stays ahead
+# to hundreds of tokens (recorded on such a CPU: README).
 #
 # Move the slider: each move **re-measures** that token count on this CPU (about a second at ≤ 16 tokens,
 # several at 256) and adds it to the curves, so you can watch where the speed-up fades on your machine.
@@ -479,8 +479,8 @@ live
 #   run a Mixtral-size expert several times faster than torch's best dense path at 1 token. On the
 #   AVX-512 path the gain fades with tokens and turns into a loss from a few dozen on, because every
 #   compressed row keeps different columns (no reuse of a gathered token across rows), while dense GEMM
-#   becomes compute-bound and efficient; the AVX2 path's dense tiles (from 16 tokens) keep it ahead of a
-#   torch without fast bf16 to hundreds of tokens. On a GPU `mma.sp` does that selection in hardware.
+#   becomes compute-bound and efficient; the AVX2 path's table-driven gathers keep it ahead of a torch
+#   without fast bf16 to hundreds of tokens. On a GPU `mma.sp` does that selection in hardware.
 # * Ceilings are models. Measured results carry their device and date: recorded GPU runs, and CPU
 #   timings measured now on this CPU.
 #

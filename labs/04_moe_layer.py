@@ -434,8 +434,8 @@ cpu_time_figure(times, tokens=xs.shape[0], machine=MACHINE,
 # fixed cost of a call (gathering the tokens, preparing the output, crossing into C; `3·E` calls per
 # forward). With 256 tokens and top-2, each expert also gets about 64 tokens: on the AVX-512 path, about
 # where the sparse kernels stop winning even at a real size (next cell), because dense GEMM reuses every
-# loaded token across all rows while a sparse row's gathered tokens serve that row only (the AVX2 path
-# expands dense tiles from 16 tokens and keeps winning at a real size; Lab 02). `grouped` beats `dense`
+# loaded token across all rows while a sparse row's gathered tokens serve that row only (the AVX2 path,
+# against a torch without fast bf16, keeps winning at a real size; Lab 02). `grouped` beats `dense`
 # on the CPU for the reason it would on a GPU: one sort instead of `E` mask scans, fewer small ops.
 #
 # ### The same kernels at a real expert's size
@@ -668,7 +668,8 @@ panel
 #   ~64 tokens per expert). On one Mixtral-size expert they beat torch's best dense path at a few tokens
 #   per expert; on the AVX-512 path they lose from a few dozen on (every compressed row keeps different
 #   columns, so a gathered token serves one row only, while dense GEMM reuses it across rows and turns
-#   compute-bound), while the AVX2 path's dense tiles stay ahead to hundreds of tokens (Lab 02).
+#   compute-bound), while the AVX2 path stays ahead of a torch without fast bf16 to hundreds of tokens
+#   (Lab 02).
 # * Tile padding is huge at decode and small at prefill; it matters little where it is largest, because
 #   decode is memory-bound and the weight bytes are what Samoyeds saves.
 # * Modelled on an H100 profile, the layer ceiling is ≈3.5× faster than dense at decode (bytes) and up to

@@ -448,8 +448,8 @@ placement_checks_figure(checks_c, title=f"Hybrid layer, compressed near side, {T
 # it is faster than the dense one, and `n*` (measured and modelled) moves up: near data pays for more
 # tokens. As tokens grow, the AVX-512 kernels' gathered products lose to torch's dense GEMM (every
 # compressed row keeps different columns), so the compressed near path's advantage shrinks and then
-# reverses; the AVX2 path switches to dense tiles from 16 tokens and keeps more of it (the banner names
-# your path) — the model captures either only through the single FLOP/s measured at the calibration's
+# reverses; the AVX2 path, against a torch without fast bf16, keeps more of it (the banner names your
+# path) — the model captures either only through the single FLOP/s measured at the calibration's
 # token count. All timings here
 # are on 2 shared cores (another process may be running): rerun a cell to see how much they move.
 

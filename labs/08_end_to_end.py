@@ -174,7 +174,8 @@ if sam.recorded_ppl and dense.recorded_ppl:
 # layer pays a fixed cost per call (checks, token gather, output, crossing into C). With 256 tokens and
 # top-2 each expert also sees about 64 tokens, where even at Mixtral size the AVX-512 path's sparse
 # kernels barely beat dense (Lab 02): a gathered token serves one compressed row only, while dense GEMM
-# reuses it across all rows (the AVX2 path switches to dense tiles there). The second cell times one expert GEMM alone to show where the time goes.
+# reuses it across all rows (on the AVX2 path, against a torch without fast bf16, the kernels keep more of
+# their lead there). The second cell times one expert GEMM alone to show where the time goes.
 #
 # **Modelled** (GPU, Mixtral-8x7B expert shapes, H100 SXM, 1 token per decode step over the recorded
 # routing). Decoding, each expert sees a token or two, so its GEMMs are memory-bound and the roofline
