@@ -311,7 +311,7 @@ static inline uint32_t sl_nibbles(uint32_t x) {
     return (x | (x << 4)) & 0x0F0F0F0Fu;
 }
 
-/* bf16 tokens, a few of them (the SL_LANES layout): a 128-bit lane of 16 bf16 x columns holds the 8 columns
+/* bf16 tokens, any number of them (the SL_LANES layout): a 128-bit lane of 16 bf16 x columns holds the 8 columns
  * of two groups, so one vpshufb per 8 kept values and token picks their 4 + 4 x values straight into the high
  * halves of fp32 lanes (the exact bf16 -> fp32 conversion for free): one x load, one shuffle, one FMA. The
  * shuffle controls come from sl_blut, indexed by the metadata bytes (two 16-byte loads per half unit); this

@@ -398,6 +398,8 @@ _LANES_PERM = torch.tensor([d + 8 * h for d in range(8) for h in range(2)])
 def layout_for(isa: str, weight_dtype: torch.dtype, x_dtype: torch.dtype | None = None) -> str:
     """The layout the kernels of ``isa`` read for a weight of ``weight_dtype`` (and tokens of ``x_dtype``;
     None: the dense-tile fallback, which reads whichever the kernel reads)."""
+    if isa not in (*ISAS, "none"):
+        raise ValueError(f"isa: expected one of {', '.join(map(repr, (*ISAS, 'none')))}, got {isa!r}")
     if isa == "avx2":
         return "lanes"
     if isa == "avx512" and weight_dtype == torch.bfloat16 and x_dtype in (None, torch.bfloat16):

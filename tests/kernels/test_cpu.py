@@ -140,6 +140,12 @@ def test_lanes_layout_words_and_slots(dtype):
 def test_layout_is_checked():
     with pytest.raises(ValueError, match="layout: expected one of 'natural', 'pair', 'lanes', got 'x'"):
         cpu.cpu_operand(_ws(8, 128, torch.bfloat16), layout="x")
+    with pytest.raises(ValueError, match="isa: expected one of .*got 'sse'"):
+        cpu.layout_for("sse", torch.bfloat16)
+    assert cpu.layout_for("avx2", torch.float16) == "lanes"
+    assert cpu.layout_for("avx512", torch.bfloat16, torch.bfloat16) == "pair"
+    assert cpu.layout_for("avx512", torch.bfloat16, torch.float32) == "natural"
+    assert cpu.layout_for("portable", torch.bfloat16) == "natural"
 
 
 # ------------------------------------------------------------------------------------- through the ops
